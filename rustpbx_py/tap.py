@@ -1,0 +1,50 @@
+# -*- test-case-name: rustpbx_py.test.test_tap -*-
+"""
+twistd glue: the C{pbx} sub-command's options and the service tree it builds.
+
+C{makeService} is the only place that knows every layer; everything below it
+receives what it needs as arguments.
+"""
+
+from __future__ import annotations
+
+from twisted.application import service
+from twisted.python import usage
+
+from rustpbx_py import __version__
+from rustpbx_py.config import Config, ConfigError, load_config
+
+
+class Options(usage.Options):
+    """Command line of C{twistd pbx}."""
+
+    synopsis = "[--config FILE]"
+    longdesc = (
+        "Run the rustpbx_py SIP PBX: SIP listeners (UDP, TCP, TLS, WebSocket), "
+        "the module pipeline (acl, auth, registrar, call) and its addons, "
+        "configured by a RustPBX-style TOML file."
+    )
+    optParameters = [
+        ["config", "c", "etc/pbx.toml", "Path to the TOML configuration file."],
+    ]
+
+    def postOptions(self) -> None:
+        """Load and validate the configuration now, so that a bad file stops
+        twistd with a readable message before anything starts."""
+        try:
+            self["loaded"] = load_config(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+
+    def opt_version(self) -> None:
+        """Print the version and exit."""
+        print(f"rustpbx_py {__version__}")
+        raise SystemExit(0)
+
+
+def makeService(options: Options) -> service.IService:
+    """Build the PBX service tree from validated options."""
+    from rustpbx_py.server import buildService
+
+    config: Config = options["loaded"]
+    return buildService(config)
