@@ -1,0 +1,538 @@
+# -*- test-case-name: rustpbx_py.test.test_sip_message -*-
+"""
+SIP requests and responses (RFC 3261 section 7 and 25): parse and serialise.
+
+The parser keeps every header line as it arrived (name spelling, value
+bytes, order) so that a proxy forwards unknown headers byte-exact; only the
+headers a layer asks for are interpreted, and only when asked (see
+L{rustpbx_py.sip.headers}).  Header lookup is case-insensitive and knows the
+compact forms.
+
+This module imports nothing else of ours but L{rustpbx_py.sip}.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterator, List, Optional, Tuple, Union
+
+MAX_MESSAGE_SIZE = 65536
+MAX_HEADERS = 100
+SIP_VERSION = "SIP/2.0"
+
+#: RFC 3261 section 7.3.3 and the registry of compact header forms.
+COMPACT_FORMS = {
+    "a": "accept-contact",
+    "b": "referred-by",
+    "c": "content-type",
+    "d": "request-disposition",
+    "e": "content-encoding",
+    "f": "from",
+    "i": "call-id",
+    "j": "reject-contact",
+    "k": "supported",
+    "l": "content-length",
+    "m": "contact",
+    "n": "identity-info",
+    "o": "event",
+    "r": "refer-to",
+    "s": "subject",
+    "t": "to",
+    "u": "allow-events",
+    "v": "via",
+    "x": "session-expires",
+    "y": "identity",
+}
+
+#: Headers whose value is a comma-separated list (RFC 3261 section 7.3.1);
+#: everything else (Authorization, Date, unknown headers, ...) is one value.
+LIST_HEADERS = frozenset(
+    [
+        "via",
+        "contact",
+        "route",
+        "record-route",
+        "path",
+        "service-route",
+        "allow",
+        "allow-events",
+        "supported",
+        "require",
+        "proxy-require",
+        "unsupported",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-encoding",
+        "content-language",
+        "in-reply-to",
+        "alert-info",
+        "call-info",
+        "error-info",
+        "warning",
+        "reply-to",
+        "accept-contact",
+        "reject-contact",
+        "request-disposition",
+    ]
+)
+
+#: How we spell headers that we add ourselves.
+CANONICAL_NAMES = {
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "www-authenticate": "WWW-Authenticate",
+    "mime-version": "MIME-Version",
+    "rack": "RAck",
+    "rseq": "RSeq",
+    "sip-etag": "SIP-ETag",
+    "sip-if-match": "SIP-If-Match",
+}
+
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_STATUS_LINE_RE = re.compile(r"^SIP/(\d+)\.(\d+) (\d{3}) ?(.*)$", re.IGNORECASE)
+_REQUEST_LINE_RE = re.compile(r"^(\S+) (\S+) (\S+)$")
+_VERSION_RE = re.compile(r"^SIP/\d+\.\d+$", re.IGNORECASE)
+_HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
+
+
+class SipParseError(Exception):
+    """
+    A message that cannot be understood.
+
+    @ivar status: the response code a server should answer with (400, 505,
+        ...), or L{None} when no response is possible (no usable Via, or a
+        response that is malformed) and the message must be dropped.
+    @ivar reason: the reason phrase, which says what was wrong.
+    """
+
+    def __init__(self, reason: str, status: Optional[int] = 400) -> None:
+        Exception.__init__(self, reason)
+        self.reason = reason
+        self.status = status
+
+
+def header_key(name: str) -> str:
+    """The lookup key of a header name: lower case, compact forms expanded."""
+    key = name.lower()
+    if len(key) == 1:
+        return COMPACT_FORMS.get(key, key)
+    return key
+
+
+def canonical_name(key: str) -> str:
+    """How to spell a header we generate: C{call-id} -> C{Call-ID}."""
+    name = CANONICAL_NAMES.get(key)
+    if name is None:
+        name = "-".join(part.capitalize() for part in key.split("-"))
+    return name
+
+
+def split_list(value: str) -> List[str]:
+    """
+    Split a header value on the commas that separate list elements,
+    leaving commas inside quoted strings and angle brackets alone.
+    """
+    if "," not in value:
+        v = value.strip()
+        return [v] if v else []
+    parts = []
+    depth = 0
+    quoted = False
+    start = 0
+    i = 0
+    n = len(value)
+    while i < n:
+        ch = value[i]
+        if quoted:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"':
+            quoted = True
+        elif ch == "<":
+            depth += 1
+        elif ch == ">":
+            if depth:
+                depth -= 1
+        elif ch == "," and not depth:
+            part = value[start:i].strip()
+            if part:
+                parts.append(part)
+            start = i + 1
+        i += 1
+    part = value[start:].strip()
+    if part:
+        parts.append(part)
+    return parts
+
+
+class Message:
+    """
+    What requests and responses share: an ordered list of headers and a body.
+
+    Each header is kept as a C{[key, name, value]} list: the lookup key,
+    the name as it arrived (or as we spelled it) and the value text.
+    """
+
+    __slots__ = ("headers", "body")
+
+    def __init__(self, headers: Optional[list] = None, body: bytes = b"") -> None:
+        self.headers: list = headers if headers is not None else []
+        self.body = body
+
+    # -- reading ------------------------------------------------------------
+
+    def get(self, name: str) -> Optional[str]:
+        """The value of the first header called C{name}, or L{None}."""
+        key = header_key(name)
+        for h in self.headers:
+            if h[0] == key:
+                return h[2]
+        return None
+
+    def get_all(self, name: str) -> List[str]:
+        """
+        Every value of C{name}, in order, with comma-separated lists split
+        into their elements for the headers that are lists.
+        """
+        key = header_key(name)
+        values = [h[2] for h in self.headers if h[0] == key]
+        if key in LIST_HEADERS:
+            out = []
+            for v in values:
+                out.extend(split_list(v))
+            return out
+        return values
+
+    def has(self, name: str) -> bool:
+        """Whether at least one C{name} header is present."""
+        key = header_key(name)
+        return any(h[0] == key for h in self.headers)
+
+    def header_items(self) -> Iterator[Tuple[str, str]]:
+        """(name, value) of every header line, in order, as they will be sent."""
+        for h in self.headers:
+            yield h[1], h[2]
+
+    # -- writing ------------------------------------------------------------
+
+    def add(self, name: str, value: str) -> None:
+        """Append a header line after the existing ones."""
+        key = header_key(name)
+        self.headers.append([key, name if len(name) > 1 else canonical_name(key), value])
+
+    def insert(self, name: str, value: str) -> None:
+        """
+        Put a header line above the first one of the same name (or at the top
+        of the message): where a proxy puts its Via and Record-Route.
+        """
+        key = header_key(name)
+        entry = [key, name, value]
+        for i, h in enumerate(self.headers):
+            if h[0] == key:
+                self.headers.insert(i, entry)
+                return
+        self.headers.insert(0, entry)
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every C{name} header with one line, where the first was."""
+        key = header_key(name)
+        for i, h in enumerate(self.headers):
+            if h[0] == key:
+                h[2] = value
+                self.headers[i + 1 :] = [x for x in self.headers[i + 1 :] if x[0] != key]
+                return
+        self.headers.append([key, name, value])
+
+    def remove(self, name: str) -> None:
+        """Drop every C{name} header."""
+        key = header_key(name)
+        self.headers = [h for h in self.headers if h[0] != key]
+
+    def pop_first(self, name: str) -> Optional[str]:
+        """
+        Remove the first element of the list header C{name} (a Via or a
+        Route) and return it.
+        """
+        key = header_key(name)
+        for i, h in enumerate(self.headers):
+            if h[0] == key:
+                parts = split_list(h[2])
+                if len(parts) <= 1:
+                    del self.headers[i]
+                else:
+                    h[2] = ", ".join(parts[1:])
+                return parts[0] if parts else None
+        return None
+
+    # -- convenience --------------------------------------------------------
+
+    @property
+    def call_id(self) -> str:
+        return self.get("call-id") or ""
+
+    @property
+    def cseq(self) -> Tuple[int, str]:
+        """(number, method) of the CSeq header; (0, "") when unusable."""
+        value = self.get("cseq")
+        if not value:
+            return 0, ""
+        parts = value.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            return 0, ""
+        return int(parts[0]), parts[1]
+
+    @property
+    def top_via(self) -> Optional[str]:
+        """The first Via element, unparsed."""
+        value = self.get("via")
+        if value is None:
+            return None
+        if "," in value:
+            parts = split_list(value)
+            return parts[0] if parts else None
+        return value.strip()
+
+    def start_line(self) -> str:
+        raise NotImplementedError("Request and Response define their start line")
+
+    def to_bytes(self) -> bytes:
+        """
+        The message on the wire.  Content-Length is made to match the body
+        (RFC 3261 section 20.14: mandatory on stream transports, and a
+        mismatch would break framing).
+        """
+        body = self.body
+        lines = [self.start_line()]
+        seen_length = False
+        for key, name, value in self.headers:
+            if key == "content-length":
+                if seen_length:
+                    continue
+                seen_length = True
+                value = str(len(body))
+            lines.append(f"{name}: {value}")
+        if not seen_length:
+            lines.append(f"Content-Length: {len(body)}")
+        lines.append("")
+        lines.append("")
+        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+
+    def copy_headers(self) -> list:
+        """A shallow copy of the header list, safe to edit."""
+        return [list(h) for h in self.headers]
+
+
+class Request(Message):
+    """A SIP request: method, Request-URI (text), version, headers, body."""
+
+    __slots__ = ("method", "uri", "version")
+
+    def __init__(
+        self,
+        method: str,
+        uri: str,
+        headers: Optional[list] = None,
+        body: bytes = b"",
+        version: str = SIP_VERSION,
+    ) -> None:
+        Message.__init__(self, headers, body)
+        self.method = method
+        self.uri = uri
+        self.version = version
+
+    is_request = True
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri} call-id={self.call_id!r}>"
+
+
+class Response(Message):
+    """A SIP response: status code, reason phrase, headers, body."""
+
+    __slots__ = ("status", "reason", "version")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str = "",
+        headers: Optional[list] = None,
+        body: bytes = b"",
+        version: str = SIP_VERSION,
+    ) -> None:
+        Message.__init__(self, headers, body)
+        self.status = status
+        self.reason = reason or REASONS.get(status, "")
+        self.version = version
+
+    is_request = False
+
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason} call-id={self.call_id!r}>"
+
+
+SipMessage = Union[Request, Response]
+
+
+def split_head(data: bytes) -> Tuple[bytes, bytes, bool]:
+    """
+    Split a datagram or framed message at the blank line.  Returns (head,
+    rest, found); a head without its blank line is still returned (UDP
+    senders that omit the final CRLF) with found False.
+    """
+    idx = data.find(b"\r\n\r\n")
+    if idx >= 0:
+        return data[:idx], data[idx + 4 :], True
+    m = _HEAD_END_RE.search(data)
+    if m is not None:
+        return data[: m.start()], data[m.end() :], True
+    return data.rstrip(b"\r\n"), b"", False
+
+
+def parse_message(data: bytes, stream: bool = False) -> SipMessage:
+    """
+    Parse one whole message.
+
+    @param data: the bytes of one datagram or one framed stream message.
+    @param stream: whether it came over a stream transport, where the
+        framing already used Content-Length.
+    @raise SipParseError: when the message is not valid SIP; its status
+        says what to answer, or L{None} to drop it.
+    """
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise SipParseError("Message Too Large", 513)
+    head, rest, _ = split_head(data)
+    try:
+        text = head.decode("utf-8", "surrogateescape")
+    except UnicodeDecodeError:  # pragma: no cover - surrogateescape never fails
+        raise SipParseError("Bad Request: undecodable header")
+    raw_lines = text.replace("\r\n", "\n").split("\n")
+    # Leading empty lines are keep-alives that preceded the message.
+    while raw_lines and raw_lines[0] == "":
+        raw_lines.pop(0)
+    if not raw_lines:
+        raise SipParseError("Empty message", None)
+    first = raw_lines[0]
+    msg: SipMessage
+    if first[:4].upper() == "SIP/":
+        m = _STATUS_LINE_RE.match(first)
+        if m is None:
+            raise SipParseError("Malformed status line", None)
+        if (m.group(1), m.group(2)) != ("2", "0"):
+            raise SipParseError("Unsupported SIP version in response", None)
+        msg = Response(int(m.group(3)), m.group(4), [], b"")
+        msg.reason = m.group(4)
+    else:
+        m = _REQUEST_LINE_RE.match(first)
+        if m is None:
+            raise SipParseError("Bad Request: malformed Request-Line")
+        method, uri, version = m.groups()
+        if not _TOKEN_RE.match(method):
+            raise SipParseError("Bad Request: malformed method")
+        if not _VERSION_RE.match(version):
+            raise SipParseError("Bad Request: malformed SIP version")
+        if version.upper() != SIP_VERSION:
+            raise SipParseError("Version Not Supported", 505)
+        msg = Request(method, uri, [], b"", version)
+
+    headers = msg.headers
+    count = 0
+    current = None
+    for line in raw_lines[1:]:
+        if not line:
+            continue
+        if line[0] in " \t":
+            if current is None:
+                raise SipParseError("Bad Request: continuation line without header")
+            current[2] = (current[2] + " " + line.strip()).strip()
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            raise SipParseError("Bad Request: malformed header line")
+        name = line[:colon].rstrip(" \t")
+        if not _TOKEN_RE.match(name):
+            raise SipParseError("Bad Request: malformed header name")
+        count += 1
+        if count > MAX_HEADERS:
+            raise SipParseError("Bad Request: too many headers")
+        current = [header_key(name), name, line[colon + 1 :].strip(" \t")]
+        headers.append(current)
+
+    length_text = msg.get("content-length")
+    if length_text is not None:
+        length_text = length_text.strip()
+        if not length_text.isdigit():
+            raise SipParseError("Bad Request: malformed Content-Length")
+        length = int(length_text)
+        if length > len(rest):
+            raise SipParseError("Bad Request: body shorter than Content-Length")
+        msg.body = rest[:length]
+    elif stream:
+        raise SipParseError("Bad Request: Content-Length required on stream transports")
+    else:
+        msg.body = rest
+    return msg
+
+
+REASONS = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    491: "Request Pending",
+    493: "Undecipherable",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}
