@@ -1,0 +1,128 @@
+# -*- test-case-name: rustpbx_py.test.test_protocols -*-
+"""
+SIP over TCP and TLS: Content-Length framing (RFC 3261 section 18.3),
+CRLF keep-alive ping/pong (RFC 5626 section 4.4.1) and reaping of idle
+connections.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+
+from rustpbx_py.protocols.flow import StreamFlow, peer_address
+from rustpbx_py.sip.message import MAX_MESSAGE_SIZE, SipParseError, parse_message
+
+_CONTENT_LENGTH_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", re.I | re.M)
+
+
+class SipStreamProtocol(Protocol):
+    """One SIP connection: frames messages and hands them to the controller."""
+
+    log = Logger()
+
+    def __init__(self, controller, transport_name: str, idle_timeout: float, clock) -> None:
+        self.controller = controller
+        self.transport_name = transport_name
+        self.idle_timeout = idle_timeout
+        self.clock = clock
+        self.buffer = b""
+        self.flow: StreamFlow = None  # type: ignore[assignment]
+        self._idle = None
+
+    def connectionMade(self) -> None:
+        host = self.transport.getHost()
+        self.flow = StreamFlow(
+            self.transport_name,
+            peer_address(self.transport.getPeer()),
+            (host.host, host.port),
+            self.transport.write,
+            self.transport.loseConnection,
+        )
+        self.controller.flow_opened(self.flow)
+        self._touch()
+
+    def _touch(self) -> None:
+        if self.idle_timeout <= 0:
+            return
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.idle_timeout)
+        else:
+            self._idle = self.clock.callLater(self.idle_timeout, self._reap)
+
+    def _reap(self) -> None:
+        self._idle = None
+        self.log.debug("closing idle {flow}", flow=self.flow)
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._touch()
+        self.buffer += data
+        while self.buffer:
+            buf = self.buffer
+            if buf[:1] in (b"\r", b"\n"):
+                # Keep-alives between messages: a double CRLF is a ping that
+                # is answered with a single CRLF pong; a lone CRLF is a pong.
+                if buf.startswith(b"\r\n\r\n"):
+                    self.transport.write(b"\r\n")
+                    self.buffer = buf[4:]
+                    continue
+                if buf in (b"\r", b"\r\n", b"\r\n\r"):
+                    return  # wait: this may be the start of a ping
+                self.buffer = buf.lstrip(b"\r\n")
+                continue
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_MESSAGE_SIZE:
+                    self._fatal(buf, SipParseError("Message Too Large", 513))
+                return
+            head = buf[:end]
+            m = _CONTENT_LENGTH_RE.search(head)
+            if m is None:
+                self._fatal(buf[: end + 4], SipParseError("Content-Length required on stream transports"))
+                return
+            total = end + 4 + int(m.group(1))
+            if total > MAX_MESSAGE_SIZE:
+                self._fatal(buf[: end + 4], SipParseError("Message Too Large", 513))
+                return
+            if len(buf) < total:
+                return
+            self.buffer = buf[total:]
+            raw = buf[:total]
+            try:
+                message = parse_message(raw, stream=True)
+            except SipParseError as e:
+                self.controller.parse_error(e, raw, self.flow)
+                continue
+            self.controller.message_received(message, self.flow)
+
+    def _fatal(self, data: bytes, error: SipParseError) -> None:
+        """Framing is lost: answer if we can, then close (RFC 3261 18.3)."""
+        self.controller.parse_error(error, data, self.flow)
+        self.buffer = b""
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason=None) -> None:
+        if self._idle is not None and self._idle.active():
+            self._idle.cancel()
+        self._idle = None
+        if self.flow is not None:
+            self.flow.connected = False
+            self.controller.flow_closed(self.flow)
+
+
+class SipStreamFactory(Factory):
+    """Makes a L{SipStreamProtocol} per connection, inbound or outbound."""
+
+    def __init__(self, controller, transport_name: str, idle_timeout: float, clock) -> None:
+        self.controller = controller
+        self.transport_name = transport_name
+        self.idle_timeout = idle_timeout
+        self.clock = clock
+
+    def buildProtocol(self, addr):
+        p = SipStreamProtocol(self.controller, self.transport_name, self.idle_timeout, self.clock)
+        p.factory = self
+        return p

@@ -1,0 +1,159 @@
+# -*- test-case-name: rustpbx_py.test.test_transaction -*-
+"""
+The transaction layer: matches messages to transactions (RFC 3261 17.1.3
+and 17.2.3, with the RFC 2543 fallback), creates server transactions for
+new requests, and tells the transaction user (the SIP core) about them.
+
+The transaction user provides: C{new_transaction(tx)},
+C{cancel_received(cancel_tx, invite_tx)}, C{ack_received(ack, flow)},
+C{stray_response(response, flow)} and C{transaction_ended(tx)}.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Tuple
+
+from rustpbx_py.sip.headers import HeaderError, NameAddr, Via
+from rustpbx_py.sip.message import Request, Response
+from rustpbx_py.transaction.client import ClientTransaction
+from rustpbx_py.transaction.responses import MAGIC_COOKIE
+from rustpbx_py.transaction.server import ServerTransaction
+from rustpbx_py.transaction.timers import TimerValues
+
+
+def server_key(request: Request, method: Optional[str] = None) -> Optional[Tuple]:
+    """
+    The key that finds a request's server transaction: branch, sent-by and
+    method (ACK and CANCEL use INVITE's) per 17.2.3, or for RFC 2543 peers
+    without the magic cookie, Call-ID, From tag, CSeq number and top Via.
+    """
+    top = request.top_via
+    if top is None:
+        return None
+    method = method or request.method
+    if method == "ACK":
+        method = "INVITE"
+    i = top.find("branch=")
+    if i >= 0:
+        j = i + 7
+        end = j
+        n = len(top)
+        while end < n and top[end] not in ";, \t":
+            end += 1
+        branch = top[j:end]
+        if branch.startswith(MAGIC_COOKIE):
+            try:
+                sent_by = Via.parse(top).sent_by().lower()
+            except HeaderError:
+                return None
+            return (branch, sent_by, method)
+    from_tag = None
+    f = request.get("from")
+    if f:
+        try:
+            from_tag = NameAddr.parse(f).tag
+        except HeaderError:
+            pass
+    return ("2543", request.call_id, from_tag, request.cseq[0], method, top)
+
+
+def client_key(message, method: Optional[str] = None) -> Optional[Tuple[str, str]]:
+    """Branch and CSeq method: what a response carries back (17.1.3)."""
+    top = message.top_via
+    if top is None:
+        return None
+    i = top.find("branch=")
+    if i < 0:
+        return None
+    j = i + 7
+    end = j
+    n = len(top)
+    while end < n and top[end] not in ";, \t":
+        end += 1
+    return (top[j:end], method or message.cseq[1])
+
+
+class TransactionLayer:
+    """All live transactions of one SIP core."""
+
+    def __init__(self, tu, clock, timer_values: Optional[TimerValues] = None, server_header: str = "") -> None:
+        self.tu = tu
+        self.clock = clock
+        self.timer_values = timer_values or TimerValues()
+        self.server_header = server_header
+        self.server: Dict[Tuple, ServerTransaction] = {}
+        self.client: Dict[Tuple, ClientTransaction] = {}
+        #: Server transactions not yet answered with a final response.
+        self.pending = 0
+
+    # -- inbound -------------------------------------------------------------
+
+    def request_received(self, request: Request, flow) -> None:
+        key = server_key(request)
+        if key is None:
+            return
+        tx = self.server.get(key)
+        method = request.method
+        if method == "ACK":
+            if tx is not None and tx.final is not None and tx.final.status >= 300:
+                tx.ack_received(request)
+                return
+            self.tu.ack_received(request, flow)
+            return
+        if tx is not None:
+            tx.retransmission_received()
+            return
+        tx = ServerTransaction(self, request, flow, key)
+        self.server[key] = tx
+        self.pending += 1
+        if method == "CANCEL":
+            invite = self.server.get(server_key(request, "INVITE"))
+            self.tu.cancel_received(tx, invite)
+            return
+        self.tu.new_transaction(tx)
+
+    def response_received(self, response: Response, flow) -> None:
+        key = client_key(response)
+        tx = self.client.get(key) if key is not None else None
+        if tx is None:
+            self.tu.stray_response(response, flow)
+            return
+        tx.response_received(response)
+
+    # -- outbound ------------------------------------------------------------
+
+    def send_request(self, request: Request, flow, on_response: Callable) -> ClientTransaction:
+        """
+        Start a client transaction for C{request}, whose top Via already
+        carries our branch, over C{flow}.
+        """
+        key = client_key(request)
+        if key is None:
+            raise ValueError("a request sent statefully needs a Via with a branch")
+        tx = ClientTransaction(self, request, flow, key, on_response)
+        self.client[key] = tx
+        tx.start()
+        return tx
+
+    # -- bookkeeping ---------------------------------------------------------
+
+    def transaction_answered(self, tx: ServerTransaction) -> None:
+        self.pending -= 1
+
+    def server_terminated(self, tx: ServerTransaction) -> None:
+        if self.server.get(tx.key) is tx:
+            del self.server[tx.key]
+        if not tx.completed:
+            tx.completed = True
+            self.pending -= 1
+        self.tu.transaction_ended(tx)
+
+    def client_terminated(self, tx: ClientTransaction) -> None:
+        if self.client.get(tx.key) is tx:
+            del self.client[tx.key]
+
+    def flow_failed(self, flow) -> None:
+        """A connection closed: its pending client transactions fail (503)."""
+        for tx in list(self.client.values()):
+            if tx.flow is flow:
+                tx.transport_failed()
