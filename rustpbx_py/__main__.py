@@ -1,0 +1,76 @@
+# -*- test-case-name: rustpbx_py.test.test_config -*-
+"""
+Command line helpers: C{python -m rustpbx_py check-config FILE}.
+
+Checking a configuration without starting the PBX lets an admin validate an
+edited file (or a RustPBX file being migrated) before a restart, and lets
+packaging scripts refuse a broken file.  The check is exactly the one
+C{twistd pbx} runs at start-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, TextIO
+
+from rustpbx_py import __version__
+from rustpbx_py.config import ConfigError, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m rustpbx_py",
+        description="rustpbx_py command line tools.",
+    )
+    parser.add_argument("--version", action="version", version=f"rustpbx_py {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    check = sub.add_parser(
+        "check-config",
+        help="check a configuration file and every file it includes",
+        description="Check a RustPBX-style TOML configuration the way `twistd pbx` does at "
+        "start-up. Prints FILE: OK and any warnings, or every problem found (exit status 1).",
+    )
+    check.add_argument("file", metavar="FILE", help="the main configuration file, e.g. etc/pbx.toml")
+    return parser
+
+
+def check_config(path: str, stdout: TextIO, stderr: TextIO) -> int:
+    """Load C{path}; report OK and warnings on C{stdout}, or the problems on
+    C{stderr}.  Returns the exit status."""
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=stderr)
+        print(f"{path}: {len(e.problems)} problem(s); configuration refused", file=stderr)
+        return 1
+    print(f"{path}: OK", file=stdout)
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=stdout)
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """
+    Entry point of C{python -m rustpbx_py} and of the C{rustpbx-py-check}
+    script (which implies C{check-config}).  Returns the exit status instead
+    of exiting, so that tests can call it.
+    """
+    if argv is None:
+        argv = sys.argv[1:]
+        if os.path.basename(sys.argv[0]).startswith("rustpbx-py-check"):
+            argv = ["check-config", *argv]
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # --help, --version or a usage error
+        return e.code if isinstance(e.code, int) else 2
+    if args.command == "check-config":
+        return check_config(args.file, sys.stdout, sys.stderr)
+    return 2  # pragma: no cover - argparse refuses other commands
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

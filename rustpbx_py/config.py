@@ -1,0 +1,1597 @@
+# -*- test-case-name: rustpbx_py.test.test_config -*-
+"""
+RustPBX's TOML configuration, read into typed and validated dataclasses.
+
+An administrator moving from RustPBX brings a C{config.toml} with a
+C{[proxy]} section, user backends, routes, trunks and ACL rules spread over
+several files.  This module turns all of it into one L{Config} object, so that
+the rest of rustpbx_py never touches raw TOML, never guesses a default and
+never resolves a relative path.
+
+A bad file is refused as a whole: L{load_config} raises one L{ConfigError}
+listing every problem (file, key path, what was expected, what was found),
+because an admin fixing a config file wants the whole list at once, not one
+error per restart.  Settings that RustPBX has but rustpbx_py does not
+implement yet are accepted with a warning (L{Config.warnings}) so that an
+existing RustPBX file still loads; a key that neither knows is an error with a
+"did you mean" suggestion, because it is almost always a typo.
+
+Every TOML key maps to an attribute of the same name.  The dataclass field
+metadata of each key holds its reader (type check and conversion) and a
+one-line description; C{docs/configuration.md} is the long form of the same
+reference.
+
+This module does no I/O beyond reading the configuration files it is pointed
+at (the main file, the files matched by C{routes_files}, C{trunks_files},
+C{acl_files}, the generated files, a C{plain} user file and checking that TLS
+certificate files are readable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import glob
+import ipaddress
+import json
+import os
+import re
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Optional, Union
+
+from rustpbx_py import __version__
+
+__all__ = [
+    "AclRule",
+    "ConcurrencyLimit",
+    "Config",
+    "ConfigError",
+    "DailyLimit",
+    "DialogAuthCacheConfig",
+    "FrequencyLimit",
+    "PolicyConfig",
+    "PolicyFrequencyLimit",
+    "ProxyConfig",
+    "RejectConfig",
+    "RouteConfig",
+    "SipUserConfig",
+    "TimeWindow",
+    "TrunkConfig",
+    "UserBackendConfig",
+    "default_config",
+    "load_config",
+    "parse_config_text",
+    "KNOWN_CODECS",
+]
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+#: Audio codec names RustPBX's codec list accepts (case-insensitive), with
+#: the aliases it also understands mapped to the canonical name.
+KNOWN_CODECS: dict[str, str] = {
+    "opus": "opus",
+    "pcmu": "pcmu",
+    "ulaw": "pcmu",
+    "pcma": "pcma",
+    "alaw": "pcma",
+    "g722": "g722",
+    "g729": "g729",
+    "telephone-event": "telephone-event",
+}
+
+#: The file name shown in messages for configurations built without a file.
+_NO_FILE_PREFIX = "<"
+
+_NOT_IMPLEMENTED = "a RustPBX setting that rustpbx_py does not implement yet; ignored"
+
+
+class ConfigError(Exception):
+    """
+    The configuration cannot be used.
+
+    @ivar problems: one human-readable message per problem, each naming the
+        file and the key path, e.g. C{etc/pbx.toml: proxy.udp_port: expected
+        an integer port 0-65535, found "abc"}.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(problems)
+        self.problems = list(problems)
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
+
+
+# ---------------------------------------------------------------------------
+# Problem collection and message formatting
+# ---------------------------------------------------------------------------
+
+
+class _Invalid:
+    """Marker returned by readers for a value that was reported as a problem."""
+
+    def __repr__(self) -> str:
+        return "<invalid>"
+
+
+_INVALID: Any = _Invalid()
+
+
+class _Report:
+    """Collects problems and warnings across every file of one load."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+
+def _show(value: Any) -> str:
+    """Render a TOML value the way the admin wrote it, for "found ..." texts."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        if len(value) > 80:
+            value = value[:77] + "..."
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        shown = ", ".join(_show(v) for v in value[:5])
+        if len(value) > 5:
+            shown += ", ..."
+        return f"[{shown}]"
+    if hasattr(value, "isoformat"):
+        return f"the date/time {value.isoformat()}"
+    return repr(value)
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _join(prefix: str, key: Union[str, int]) -> str:
+    """Extend a key path: C{proxy} + C{udp_port}, C{routes} + C{0}."""
+    if isinstance(key, int):
+        return f"{prefix}[{key}]"
+    part = key if _BARE_KEY.match(key) else json.dumps(key, ensure_ascii=False)
+    return f"{prefix}.{part}" if prefix else part
+
+
+def _suggest(word: str, candidates: Iterable[str]) -> str:
+    """A "; did you mean ..." tail, or nothing when nothing is close."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f'; did you mean "{close[0]}"?' if close else ""
+
+
+@dataclass
+class _Ctx:
+    """Where values come from: the file shown in messages and its directory."""
+
+    src: str
+    base_dir: str
+    report: _Report
+
+    def problem(self, key: str, text: str) -> Any:
+        where = f"{self.src}: {key}: " if key else f"{self.src}: "
+        self.report.problems.append(where + text)
+        return _INVALID
+
+    def expected(self, key: str, what: str, value: Any) -> Any:
+        return self.problem(key, f"expected {what}, found {_show(value)}")
+
+    def warn(self, key: str, text: str) -> None:
+        where = f"{self.src}: {key}: " if key else f"{self.src}: "
+        self.report.warnings.append(where + text)
+
+    def resolve(self, path: str) -> str:
+        """Relative paths are relative to the configuration file's directory,
+        so that the same file works whatever directory twistd starts in."""
+        return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(path)))
+
+
+# ---------------------------------------------------------------------------
+# Readers: each checks one TOML value and returns the typed value or _INVALID
+# ---------------------------------------------------------------------------
+
+Reader = Callable[[_Ctx, str, Any], Any]
+
+
+def _reader(what: str, kind: str) -> Callable[[Reader], Reader]:
+    """Attach the message phrase (C{what}) and the documentation type
+    (C{kind}) to a reader function."""
+
+    def deco(fn: Reader) -> Reader:
+        fn.what = what  # type: ignore[attr-defined]
+        fn.kind = kind  # type: ignore[attr-defined]
+        return fn
+
+    return deco
+
+
+@_reader("true or false", "boolean")
+def _bool(ctx: _Ctx, key: str, value: Any) -> Any:
+    return value if isinstance(value, bool) else ctx.expected(key, "true or false", value)
+
+
+def _int(lo: Optional[int] = None, hi: Optional[int] = None, what: Optional[str] = None) -> Reader:
+    if what is None:
+        if lo is not None and hi is not None:
+            what = f"an integer {lo}-{hi}"
+        elif lo is not None:
+            what = f"an integer >= {lo}"
+        else:
+            what = "an integer"
+    kind = "integer" + (f" ({lo}-{hi})" if lo is not None and hi is not None else f" (>= {lo})" if lo is not None else "")
+
+    @_reader(what, kind)
+    def read(ctx: _Ctx, key: str, value: Any) -> Any:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or (lo is not None and value < lo)
+            or (hi is not None and value > hi)
+        ):
+            return ctx.expected(key, what, value)
+        return value
+
+    return read
+
+
+_port = _int(0, 65535, "an integer port 0-65535")
+_rtp_port = _int(1, 65535, "an integer port 1-65535")
+
+
+def _string(what: str = "a non-empty string", pattern: Optional[str] = None, empty: bool = False) -> Reader:
+    rx = re.compile(pattern) if pattern else None
+
+    @_reader(what, "string")
+    def read(ctx: _Ctx, key: str, value: Any) -> Any:
+        if not isinstance(value, str) or (not empty and not value.strip()):
+            return ctx.expected(key, what, value)
+        if rx is not None and not rx.match(value):
+            return ctx.expected(key, what, value)
+        return value
+
+    return read
+
+
+_str = _string()
+_any_str = _string("a string", empty=True)
+
+
+def _enum(*values: str, fold: Optional[Callable[[str], str]] = None) -> Reader:
+    """One of C{values}; with C{fold} (e.g. C{str.lower}) the case is not
+    significant, as in RustPBX's hand-written parsers."""
+    what = "one of " + ", ".join(f'"{v}"' for v in values)
+
+    @_reader(what, "string: " + " | ".join(values))
+    def read(ctx: _Ctx, key: str, value: Any) -> Any:
+        probe = fold(value) if fold and isinstance(value, str) else value
+        if isinstance(probe, str) and probe in values:
+            return probe
+        hint = _suggest(value, values) if isinstance(value, str) else ""
+        return ctx.problem(key, f"expected {what}, found {_show(value)}{hint}")
+
+    return read
+
+
+def _list(item: Reader, what: str) -> Reader:
+    @_reader(what, f"list of {item.kind}")  # type: ignore[attr-defined]
+    def read(ctx: _Ctx, key: str, value: Any) -> Any:
+        if not isinstance(value, list):
+            return ctx.expected(key, what, value)
+        out = []
+        bad = False
+        for i, v in enumerate(value):
+            r = item(ctx, _join(key, i), v)
+            if r is _INVALID:
+                bad = True
+            else:
+                out.append(r)
+        return _INVALID if bad else out
+
+    return read
+
+
+_str_list = _list(_str, "a list of non-empty strings")
+
+
+@_reader("a table of string values", "table of strings")
+def _str_map(ctx: _Ctx, key: str, value: Any) -> Any:
+    if not isinstance(value, dict):
+        return ctx.expected(key, "a table of string values", value)
+    bad = False
+    for k, v in value.items():
+        if not isinstance(v, str):
+            ctx.expected(_join(key, k), "a string", v)
+            bad = True
+    return _INVALID if bad else dict(value)
+
+
+@_reader("any TOML value", "any")
+def _any(ctx: _Ctx, key: str, value: Any) -> Any:
+    return value
+
+
+@_reader("a path (relative to the configuration file's directory)", "path")
+def _path(ctx: _Ctx, key: str, value: Any) -> Any:
+    if not isinstance(value, str) or not value.strip():
+        return ctx.expected(key, "a path", value)
+    return ctx.resolve(value)
+
+
+@_reader("a list of glob patterns", "list of glob patterns")
+def _patterns(ctx: _Ctx, key: str, value: Any) -> Any:
+    items = _str_list(ctx, key, value)
+    if items is _INVALID:
+        return _INVALID
+    return [ctx.resolve(p) for p in items]
+
+
+def _table(cls: type) -> Reader:
+    @_reader("a table", "table")
+    def read(ctx: _Ctx, key: str, value: Any) -> Any:
+        return _build(cls, ctx, key, value)
+
+    return read
+
+
+def _ip_address_text(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@_reader("an IP address", "IP address")
+def _ip(ctx: _Ctx, key: str, value: Any) -> Any:
+    if isinstance(value, str) and _ip_address_text(value.strip()):
+        return value.strip()
+    return ctx.expected(key, "an IP address", value)
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$")
+
+
+@_reader("an IP address or host name", "IP address or host name")
+def _host(ctx: _Ctx, key: str, value: Any) -> Any:
+    if isinstance(value, str) and (_ip_address_text(value) or _HOSTNAME.match(value)):
+        return value
+    return ctx.expected(key, "an IP address or host name", value)
+
+
+@_reader("a list of codec names (" + ", ".join(sorted(set(KNOWN_CODECS.values()))) + ")", "list of codec names")
+def _codecs(ctx: _Ctx, key: str, value: Any) -> Any:
+    what = "a list of codec names"
+    if not isinstance(value, list):
+        return ctx.expected(key, what, value)
+    out: list[str] = []
+    bad = False
+    for i, name in enumerate(value):
+        canonical = KNOWN_CODECS.get(name.strip().lower()) if isinstance(name, str) else None
+        if canonical is None:
+            known = ", ".join(sorted(KNOWN_CODECS))
+            hint = _suggest(name.strip().lower(), KNOWN_CODECS) if isinstance(name, str) else ""
+            ctx.problem(_join(key, i), f"expected a codec name ({known}), found {_show(name)}{hint}")
+            bad = True
+        elif canonical not in out:
+            out.append(canonical)
+    return _INVALID if bad else out
+
+
+# ---------------------------------------------------------------------------
+# Declaring keys: dataclass fields carry their reader and documentation
+# ---------------------------------------------------------------------------
+
+
+def _key(
+    read: Reader,
+    default: Any = None,
+    *,
+    factory: Optional[Callable[[], Any]] = None,
+    doc: str,
+    required: bool = False,
+    aliases: tuple[str, ...] = (),
+    default_doc: Optional[str] = None,
+) -> Any:
+    """Declare a dataclass field that is read from the TOML key of the same
+    name."""
+    md = {
+        "read": read,
+        "doc": doc,
+        "required": required,
+        "aliases": aliases,
+        "default_doc": default_doc,
+    }
+    if factory is not None:
+        return field(default_factory=factory, metadata=md)
+    return field(default=default, metadata=md)
+
+
+def _computed(default: Any = None, *, factory: Optional[Callable[[], Any]] = None, doc: str = "") -> Any:
+    """Declare a dataclass field that is not a TOML key (filled by the loader)."""
+    md = {"doc": doc}
+    if factory is not None:
+        return field(default_factory=factory, metadata=md)
+    return field(default=default, metadata=md)
+
+
+def _toml_fields(cls: type) -> dict[str, dataclasses.Field]:
+    """TOML key (and alias) -> field, for a configuration dataclass."""
+    out: dict[str, dataclasses.Field] = {}
+    for f in dataclasses.fields(cls):
+        if "read" in f.metadata:
+            out[f.name] = f
+            for alias in f.metadata["aliases"]:
+                out[alias] = f
+    return out
+
+
+def _build(cls: type, ctx: _Ctx, prefix: str, table: Any, only: Optional[set[str]] = None) -> Any:
+    """
+    Read a TOML table into an instance of C{cls}.
+
+    Every key is checked; problems are reported and the key's default is used
+    instead, so that the rest of the table (and of the file) is still checked.
+    Only a missing or invalid required key makes the whole table invalid.
+    Keys in C{cls.RUSTPBX_NOT_IMPLEMENTED} are accepted with a warning.
+    """
+    if not isinstance(table, dict):
+        return ctx.expected(prefix, "a table", table)
+    fields = _toml_fields(cls)
+    if only is not None:
+        fields = {k: f for k, f in fields.items() if f.name in only}
+    ignored: frozenset[str] = getattr(cls, "RUSTPBX_NOT_IMPLEMENTED", frozenset())
+    values: dict[str, Any] = {}
+    given: dict[str, str] = {}
+    missing_required = False
+    for k, v in table.items():
+        key = _join(prefix, k)
+        f = fields.get(k)
+        if f is None:
+            if k in ignored:
+                ctx.warn(key, _NOT_IMPLEMENTED)
+            else:
+                ctx.problem(key, "unknown key" + _suggest(k, list(fields) + list(ignored)))
+            continue
+        if f.name in given:
+            ctx.problem(key, f'"{k}" and "{given[f.name]}" set the same thing; give only one')
+            continue
+        given[f.name] = k
+        result = f.metadata["read"](ctx, key, v)
+        if result is _INVALID:
+            missing_required = missing_required or f.metadata["required"]
+        else:
+            values[f.name] = result
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("required") and f.name not in given and (only is None or f.name in only):
+            ctx.problem(_join(prefix, f.name), f"missing required key ({f.metadata['read'].what})")
+            missing_required = True
+    if missing_required:
+        return _INVALID
+    obj = cls(**values)
+    check = getattr(obj, "_check", None)
+    if check is not None and check(ctx, prefix, set(given)) is False:
+        return _INVALID
+    return obj
+
+
+# ---------------------------------------------------------------------------
+# Small typed values
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrequencyLimit:
+    """
+    C{proxy.frequency_limiter = "100/60s"}: at most C{count} requests per
+    C{window_seconds}.
+    """
+
+    count: int
+    window_seconds: int
+
+
+_FREQUENCY = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smh])\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+@_reader('"COUNT/WINDOW" with a unit s, m or h, e.g. "100/60s"', 'string "COUNT/WINDOW[s|m|h]"')
+def _frequency(ctx: _Ctx, key: str, value: Any) -> Any:
+    what = 'a limit "COUNT/WINDOW" with a unit s, m or h (e.g. "100/60s")'
+    if value == "db":
+        ctx.warn(key, 'the database-backed limiter ("db") is a RustPBX feature rustpbx_py does not implement yet; no limit applied')
+        return None
+    m = _FREQUENCY.match(value) if isinstance(value, str) else None
+    if m is None:
+        return ctx.expected(key, what, value)
+    count = int(m.group(1))
+    window = int(m.group(2) or "1") * _UNIT_SECONDS[m.group(3)]
+    if count < 1 or window < 1:
+        return ctx.expected(key, what + " with a count and window above zero", value)
+    return FrequencyLimit(count=count, window_seconds=window)
+
+
+@dataclass(frozen=True)
+class AclRule:
+    """
+    One RustPBX ACL rule: C{"allow all"}, C{"deny 1.2.3.4"},
+    C{"allow 10.0.0.0/8"}, C{"deny 2001:db8::/32"}.  Rules are tried in order
+    and the first one whose network contains the source address decides.
+
+    @ivar action: C{"allow"} or C{"deny"}.
+    @ivar network: the network the rule covers; C{None} for C{all}.
+    @ivar text: the rule as written, for logs.
+    """
+
+    action: str
+    network: Optional[IPNetwork]
+    text: str = ""
+
+    def matches(self, address: Union[str, ipaddress.IPv4Address, ipaddress.IPv6Address]) -> bool:
+        """Whether this rule applies to C{address} (an IP address)."""
+        if self.network is None:
+            return True
+        ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped and self.network.version == 4:
+            ip = ip.ipv4_mapped
+        return ip.version == self.network.version and ip in self.network
+
+    @property
+    def allow(self) -> bool:
+        """True for an C{allow} rule."""
+        return self.action == "allow"
+
+
+@_reader('an ACL rule "allow|deny all|IP|CIDR"', 'string "allow|deny all|IP|CIDR"')
+def _acl_rule(ctx: _Ctx, key: str, value: Any) -> Any:
+    what = 'an ACL rule "allow|deny all|IP|CIDR" (e.g. "allow 10.0.0.0/8")'
+    if not isinstance(value, str):
+        return ctx.expected(key, what, value)
+    parts = value.split()
+    if len(parts) != 2 or parts[0].lower() not in ("allow", "deny"):
+        return ctx.expected(key, what, value)
+    action, target = parts[0].lower(), parts[1]
+    if target.lower() == "all":
+        return AclRule(action, None, value)
+    try:
+        network = ipaddress.ip_network(target, strict=False)
+    except ValueError as e:
+        return ctx.problem(key, f"expected {what}, found {_show(value)} ({e})")
+    return AclRule(action, network, value)
+
+
+_acl_rules = _list(_acl_rule, 'a list of ACL rules ("allow|deny all|IP|CIDR")')
+
+DEFAULT_ACL_RULES = ("allow all", "deny all")
+
+
+# ---------------------------------------------------------------------------
+# [proxy] sub-tables
+# ---------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class DialogAuthCacheConfig:
+    """C{proxy.dialog_auth_cache}: skip re-authenticating in-dialog requests
+    (re-INVITE, BYE) from the address that authenticated the dialog."""
+
+    enabled: bool = _key(_bool, True, doc="Skip authentication for in-dialog requests from the cached source address.")
+    cache_size: int = _key(_int(1), 10000, doc="Maximum number of dialogs cached (least recently used evicted).")
+    ttl_seconds: int = _key(_int(1), 3600, doc="Seconds a cached dialog stays trusted.")
+
+
+@dataclass(kw_only=True)
+class SipUserConfig:
+    """One user of a C{memory} (or C{plain}) user backend; RustPBX's
+    C{SipUser} fields."""
+
+    id: int = _key(_int(0), 0, doc="Numeric id (informational).")
+    enabled: bool = _key(_bool, True, doc="A disabled user cannot register or call.")
+    username: str = _key(_str, required=True, doc="SIP user name (the user part of the AOR).")
+    password: Optional[str] = _key(_any_str, doc="Plain-text digest password.")
+    ha1: Optional[str] = _key(
+        _string("32 hexadecimal digits (MD5 of user:realm:password)", r"^[0-9a-fA-F]{32}$"),
+        doc="rustpbx_py extension: precomputed digest HA1 instead of a password.",
+    )
+    realm: Optional[str] = _key(_str, doc="Realm this user belongs to; none = any realm.")
+    departments: list[str] = _key(_str_list, factory=list, doc="Department names (informational).")
+    display_name: Optional[str] = _key(_any_str, doc="Caller-ID display name.")
+    email: Optional[str] = _key(_any_str, doc="E-mail address (informational).")
+    phone: Optional[str] = _key(_any_str, doc="Phone number (informational).")
+    note: Optional[str] = _key(_any_str, doc="Free text.")
+    allow_guest_calls: bool = _key(_bool, False, doc="Accept calls from this user without registration.")
+    voicemail_disabled: bool = _key(_bool, False, doc="Do not forward unanswered calls to voicemail.")
+    call_forwarding_mode: Optional[str] = _key(_str, doc="Call forwarding mode (RustPBX: always, busy, no_answer).")
+    call_forwarding_destination: Optional[str] = _key(_str, doc="Call forwarding target URI or number.")
+    call_forwarding_timeout: Optional[int] = _key(_int(0), doc="Seconds before no-answer forwarding.")
+    is_support_webrtc: bool = _key(_bool, False, doc="The user's device is a WebRTC client.")
+
+
+_USER_BACKEND_KEYS: dict[str, set[str]] = {
+    "memory": {"users"},
+    "plain": {"path"},
+    "database": {
+        "url", "table_name", "id_column", "username_column", "password_column",
+        "enabled_column", "realm_column",
+    },
+    "http": {
+        "url", "method", "username_field", "realm_field", "request_uri_field", "headers",
+        "sip_headers", "token_header", "http_timeout_ms", "http_retry_count",
+        "http_retry_delay_ms", "token_cache_ttl_secs", "token_cache_size",
+    },
+    "extension": {"database_url", "ttl"},
+}
+
+
+@_reader("an http:// or https:// URL", "URL")
+def _http_url(ctx: _Ctx, key: str, value: Any) -> Any:
+    if isinstance(value, str) and re.match(r"^https?://[^\s/]+", value):
+        return value
+    return ctx.expected(key, "an http:// or https:// URL", value)
+
+
+@dataclass(kw_only=True)
+class UserBackendConfig:
+    """
+    One C{[[proxy.user_backends]]} entry.  Backends are asked in order; the
+    first that knows the user answers.  Only the keys of the entry's C{type}
+    are allowed; the others keep their defaults.
+    """
+
+    type: str = _key(_enum(*_USER_BACKEND_KEYS), required=True, doc="Backend kind: memory, plain, database, http or extension.")
+    # memory (and the users read from a plain file)
+    users: list[SipUserConfig] = _key(_list(_table(SipUserConfig), "a list of user tables"), factory=list, doc="memory: the users, as [[proxy.user_backends.users]] tables. plain: filled with the users read from path.")
+    # plain
+    path: Optional[str] = _key(_path, doc='plain: file of "username:password" lines (# comments and blank lines skipped).')
+    # database
+    url: Optional[str] = _key(_str, doc="database: database URL (default: the top-level database_url). http: the URL asked for each user (required).")
+    table_name: str = _key(_str, "users", doc="database: table holding the users.")
+    id_column: Optional[str] = _key(_str, doc="database: id column.")
+    username_column: str = _key(_str, "username", doc="database: user name column.")
+    password_column: str = _key(_str, "password", doc="database: password column.")
+    enabled_column: Optional[str] = _key(_str, doc="database: boolean column; false disables the user.")
+    realm_column: Optional[str] = _key(_str, doc="database: realm column.")
+    # http
+    method: str = _key(_enum("GET", "POST", fold=str.upper), "GET", doc="http: GET (query string) or POST (form body).")
+    username_field: str = _key(_str, "username", doc="http: request field carrying the user name.")
+    realm_field: str = _key(_str, "realm", doc="http: request field carrying the realm.")
+    request_uri_field: Optional[str] = _key(_str, doc="http: request field carrying the Request-URI.")
+    headers: dict[str, str] = _key(_str_map, factory=dict, doc="http: extra HTTP headers sent with each request.")
+    sip_headers: list[str] = _key(_str_list, factory=list, doc="http: SIP headers of the request forwarded as fields.")
+    token_header: Optional[str] = _key(_str, doc="http: SIP header whose token is validated by the service instead of a digest challenge.")
+    http_timeout_ms: int = _key(_int(1), 5000, doc="http: request timeout in milliseconds.")
+    http_retry_count: int = _key(_int(0), 1, doc="http: retries after a failed request.")
+    http_retry_delay_ms: int = _key(_int(0), 500, doc="http: delay between retries in milliseconds.")
+    token_cache_ttl_secs: int = _key(_int(0), 0, doc="http: seconds a validated token is cached; 0 = no cache.")
+    token_cache_size: int = _key(_int(1), 10000, doc="http: maximum cached tokens.")
+    # extension
+    database_url: Optional[str] = _key(_str, doc="extension: database URL (default: the top-level database_url).")
+    ttl: int = _key(_int(0), 30, doc="extension: seconds an extension lookup is cached.")
+
+    def _check(self, ctx: _Ctx, prefix: str, given: set[str]) -> bool:
+        ok = True
+        if self.type == "http":
+            if "url" not in given:
+                ctx.problem(_join(prefix, "url"), "missing required key for an http user backend (an http:// or https:// URL)")
+                ok = False
+            elif _http_url(ctx, _join(prefix, "url"), self.url) is _INVALID:
+                ok = False
+        if self.type == "plain":
+            if self.path is None:
+                ctx.problem(_join(prefix, "path"), 'missing required key for a plain user backend (a file of "username:password" lines)')
+                return False
+            users = _read_plain_users(ctx, _join(prefix, "path"), self.path)
+            if users is _INVALID:
+                return False
+            self.users = users
+        names = set()
+        for i, user in enumerate(self.users):
+            ident = (user.username, user.realm)
+            if ident in names:
+                ctx.problem(_join(_join(prefix, "users"), i), f"user {_show(user.username)} is defined twice")
+                ok = False
+            names.add(ident)
+        return ok
+
+
+@_reader("a user backend table", "table")
+def _user_backend(ctx: _Ctx, key: str, value: Any) -> Any:
+    if not isinstance(value, dict):
+        return ctx.expected(key, "a user backend table", value)
+    kind = value.get("type")
+    if kind is None:
+        return ctx.problem(_join(key, "type"), "missing required key (one of " + ", ".join(f'"{k}"' for k in _USER_BACKEND_KEYS) + ")")
+    if _enum(*_USER_BACKEND_KEYS)(ctx, _join(key, "type"), kind) is _INVALID:
+        return _INVALID
+    allowed = {"type"} | _USER_BACKEND_KEYS[kind]
+    table = {}
+    for k, v in value.items():
+        owners = [t for t, keys in _USER_BACKEND_KEYS.items() if k in keys]
+        if k not in allowed and owners:
+            ctx.problem(_join(key, k), f'not a setting of a "{kind}" user backend (it belongs to type ' + " or ".join(f'"{t}"' for t in owners) + ")")
+        else:
+            table[k] = v
+    return _build(UserBackendConfig, ctx, key, table, only=allowed)
+
+
+def _read_plain_users(ctx: _Ctx, key: str, path: str) -> Any:
+    """Read a RustPBX plain user file: C{username:password} per line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        return ctx.problem(key, f"expected a readable file of \"username:password\" lines, found {_show(path)} ({_os_reason(e)})")
+    users = []
+    bad = False
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        username, sep, password = line.partition(":")
+        if not sep or not username.strip():
+            ctx.problem(key, f"{path}, line {n}: expected \"username:password\", found {_show(line)}")
+            bad = True
+            continue
+        users.append(SipUserConfig(username=username.strip(), password=password.strip()))
+    return _INVALID if bad else users
+
+
+def _os_reason(e: Exception) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[0].lower() + e.strerror[1:]
+    if isinstance(e, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return str(e)
+
+
+# ---------------------------------------------------------------------------
+# Policies (RustPBX's PolicySpec, shared by routes and trunks)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class TimeWindow:
+    """Calls are allowed only between C{start} and C{end} (HH:MM[:SS])
+    in C{timezone}."""
+
+    start: str = _key(_string("a time HH:MM or HH:MM:SS", r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$"), required=True, doc="Start of the allowed window.")
+    end: str = _key(_string("a time HH:MM or HH:MM:SS", r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$"), required=True, doc="End of the allowed window.")
+    timezone: str = _key(_str, required=True, doc='IANA time zone name, e.g. "Europe/Berlin".')
+
+
+@dataclass(kw_only=True)
+class PolicyFrequencyLimit:
+    """At most C{count} calls per caller in C{window_hours}."""
+
+    count: int = _key(_int(1), required=True, doc="Calls allowed in the window.")
+    window_hours: int = _key(_int(1), required=True, doc="Window length in hours.")
+
+
+@dataclass(kw_only=True)
+class DailyLimit:
+    """At most C{count} calls per caller per day."""
+
+    count: int = _key(_int(1), required=True, doc="Calls allowed per day.")
+
+
+@_reader("a table of account name -> integer", "table of integers")
+def _int_map(ctx: _Ctx, key: str, value: Any) -> Any:
+    if not isinstance(value, dict):
+        return ctx.expected(key, "a table of account name -> integer", value)
+    bad = False
+    for k, v in value.items():
+        if _int(1)(ctx, _join(key, k), v) is _INVALID:
+            bad = True
+    return _INVALID if bad else dict(value)
+
+
+@dataclass(kw_only=True)
+class ConcurrencyLimit:
+    """At most C{max_total} simultaneous calls, optionally per account."""
+
+    max_total: int = _key(_int(1), required=True, doc="Simultaneous calls allowed in total.")
+    max_per_account: dict[str, int] = _key(_int_map, factory=dict, doc="Account name -> simultaneous calls allowed.")
+
+
+@dataclass(kw_only=True)
+class PolicyConfig:
+    """RustPBX's call policy (C{policy = {...}} on a route or a trunk)."""
+
+    called_prefix: Optional[str] = _key(_str, doc="Only callees starting with this prefix are allowed.")
+    trunk_country: Optional[str] = _key(_str, doc="Country code of the trunk, for destination checks.")
+    allowed_destination_countries: list[str] = _key(_str_list, factory=list, doc="Destination countries allowed (empty = all).")
+    time_window: Optional[TimeWindow] = _key(_table(TimeWindow), doc="Time window in which calls are allowed.")
+    deny_regions: list[str] = _key(_str_list, factory=list, doc="Regions refused.")
+    allow_landline: Optional[bool] = _key(_bool, doc="Whether landline destinations are allowed.")
+    frequency_limit: Optional[PolicyFrequencyLimit] = _key(_table(PolicyFrequencyLimit), doc="{count, window_hours}: calls per caller per window.")
+    daily_limit: Optional[DailyLimit] = _key(_table(DailyLimit), doc="{count}: calls per caller per day.")
+    concurrency: Optional[ConcurrencyLimit] = _key(_table(ConcurrencyLimit), doc="{max_total, max_per_account}: simultaneous calls.")
+    tags: list[str] = _key(_str_list, factory=list, doc="Free-form tags.")
+
+
+# ---------------------------------------------------------------------------
+# Trunks
+# ---------------------------------------------------------------------------
+
+_SIP_DEST = re.compile(r"^(sips?:)?([^@\s;<>]+@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?(;[^\s]*)?$")
+
+
+@_reader('a SIP URI such as "sip:sip.provider.com:5060"', "SIP URI")
+def _sip_dest(ctx: _Ctx, key: str, value: Any) -> Any:
+    what = 'a SIP URI such as "sip:sip.provider.com:5060"'
+    if not isinstance(value, str):
+        return ctx.expected(key, what, value)
+    text = value.strip()
+    m = _SIP_DEST.match(text)
+    if m is None or (m.group(4) and int(m.group(4)[1:]) > 65535):
+        return ctx.expected(key, what, value)
+    # A bare host[:port] is accepted and given the sip: scheme.
+    return text if m.group(1) else "sip:" + text
+
+
+_ADDRESS_LIKE = re.compile(r"^[0-9.]+(/\d*)?$|^\[?[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?(/\d*)?$")
+
+
+@_reader("an IP address, CIDR network or host name", "IP, CIDR or host name")
+def _inbound_host(ctx: _Ctx, key: str, value: Any) -> Any:
+    """RustPBX matches trunk sources given as IPs, CIDRs, IP:port, host
+    names or SIP URIs; anything that looks like an address must be one."""
+    what = "an IP address, CIDR network or host name"
+    if not isinstance(value, str) or not value.strip():
+        return ctx.expected(key, what, value)
+    text = value.strip().strip("<>")
+    m = re.match(r"^\[([^\]]+)\](?::\d+)?$", text) or re.match(r"^([0-9.]+):\d+$", text)
+    try:
+        ipaddress.ip_network(m.group(1) if m else text, strict=False)
+        return text
+    except ValueError as e:
+        if _ADDRESS_LIKE.match(text):
+            return ctx.problem(key, f"expected {what}, found {_show(value)} ({e})")
+    host = re.sub(r"^sips?:", "", text).split(";")[0].split("@")[-1]
+    host = re.sub(r":\d+$", "", host)
+    if _HOSTNAME.match(host):
+        return text
+    return ctx.expected(key, what, value)
+
+
+@dataclass(kw_only=True)
+class TrunkConfig:
+    """A SIP trunk: C{[proxy.trunks.NAME]} or C{[trunks.NAME]} in a trunks
+    file.  Calls are sent to C{dest}; requests from C{inbound_hosts} (or the
+    addresses of C{dest}/C{backup_dest}) are recognised as coming from it."""
+
+    RUSTPBX_NOT_IMPLEMENTED: ClassVar[frozenset[str]] = frozenset({
+        "recording", "health_check_enabled", "health_check_per_ip", "health_check_interval_secs",
+        "health_check_probe_count", "health_check_fallback_trunk", "cac_policy",
+        "overflow_threshold", "header_rules", "ringback", "header_passthrough",
+    })
+
+    name: str = _computed("", doc="The trunk's name (its table key).")
+    dest: str = _key(_sip_dest, required=True, doc='Where calls go: a SIP URI such as "sip:sip.provider.com:5060" (a bare host[:port] gets "sip:").')
+    backup_dest: Optional[str] = _key(_sip_dest, doc="Failover destination when dest does not answer.")
+    username: Optional[str] = _key(_str, doc="Digest user name for the provider (also sent as P-Asserted-Identity).")
+    password: Optional[str] = _key(_any_str, doc="Digest password for the provider.")
+    codec: list[str] = _key(_codecs, factory=list, aliases=("allow_codecs", "audio_codecs"), doc="Codecs allowed towards this trunk, in order (also spelt allow_codecs or audio_codecs); empty = proxy.codecs.")
+    disabled: bool = _key(_bool, False, doc="A disabled trunk is neither used nor registered.")
+    max_calls: Optional[int] = _key(_int(1), doc="Maximum simultaneous calls; none = unlimited.")
+    max_cps: Optional[int] = _key(_int(1), doc="Maximum new calls per second; none = unlimited.")
+    weight: int = _key(_int(0), 100, doc="Weight for routes with select = \"weighted\".")
+    transport: Optional[str] = _key(_enum("udp", "tcp", "tls", "ws", "wss", fold=str.lower), doc="Transport towards dest; none = from the URI (udp, or tls for sips:).")
+    id: Optional[int] = _key(_int(), doc="Database id (set in generated files).")
+    direction: str = _key(_enum("inbound", "outbound", "bidirectional"), "bidirectional", doc="Which calls may use the trunk.")
+    inbound_hosts: list[str] = _key(_list(_inbound_host, "a list of IP addresses, CIDR networks or host names"), factory=list, doc="Sources recognised as this trunk (IPs, CIDRs, host names), besides dest and backup_dest.")
+    incoming_from_user_prefix: Optional[str] = _key(_any_str, doc="Inbound calls must have a From user starting with this (or matching it as a regex).")
+    incoming_to_user_prefix: Optional[str] = _key(_any_str, doc="Inbound calls must have a To user starting with this (or matching it as a regex).")
+    country: Optional[str] = _key(_str, doc="Country of the trunk, for policies.")
+    policy: Optional[PolicyConfig] = _key(_table(PolicyConfig), doc="Call policy for this trunk.")
+    register_enabled: bool = _key(_bool, False, doc="REGISTER with the provider using username/password.")
+    register_expires: int = _key(_int(1), 300, doc="Expires asked for in the trunk's REGISTER, seconds.")
+    register_extra_headers: dict[str, str] = _key(_str_map, factory=dict, doc="Extra headers sent in the trunk's REGISTER.")
+    rewrite_hostport: bool = _key(_bool, True, doc="Rewrite the host:port of From and To to dest's.")
+    call_id_mode: Optional[str] = _key(_enum("transparent", "rewrite"), doc="Keep (transparent) or replace (rewrite) the Call-ID towards the trunk.")
+    media_mode: Optional[str] = _key(_enum("none", "bypass", "auto", "force_transcode"), doc="Media handling override for calls through this trunk.")
+    video_policy: Optional[str] = _key(_enum("pass_through", "strip", "transcode"), doc="What to do with video towards this trunk.")
+    did_numbers: list[str] = _key(_str_list, factory=list, doc="Numbers (DIDs) that belong to this trunk.")
+    max_ring_time: Optional[int] = _key(_int(0), doc="Seconds to ring before giving up on calls through this trunk; overrides proxy.max_ring_time.")
+    external_ip: Optional[str] = _key(_ip, doc="IP advertised in SDP for calls through this trunk; overrides the top-level external_ip.")
+    bind_ip: Optional[str] = _key(_ip, doc="Local IP the RTP sockets of this trunk's calls bind to.")
+    origin: str = _computed("", doc="File the trunk was read from.")
+
+
+# ---------------------------------------------------------------------------
+# Routes
+# ---------------------------------------------------------------------------
+
+_URI_FIELDS = ("from.user", "from.host", "to.user", "to.host", "to.port",
+               "request_uri.user", "request_uri.host", "request_uri.port")
+MATCH_KEYS = _URI_FIELDS + ("from", "to", "caller", "callee")
+REWRITE_KEYS = _URI_FIELDS
+_REGEX_CHARS = set("^$*+?[(\\")
+
+
+def _flatten(value: dict) -> dict:
+    """C{to.user = "x"} written without quotes is a nested table in TOML;
+    RustPBX expects the quoted key C{"to.user"}.  Accept both."""
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        if isinstance(v, dict):
+            for k2, v2 in _flatten(v).items():
+                out[f"{k}.{k2}"] = v2
+        else:
+            out[k] = v
+    return out
+
+
+def _conditions(allowed: tuple[str, ...], rewrite: bool) -> Reader:
+    what = "a table of " + ("rewrite templates" if rewrite else "match patterns")
+
+    @_reader(what, "table of strings")
+    def read(ctx: _Ctx, key: str, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return ctx.expected(key, what, value)
+        out: dict[str, str] = {}
+        bad = False
+        for k, v in _flatten(value).items():
+            kkey = _join(key, k)
+            if k not in allowed and not (k.startswith("header.") and len(k) > 7):
+                ctx.problem(kkey, "unknown key (expected one of " + ", ".join(allowed) + ' or "header.NAME")' + _suggest(k, allowed))
+                bad = True
+                continue
+            if not isinstance(v, str):
+                ctx.expected(kkey, "a string", v)
+                bad = True
+                continue
+            if rewrite:
+                if not _valid_template(v):
+                    ctx.expected(kkey, 'a rewrite template (text with {N} capture-group placeholders)', v)
+                    bad = True
+                    continue
+            elif _REGEX_CHARS & set(v):
+                try:
+                    re.compile(v)
+                except re.error as e:
+                    ctx.problem(kkey, f"expected a valid regular expression, found {_show(v)} ({e})")
+                    bad = True
+                    continue
+            out[k] = v
+        return _INVALID if bad else out
+
+    return read
+
+
+def _valid_template(text: str) -> bool:
+    """RustPBX rewrite templates: literal text and C{{N}} placeholders."""
+    return re.fullmatch(r"(?:[^{}]|\{\d+\})*", text) is not None
+
+
+@_reader("a trunk name or a list of trunk names", "string or list of strings")
+def _dest(ctx: _Ctx, key: str, value: Any) -> Any:
+    what = "a trunk name or a non-empty list of trunk names"
+    if isinstance(value, str) and value.strip():
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value):
+        return list(value)
+    return ctx.expected(key, what, value)
+
+
+@dataclass(kw_only=True)
+class RejectConfig:
+    """C{reject = {code = 403, reason = "Forbidden"}} on a route."""
+
+    code: int = _key(_int(400, 699, "a SIP status code 400-699"), required=True, doc="SIP status code of the rejection.")
+    reason: Optional[str] = _key(_any_str, doc="Reason phrase.")
+    headers: dict[str, str] = _key(_str_map, factory=dict, doc="Extra headers in the rejection.")
+
+
+ROUTE_ACTIONS = ("forward", "reject", "busy", "queue", "application")
+
+
+def _route_action_hint(read: Reader) -> Reader:
+    """RustPBX's own docs show C{[proxy.routes.action] type = ...}, which
+    RustPBX itself refuses; say where the keys go instead."""
+
+    def hinted(ctx: _Ctx, key: str, value: Any) -> Any:
+        if isinstance(value, dict):
+            return ctx.problem(key, f"expected {read.what}, found a table"  # type: ignore[attr-defined]
+                               " (RustPBX takes action, dest, select and reject as keys of the route itself)")
+        return read(ctx, key, value)
+
+    hinted.what = read.what  # type: ignore[attr-defined]
+    hinted.kind = read.kind  # type: ignore[attr-defined]
+    return hinted
+
+
+
+@dataclass(kw_only=True)
+class RouteConfig:
+    """
+    A routing rule (C{[[proxy.routes]]} or C{[[routes]]} in a routes file),
+    RustPBX's format: C{match} patterns, optional C{rewrite}, and the action
+    keys (C{action}, C{dest}, C{select}, C{hash_key}, C{reject}, C{queue},
+    C{app}) at the route's top level.
+    """
+
+    name: str = _key(_str, required=True, doc="Unique name; a later definition with the same name replaces an earlier one.")
+    description: Optional[str] = _key(_any_str, doc="Free text.")
+    priority: int = _key(_int(), 0, doc="Routes are tried from the highest priority down, then in definition order.")
+    direction: str = _key(_enum("any", "inbound", "outbound"), "any", doc="Only calls of this direction match.")
+    source_trunks: list[str] = _key(_str_list, factory=list, doc="Only calls arriving through one of these trunks match.")
+    source_trunk_ids: list[int] = _key(_list(_int(), "a list of integers"), factory=list, doc="Only calls arriving through trunks with these ids match.")
+    match: dict[str, str] = _key(_conditions(MATCH_KEYS, rewrite=False), factory=dict, doc='Conditions, all of which must hold: "from.user", "from.host", "to.user", "to.host", "to.port", "request_uri.user", "request_uri.host", "request_uri.port", "from", "to", "caller", "callee", "header.NAME" -> exact text or regex.')
+    rewrite: dict[str, str] = _key(_conditions(REWRITE_KEYS, rewrite=True), factory=dict, doc='Rewrites applied on match: the URI fields of match or "header.NAME" -> template with {N} capture groups.')
+    action: str = _key(_route_action_hint(_enum(*ROUTE_ACTIONS)), "forward", default_doc='derived: "application" if app, "queue" if queue, "reject" if reject, else "forward"', doc="What to do with a matching call.")
+    dest: list[str] = _key(_dest, factory=list, doc="forward: trunk name or list of trunk names; empty = deliver to the (rewritten) Request-URI.")
+    select: str = _key(_enum("rr", "random", "hash", "weighted"), "rr", doc="How to pick among several dest trunks.")
+    hash_key: Optional[str] = _key(_str, doc='select = "hash": "from.user", "to.user", "call-id" or a literal; none = the caller URI.')
+    reject: Optional[RejectConfig] = _key(_table(RejectConfig), doc="reject: {code, reason, headers}; none = 403.")
+    queue: Optional[str] = _key(_str, doc="queue: name of the queue.")
+    app: Optional[str] = _key(_str, doc="application: name of the application.")
+    app_params: Any = _key(_any, doc="application: parameters passed to it.")
+    auto_answer: bool = _key(_bool, True, doc="application: answer the call before starting it.")
+    codecs: list[str] = _key(_codecs, factory=list, doc="Codecs allowed for calls on this route; empty = trunk's or proxy.codecs.")
+    disable_ice_servers: bool = _key(_bool, False, doc="Do not offer ICE servers to calls on this route.")
+    disabled: bool = _key(_bool, False, doc="A disabled route is skipped.")
+    policy: Optional[PolicyConfig] = _key(_table(PolicyConfig), doc="Call policy for this route (frequency, daily and concurrency limits, ...).")
+    max_ring_time: Optional[int] = _key(_int(0), doc="Seconds to ring before giving up on calls of this route; overrides the trunk's and proxy.max_ring_time.")
+    origin: str = _computed("", doc="File the route was read from.")
+
+    def _check(self, ctx: _Ctx, prefix: str, given: set[str]) -> bool:
+        if "action" not in given:
+            # RustPBX derives the action from the keys present.
+            if self.app is not None:
+                self.action = "application"
+            elif self.queue is not None:
+                self.action = "queue"
+            elif self.reject is not None:
+                self.action = "reject"
+        needs = {"queue": "queue", "application": "app"}
+        needed = needs.get(self.action)
+        if needed and getattr(self, needed) is None:
+            ctx.problem(_join(prefix, needed), f'missing required key for action = "{self.action}" (a non-empty string)')
+            return False
+        return True
+
+
+# ---------------------------------------------------------------------------
+# [proxy]
+# ---------------------------------------------------------------------------
+
+DEFAULT_USERAGENT = f"RustPBX-py/{__version__}"
+
+
+@_reader('a URL path starting with "/"', "string")
+def _url_path(ctx: _Ctx, key: str, value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("/") and not re.search(r"\s", value):
+        return value
+    return ctx.expected(key, 'a URL path starting with "/"', value)
+
+
+_sip_token = _string("a SIP user token (no spaces, @, :, < or >)", r"^[^\s@:<>;]+$")
+
+
+def _user_backends_default() -> list[UserBackendConfig]:
+    return [UserBackendConfig(type="memory")]
+
+
+@_reader("a table of trunk tables", "table of trunks")
+def _trunks(ctx: _Ctx, key: str, value: Any) -> Any:
+    if not isinstance(value, dict):
+        return ctx.expected(key, "a table of trunks ([proxy.trunks.NAME])", value)
+    out: dict[str, TrunkConfig] = {}
+    for name, table in value.items():
+        trunk = _build(TrunkConfig, ctx, _join(key, name), table)
+        if trunk is not _INVALID:
+            trunk.name = name
+            trunk.origin = ctx.src
+            out[name] = trunk
+    return out
+
+
+def _located_routes(ctx: _Ctx, key: str, value: Any) -> Any:
+    """Read a list of route tables, keeping where each came from so that
+    later checks (dest names a trunk) can name the file and key."""
+    if not isinstance(value, list):
+        return ctx.expected(key, "a list of route tables ([[proxy.routes]])", value)
+    out = []
+    for i, table in enumerate(value):
+        route = _build(RouteConfig, ctx, _join(key, i), table)
+        if route is not _INVALID:
+            route.origin = ctx.src
+            out.append((ctx, _join(key, i), route))
+    return out
+
+
+@_reader("a list of route tables", "list of route tables")
+def _routes(ctx: _Ctx, key: str, value: Any) -> Any:
+    located = _located_routes(ctx, key, value)
+    return _INVALID if located is _INVALID else [route for _, _, route in located]
+
+
+@dataclass(kw_only=True)
+class ProxyConfig:
+    """
+    The C{[proxy]} section: SIP listeners, identity, protection, modules,
+    media, and the users, routes, trunks and ACL rules gathered from the
+    main file, the included files and the generated files.
+    """
+
+    RUSTPBX_NOT_IMPLEMENTED: ClassVar[frozenset[str]] = frozenset({
+        # RustPBX 0.4.5
+        "udp_ports", "locator", "locator_webhook", "video_codecs", "ami_path",
+        "ice_servers_path", "http_router", "session_timer_always", "queues", "queues_files",
+        "recording", "blind_transfer_use_refer", "dos_enabled", "dos_max_cps_per_ip",
+        "dos_max_concurrent_per_ip", "dos_scan_probe_threshold", "dos_scan_block_duration_secs",
+        "uri_max_length", "uri_reject_malformed", "emergency",
+        # later RustPBX releases
+        "tls_ca_certificates", "rwi_path", "rtp_timeout", "ivr_dir", "ivr_files", "ivr_fallback",
+        "audio_profile", "generated_db", "hold_music", "jwt_auth", "max_registrar_expires",
+        "media_worker_threads", "parallel_fork", "route_originated_calls",
+        "session_cmd_channel_capacity", "session_state_channel_capacity", "sip_worker_threads",
+        "transcript", "trusted_proxies",
+    })
+
+    # Listeners & transport
+    addr: str = _key(_host, "0.0.0.0", doc="Address the SIP listeners bind to.")
+    udp_port: int = _key(_port, 5060, doc="SIP over UDP port; 0 = an ephemeral port.")
+    tcp_port: Optional[int] = _key(_port, doc="SIP over TCP port; unset = no TCP listener; 0 = ephemeral.")
+    tls_port: Optional[int] = _key(_port, doc="SIP over TLS port; unset = no TLS listener; needs ssl_certificate and ssl_private_key.")
+    ws_port: Optional[int] = _key(_port, doc="SIP over WebSocket port (RFC 7118); unset = no WebSocket listener.")
+    ws_handler: str = _key(_url_path, "/ws", doc="HTTP path of the SIP WebSocket endpoint.")
+    ssl_certificate: Optional[str] = _key(_path, doc="PEM certificate (chain) for TLS; falls back to the top-level ssl_certificate.")
+    ssl_private_key: Optional[str] = _key(_path, doc="PEM private key for TLS; falls back to the top-level ssl_private_key.")
+    # Identity
+    useragent: str = _key(_str, DEFAULT_USERAGENT, doc="User-Agent / Server header value.")
+    callid_suffix: str = _key(_str, "rustpbx-py", doc="Host part appended to generated Call-IDs (id@suffix).")
+    realms: list[str] = _key(_str_list, factory=list, doc="Domains served; empty = any host.")
+    # Protection
+    max_concurrency: int = _key(_int(1), 5000, doc="Maximum simultaneous transactions.")
+    ua_black_list: list[str] = _key(_str_list, factory=lambda: ["friendly-scanner", "pplsip"], doc="User-Agents refused.")
+    ua_white_list: list[str] = _key(_str_list, factory=list, doc="If not empty, only these User-Agents are accepted.")
+    ensure_user: bool = _key(_bool, True, doc="Silently drop requests for unknown users (anti-scanning).")
+    frequency_limiter: Optional[FrequencyLimit] = _key(_frequency, doc='Request rate limit "COUNT/WINDOW" (units s, m, h), e.g. "100/60s"; unset = no limit.')
+    # Timers
+    session_timer: bool = _key(_bool, True, doc="Use SIP session timers (RFC 4028).")
+    session_expires: int = _key(_int(90, what="an integer >= 90 (RFC 4028 minimum)"), 1800, doc="Session-Expires in seconds.")
+    t1_timer: int = _key(_int(1), 500, doc="RFC 3261 T1 in milliseconds.")
+    t1x64_timer: int = _key(_int(1), 32000, doc="RFC 3261 64*T1 (transaction timeout) in milliseconds.")
+    max_ring_time: int = _key(_int(0), 60, doc="Seconds an outgoing leg may ring before the call fails with 408; 0 = no limit. Routes and trunks can override it.")
+    # Modules
+    modules: list[str] = _key(_str_list, factory=lambda: ["acl", "auth", "registrar", "call"], doc="Proxy modules, in pipeline order.")
+    addons: list[str] = _key(_str_list, factory=list, doc="Addons to load (plugins in rustpbx_py.plugins).")
+    # Media
+    media_proxy: str = _key(_enum("auto", "all", "none", "nat", "bypass"), "auto", doc="When RTP is relayed: auto (when needed, e.g. WebRTC<->RTP), all, none, nat (private addresses), bypass (SDP rewritten, RTP direct).")
+    codecs: list[str] = _key(_codecs, factory=lambda: ["opus", "pcmu", "pcma", "g729"], aliases=("audio_codecs",), doc="Preferred codec order (RustPBX 0.4.5 also spells it audio_codecs): opus, pcmu (ulaw), pcma (alaw), g722, g729, telephone-event.")
+    codec_strategy: str = _key(_enum("performance", "quality"), "performance", doc="WebRTC codec choice: performance (avoid transcoding) or quality (prefer Opus > G729 > G722 > G711).")
+    enable_latching: bool = _key(_bool, True, doc="Latch RTP to the address media really comes from (NAT).")
+    latching_probation_max_packets: int = _key(_int(1, 255), 6, doc="Packets observed before latching to a source address.")
+    nat_fix: bool = _key(_bool, True, doc="Fix Contact/Via of requests from clients behind NAT.")
+    # Files & paths
+    generated_dir: str = _key(_path, "./config", default_doc='"./config" (resolved)', doc="Directory of generated files (routes/routes.generated.toml, trunks/trunks.generated.toml, acl/acl.generated.toml), loaded last.")
+    routes_files: list[str] = _key(_patterns, factory=list, doc="Glob patterns of route files, each holding [[routes]].")
+    trunks_files: list[str] = _key(_patterns, factory=list, doc="Glob patterns of trunk files, each holding [trunks.NAME].")
+    acl_files: list[str] = _key(_patterns, factory=list, doc="Glob patterns of ACL files, each holding acl_rules = [...].")
+    queue_dir: str = _key(_path, "./queues", default_doc='"./queues" (resolved)', doc="Directory for queue data files.")
+    # Call handling
+    registrar_expires: int = _key(_int(1), 3600, doc="Registration expiry granted when the client asks for none, seconds.")
+    passthrough_failure: bool = _key(_bool, True, doc="Relay the callee's failure code to the caller (else a generic one).")
+    sip_flow_max_items: int = _key(_int(0), 1000, doc="SIP messages kept per dialog for the call flow view.")
+    dialog_auth_cache: DialogAuthCacheConfig = _key(_table(DialogAuthCacheConfig), factory=DialogAuthCacheConfig, doc="{enabled, cache_size, ttl_seconds}; partial tables keep the other defaults.")
+    # Identity & privacy
+    contact_username: Optional[str] = _key(_sip_token, default_doc="random 16 hex digits, shared with rtc_cname", doc="User part of the PBX's own Contact.")
+    rtc_cname: Optional[str] = _key(_sip_token, default_doc="the same random value as contact_username", doc="CNAME in SDP a=ssrc lines.")
+    # Neighbouring RustPBX keys
+    acl_rules: list[AclRule] = _key(_acl_rules, factory=list, default_doc='["allow all", "deny all"] when no rule is given anywhere', doc="IP rules, first match wins: inline, then acl_files, then the generated file.")
+    user_backends: list[UserBackendConfig] = _key(_list(_user_backend, "a list of user backend tables"), factory=_user_backends_default, default_doc='one empty memory backend', doc="User backends, asked in order ([[proxy.user_backends]]).")
+    routes: list[RouteConfig] = _key(_routes, factory=list, doc="Routes: inline, then routes_files, then generated; sorted by priority, highest first.")
+    trunks: dict[str, TrunkConfig] = _key(_trunks, factory=dict, doc="Trunks by name: inline, then trunks_files, then generated (later wins).")
+
+    def _check(self, ctx: _Ctx, prefix: str, given: set[str]) -> bool:
+        if self.t1x64_timer < self.t1_timer:
+            ctx.problem(_join(prefix, "t1x64_timer"), f"expected an integer >= t1_timer ({self.t1_timer}), found {self.t1x64_timer}")
+        stream = [(k, getattr(self, k)) for k in ("tcp_port", "tls_port", "ws_port")]
+        seen: dict[int, str] = {}
+        for k, port in stream:
+            if port:
+                if port in seen:
+                    ctx.problem(_join(prefix, k), f"expected a TCP port not used by {seen[port]}, found {port}")
+                seen[port] = k
+        modules = self.modules
+        if len(set(modules)) != len(modules):
+            dupes = sorted({m for m in modules if modules.count(m) > 1})
+            ctx.problem(_join(prefix, "modules"), f"expected each module once, found {_show(dupes)} more than once")
+        return True
+
+
+# ---------------------------------------------------------------------------
+# Top level
+# ---------------------------------------------------------------------------
+
+_HTTP_ADDR = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]*):(\d{1,5})$")
+
+
+@_reader('"host:port", e.g. "0.0.0.0:8080"', 'string "host:port"')
+def _http_addr(ctx: _Ctx, key: str, value: Any) -> Any:
+    m = _HTTP_ADDR.match(value) if isinstance(value, str) else None
+    if m is None or int(m.group(2)) > 65535:
+        return ctx.expected(key, 'an address "host:port" such as "0.0.0.0:8080"', value)
+    return value
+
+
+@_reader('a sqlite:// or postgres:// URL', "database URL")
+def _database_url(ctx: _Ctx, key: str, value: Any) -> Any:
+    what = 'a database URL "sqlite://PATH" or "postgres://..."'
+    if not isinstance(value, str) or not value.strip():
+        return ctx.expected(key, what, value)
+    if value.startswith(("postgres://", "postgresql://")):
+        return value
+    if value.startswith("mysql://"):
+        return ctx.problem(key, f"expected {what}, found {_show(value)} (rustpbx_py stores data in SQLite or PostgreSQL, not MySQL)")
+    if value.startswith("sqlite:"):
+        rest = value[len("sqlite:"):]
+        if rest.startswith("//"):
+            rest = rest[2:]
+        path, sep, query = rest.partition("?")
+        if path == ":memory:":
+            return value
+        if not path:
+            return ctx.expected(key, what, value)
+        return "sqlite://" + ctx.resolve(path) + sep + query
+    return ctx.expected(key, what, value)
+
+
+def _default_database_url(base_dir: str) -> str:
+    return "sqlite://" + os.path.normpath(os.path.join(base_dir, "data", "rustpbx.sqlite3"))
+
+
+@dataclass(kw_only=True)
+class Config:
+    """
+    The whole validated configuration.
+
+    @ivar path: absolute path of the main file (or C{"<string>"} /
+        C{"<default_config>"} for configurations built without one).
+    @ivar base_dir: directory relative paths were resolved against.
+    @ivar warnings: settings accepted but ignored (RustPBX features not
+        implemented yet), one message each.
+    """
+
+    RUSTPBX_NOT_IMPLEMENTED: ClassVar[frozenset[str]] = frozenset({
+        # RustPBX 0.4.5 Config
+        "http_gzip", "https_addr", "log_level", "log_file", "log_rotation",
+        "http_access_skip_paths", "webrtc_port_start", "webrtc_port_end", "callrecord",
+        "ice_servers", "ami", "console", "recording", "demo_mode", "storage", "sipflow",
+        "licenses", "rwi", "rwi_webhook", "cluster",
+        # in RustPBX's sample files and docs
+        "media_cache_path", "storage_dir", "addons", "archive", "dialplan",
+        # later RustPBX releases
+        "stats_log", "stats_interval", "auto_external_ip", "media", "database_pool",
+        "outbound", "max_audio_download_bytes",
+    })
+
+    path: str = _computed("", doc="Absolute path of the main configuration file.")
+    base_dir: str = _computed("", doc="Directory relative paths are resolved against.")
+    http_addr: str = _key(_http_addr, "0.0.0.0:8080", doc="Address of the HTTP console and API.")
+    database_url: str = _key(_database_url, default_doc='"sqlite://" + absolute path of ./data/rustpbx.sqlite3 next to the config file', doc="Database: sqlite://PATH (relative to the config file) or postgres://...")
+    external_ip: Optional[str] = _key(_ip, doc="Public IP advertised in SDP and SIP when behind NAT (no port).")
+    rtp_start_port: int = _key(_rtp_port, 12000, doc="First UDP port for RTP.")
+    rtp_end_port: int = _key(_rtp_port, 42000, doc="Last UDP port for RTP (must be above rtp_start_port).")
+    ssl_certificate: Optional[str] = _key(_path, doc="PEM certificate used when [proxy] sets none.")
+    ssl_private_key: Optional[str] = _key(_path, doc="PEM private key used when [proxy] sets none.")
+    proxy: ProxyConfig = _key(_table(ProxyConfig), factory=ProxyConfig, doc="The [proxy] section.")
+    warnings: list[str] = _computed(factory=list, doc="Accepted but ignored settings.")
+
+    def _check(self, ctx: _Ctx, prefix: str, given: set[str]) -> bool:
+        if self.rtp_start_port >= self.rtp_end_port:
+            ctx.problem("rtp_end_port", f"expected a port above rtp_start_port ({self.rtp_start_port}), found {self.rtp_end_port}")
+        return True
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+
+
+def _display_path(path: str) -> str:
+    """Included files are named relative to the current directory when they
+    are below it, as an admin would type them."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def _parse_toml(ctx: _Ctx, data: bytes) -> Optional[dict]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        ctx.problem("", f"expected UTF-8 TOML text, found an undecodable byte at offset {e.start}")
+        return None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        ctx.problem("", f"TOML syntax error: {e}")
+        return None
+
+
+def _read_toml_file(report: _Report, path: str, what: str) -> tuple[Optional[dict], _Ctx]:
+    ctx = _Ctx(_display_path(path), os.path.dirname(path), report)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        ctx.problem("", f"cannot read this {what}: {_os_reason(e)}")
+        return None, ctx
+    return _parse_toml(ctx, data), ctx
+
+
+_GLOB_CHARS = set("*?[")
+
+
+def _expand(ctx: _Ctx, key: str, patterns: list[str]) -> list[str]:
+    """Files matched by the patterns, each once, in pattern then name order."""
+    out: list[str] = []
+    for i, pattern in enumerate(patterns):
+        if _GLOB_CHARS & set(pattern):
+            matches = sorted(glob.glob(pattern, recursive=True))
+        elif os.path.exists(pattern):
+            matches = [pattern]
+        else:
+            ctx.problem(_join(key, i), f"expected an existing file or a glob pattern, found {_show(pattern)} (no such file)")
+            matches = []
+        for m in matches:
+            m = os.path.normpath(m)
+            if m not in out:
+                out.append(m)
+    return out
+
+
+def _generated_file(proxy: ProxyConfig, kind: str) -> str:
+    """RustPBX's generated file for routes, trunks or acl."""
+    return os.path.join(proxy.generated_dir, kind, f"{kind}.generated.toml")
+
+
+def _read_include(report: _Report, path: str, what: str, key: str, reader: Reader) -> Any:
+    """Read one included file holding the single top-level C{key}."""
+    doc, fctx = _read_toml_file(report, path, what)
+    if doc is None:
+        return _INVALID
+    for k in doc:
+        if k != key:
+            fctx.problem(_join("", k), f"unknown key (a {what} holds only {key})" + _suggest(k, [key]))
+    if key not in doc:
+        return []
+    return reader(fctx, key, doc[key])
+
+
+def _load_included(report: _Report, ctx: _Ctx, proxy: ProxyConfig, inline_routes: list, load_generated: bool) -> None:
+    """Merge inline definitions, included files and generated files into
+    C{proxy}, in RustPBX's order: generated files come last and win.  A
+    C{*.generated.toml} file matched by a pattern counts as generated."""
+    files: dict[str, tuple[list[str], list[str]]] = {}
+    for kind in ("routes", "trunks", "acl"):
+        key = f"{kind}_files"
+        generated = []
+        if load_generated and os.path.isfile(_generated_file(proxy, kind)):
+            generated.append(os.path.normpath(_generated_file(proxy, kind)))
+        written = []
+        for f in _expand(ctx, _join("proxy", key), getattr(proxy, key)):
+            if os.path.basename(f) == f"{kind}.generated.toml":
+                if f not in generated:
+                    generated.append(f)
+            else:
+                written.append(f)
+        files[kind] = (written, generated)
+
+    # Trunks: later definitions of a name replace earlier ones.
+    trunks = dict(proxy.trunks)
+    written, generated = files["trunks"]
+    for path in written + generated:
+        found = _read_include(report, path, "trunks file", "trunks", _trunks)
+        if found is not _INVALID:
+            trunks.update(found)
+    proxy.trunks = trunks
+
+    # Routes: upsert by name (a later one replaces an earlier one in place).
+    located = list(inline_routes)
+    written, generated = files["routes"]
+    for path in written + generated:
+        found = _read_include(report, path, "routes file", "routes", _located_routes)
+        if found is not _INVALID:
+            located.extend(found)
+    merged: dict[str, tuple[_Ctx, str, RouteConfig]] = {}
+    for item in located:
+        merged[item[2].name] = item  # a dict keeps the first position, takes the last value
+    for rctx, key, route in merged.values():
+        _check_route_trunks(rctx, key, route, trunks)
+    proxy.routes = sorted((r for _, _, r in merged.values()), key=lambda r: -r.priority)
+
+    # ACL rules: inline, files, generated; RustPBX's default when none at all.
+    rules = list(proxy.acl_rules)
+    written, generated = files["acl"]
+    for path in written + generated:
+        found = _read_include(report, path, "ACL file", "acl_rules", _acl_rules)
+        if found is not _INVALID:
+            rules.extend(found)
+    if not rules:
+        rules = [_acl_rule(ctx, "", r) for r in DEFAULT_ACL_RULES]
+    proxy.acl_rules = rules
+
+    if "acl" not in proxy.modules and any(t.inbound_hosts for t in trunks.values()):
+        ctx.warn("proxy.modules", 'trunks set inbound_hosts but the "acl" module is not enabled, so requests are not matched to trunks by source address')
+
+
+def _check_route_trunks(ctx: _Ctx, key: str, route: RouteConfig, trunks: dict[str, TrunkConfig]) -> None:
+    known = ", ".join(f'"{n}"' for n in sorted(trunks)) or "none"
+    for i, name in enumerate(route.dest):
+        if name not in trunks:
+            where = _join(key, "dest") if len(route.dest) == 1 else _join(_join(key, "dest"), i)
+            ctx.problem(where, f"route {_show(route.name)}: expected the name of a defined trunk (defined: {known}), found {_show(name)}" + _suggest(name, trunks))
+    lowered = {n.lower() for n in trunks}
+    for i, name in enumerate(route.source_trunks):
+        if name.lower() not in lowered:
+            ctx.problem(_join(_join(key, "source_trunks"), i), f"route {_show(route.name)}: expected the name of a defined trunk (defined: {known}), found {_show(name)}" + _suggest(name, trunks))
+
+
+def _check_tls(ctx: _Ctx, config: Config) -> None:
+    """TLS files fall back from [proxy] to the top level and must be
+    readable when set; a TLS listener needs both."""
+    proxy = config.proxy
+    origin = {}
+    for name in ("ssl_certificate", "ssl_private_key"):
+        if getattr(proxy, name) is not None:
+            origin[name] = f"proxy.{name}"
+        elif getattr(config, name) is not None:
+            setattr(proxy, name, getattr(config, name))
+            origin[name] = name
+    for name, key in origin.items():
+        path = getattr(proxy, name)
+        try:
+            with open(path, "rb") as f:
+                f.read(1)
+        except OSError as e:
+            ctx.problem(key, f"expected a readable PEM file, found {_show(path)} ({_os_reason(e)})")
+    if (proxy.ssl_certificate is None) != (proxy.ssl_private_key is None):
+        missing = "ssl_private_key" if proxy.ssl_private_key is None else "ssl_certificate"
+        present = "ssl_certificate" if missing == "ssl_private_key" else "ssl_private_key"
+        ctx.problem(f"proxy.{missing}", f"expected a PEM file to go with {origin[present]}, found nothing")
+    elif proxy.tls_port is not None and proxy.ssl_certificate is None:
+        ctx.problem("proxy.tls_port", f"a TLS listener on port {proxy.tls_port} needs proxy.ssl_certificate and proxy.ssl_private_key (or the top-level ssl_certificate and ssl_private_key), found neither")
+
+
+def _from_document(
+    doc: dict,
+    ctx: _Ctx,
+    path: str,
+    *,
+    load_generated: bool = True,
+    proxy_defaults: Optional[dict] = None,
+) -> Config:
+    report = ctx.report
+    proxy_table = doc.get("proxy", {})
+    inline = None
+    if isinstance(proxy_table, dict) and "routes" in proxy_table:
+        # Inline routes keep their key path for the checks made after
+        # merging (a dest naming a trunk defined in another file).
+        inline = proxy_table["routes"]
+        doc = {**doc, "proxy": {k: v for k, v in proxy_table.items() if k != "routes"}}
+    config = _build(Config, ctx, "", doc)
+    if config is _INVALID:  # pragma: no cover - Config has no required keys
+        raise ConfigError(report.problems)
+    inline_routes = [] if inline is None else _located_routes(ctx, "proxy.routes", inline)
+    inline_routes = [] if inline_routes is _INVALID else inline_routes
+    config.path = path
+    config.base_dir = ctx.base_dir
+    if "database_url" not in doc:
+        config.database_url = _default_database_url(ctx.base_dir)
+    proxy = config.proxy
+    # Path defaults are relative to the configuration file too.
+    proxy.generated_dir = ctx.resolve(proxy.generated_dir)
+    proxy.queue_dir = ctx.resolve(proxy.queue_dir)
+    # Identity: one random value shared by whichever of the two is unset.
+    shared = secrets.token_hex(8)
+    proxy.contact_username = proxy.contact_username or shared
+    proxy.rtc_cname = proxy.rtc_cname or shared
+    # Database-backed user backends default to the main database.
+    for backend in proxy.user_backends:
+        if backend.type == "database" and backend.url is None:
+            backend.url = config.database_url
+        if backend.type == "extension" and backend.database_url is None:
+            backend.database_url = config.database_url
+    _check_tls(ctx, config)
+    _load_included(report, ctx, proxy, inline_routes, load_generated)
+    if report.problems:
+        raise ConfigError(report.problems)
+    config.warnings = list(report.warnings)
+    return config
+
+
+def _parse_bytes(data: bytes, src: str, path: str, base_dir: str) -> Config:
+    report = _Report()
+    ctx = _Ctx(src, base_dir, report)
+    doc = _parse_toml(ctx, data)
+    if doc is None:
+        raise ConfigError(report.problems)
+    return _from_document(doc, ctx, path)
+
+
+def load_config(path: str) -> Config:
+    """
+    Read, check and type the configuration file at C{path} and every file it
+    includes.
+
+    @raise ConfigError: listing every problem found, each naming the file and
+        the key.
+    """
+    src = os.fspath(path)
+    absolute = os.path.abspath(src)
+    try:
+        with open(absolute, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError([f"{src}: cannot read the configuration file: {_os_reason(e)}"])
+    return _parse_bytes(data, src, absolute, os.path.dirname(absolute))
+
+
+def parse_config_text(text: str, path: str = "<string>") -> Config:
+    """
+    Check and type configuration given as TOML text, as L{load_config} does
+    for a file.  Relative paths resolve against the directory of C{path}, or
+    the current directory when C{path} is a C{<placeholder>}.
+
+    @raise ConfigError: listing every problem found.
+    """
+    if path.startswith(_NO_FILE_PREFIX):
+        shown, base = path, os.getcwd()
+    else:
+        shown = os.path.abspath(path)
+        base = os.path.dirname(shown)
+    return _parse_bytes(text.encode("utf-8"), path, shown, base)
+
+
+def _is_typed(value: Any) -> bool:
+    """Whether a default_config override is already a typed value (as opposed
+    to the TOML form, which is validated like a file)."""
+    if value is None or dataclasses.is_dataclass(value):
+        return True
+    if isinstance(value, (list, tuple)) and value:
+        return all(dataclasses.is_dataclass(v) for v in value)
+    if isinstance(value, dict) and value:
+        return all(dataclasses.is_dataclass(v) for v in value.values())
+    return False
+
+
+def default_config(**proxy_overrides: Any) -> Config:
+    """
+    A L{Config} with every default, built without a file, for tests of the
+    other layers: C{default_config(udp_port=0, realms=["example.com"])}.
+
+    Overrides are C{[proxy]} keys in their TOML form (checked exactly as in a
+    file, e.g. C{frequency_limiter="10/1s"}, C{acl_rules=["deny all"]},
+    C{routes=[{...}]}) or already typed values (L{FrequencyLimit},
+    L{AclRule} lists, L{RouteConfig} lists, ...) which are set as they are.
+    Relative paths resolve against the current directory; the generated
+    directory is not read.
+
+    @raise ConfigError: when an override is not valid.
+    """
+    names = {f.name for f in dataclasses.fields(ProxyConfig)}
+    unknown = [k for k in proxy_overrides if k not in names]
+    if unknown:
+        raise ConfigError([f"<default_config>: proxy.{k}: unknown key{_suggest(k, names)}" for k in unknown])
+    raw = {k: v for k, v in proxy_overrides.items() if not _is_typed(v)}
+    typed = {k: v for k, v in proxy_overrides.items() if _is_typed(v)}
+    report = _Report()
+    ctx = _Ctx("<default_config>", os.getcwd(), report)
+    config = _from_document({"proxy": raw}, ctx, "<default_config>", load_generated=False)
+    for k, v in typed.items():
+        if k == "trunks" and isinstance(v, dict):
+            v = dict(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        setattr(config.proxy, k, v)
+    if "routes" in typed:
+        config.proxy.routes = sorted(config.proxy.routes, key=lambda r: -r.priority)
+    return config
