@@ -32,9 +32,15 @@ class Options(usage.Options):
         """Load and validate the configuration now, so that a bad file stops
         twistd with a readable message before anything starts."""
         try:
-            self["loaded"] = load_config(self["config"])
+            config = load_config(self["config"])
         except ConfigError as e:
             raise usage.UsageError(str(e))
+        from rustpbx_py.server import check_plugins
+
+        problems = check_plugins(config)
+        if problems:
+            raise usage.UsageError("\n".join(problems))
+        self["loaded"] = config
 
     def opt_version(self) -> None:
         """Print the version and exit."""

@@ -80,10 +80,10 @@ class SipStreamProtocol(Protocol):
                 return
             head = buf[:end]
             m = _CONTENT_LENGTH_RE.search(head)
-            if m is None:
-                self._fatal(buf[: end + 4], SipParseError("Content-Length required on stream transports"))
-                return
-            total = end + 4 + int(m.group(1))
+            # RFC 3261 18.3 makes Content-Length mandatory on streams, but
+            # some tools (sipsak) omit it on body-less requests: read a
+            # missing one as 0, which is the only framing that can work.
+            total = end + 4 + (int(m.group(1)) if m is not None else 0)
             if total > MAX_MESSAGE_SIZE:
                 self._fatal(buf[: end + 4], SipParseError("Message Too Large", 513))
                 return
@@ -92,7 +92,7 @@ class SipStreamProtocol(Protocol):
             self.buffer = buf[total:]
             raw = buf[:total]
             try:
-                message = parse_message(raw, stream=True)
+                message = parse_message(raw, stream=m is not None)
             except SipParseError as e:
                 self.controller.parse_error(e, raw, self.flow)
                 continue

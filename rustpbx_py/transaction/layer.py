@@ -152,6 +152,15 @@ class TransactionLayer:
         if self.client.get(tx.key) is tx:
             del self.client[tx.key]
 
+    def shutdown(self) -> None:
+        """Forget every transaction and cancel its timers."""
+        for tx in list(self.server.values()):
+            tx.timers.stop_all()
+        for tx in list(self.client.values()):
+            tx.timers.stop_all()
+        self.server.clear()
+        self.client.clear()
+
     def flow_failed(self, flow) -> None:
         """A connection closed: its pending client transactions fail (503)."""
         for tx in list(self.client.values()):

@@ -1,0 +1,314 @@
+# -*- test-case-name: rustpbx_py.test.test_proxy -*-
+"""
+The SIP core: the one controller every transport hands its messages to.
+
+It stamps the top Via with where a request really came from, answers what
+no module should see (malformed messages, overload, Max-Forwards 0,
+unsupported extensions), runs new server transactions through the module
+pipeline, answers OPTIONS addressed to the PBX itself, and gives the call
+layer what it needs to send requests and catch ACKs and stray responses.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, List, Optional, Tuple
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from rustpbx_py.pipeline import Pipeline
+from rustpbx_py.protocols.transports import TransportError, TransportLayer
+from rustpbx_py.sip.headers import HeaderError, URI, Via, bare_host, format_params
+from rustpbx_py.sip.message import Request, Response, SipParseError, parse_message
+from rustpbx_py.sip.validate import check_request
+from rustpbx_py.transaction.layer import TransactionLayer
+from rustpbx_py.transaction.responses import build_response, new_branch
+from rustpbx_py.transaction.timers import TimerValues
+
+#: Option tags we implement (for Require checks and Supported headers).
+SUPPORTED = ("path", "outbound", "timer", "100rel", "replaces")
+ACCEPT = "application/sdp"
+
+
+class SipCore:
+    """Transaction user of the transaction layer, controller of transports."""
+
+    log = Logger()
+
+    def __init__(self, config, reactor, pipeline: Optional[Pipeline] = None) -> None:
+        proxy = config.proxy
+        self.config = config
+        self.reactor = reactor
+        self.useragent = proxy.useragent
+        self.max_concurrency = proxy.max_concurrency
+        self.pipeline = pipeline or Pipeline([])
+        self.transports = TransportLayer(reactor, external_ip=config.external_ip)
+        self.transactions = TransactionLayer(
+            self,
+            reactor,
+            TimerValues(proxy.t1_timer, proxy.t1x64_timer),
+            server_header=self.useragent,
+        )
+        self.local_hosts = {"127.0.0.1", "::1", "localhost"}
+        for realm in proxy.realms:
+            self.local_hosts.add(realm.lower())
+        if config.external_ip:
+            self.local_hosts.add(config.external_ip)
+        if proxy.addr not in ("0.0.0.0", "::"):
+            self.local_hosts.add(bare_host(proxy.addr))
+        self.supported = SUPPORTED
+        #: Called with (ack, flow) for ACKs to 2xx (they belong to dialogs).
+        self.ack_handlers: List[Callable] = []
+        #: Called with (response, flow) for responses no transaction expects.
+        self.stray_handlers: List[Callable] = []
+        #: Called with (request, flow) for in-dialog requests no module took.
+        self.counters = {"received": 0, "parse_errors": 0, "overload": 0}
+
+    # -- from the transports -------------------------------------------------
+
+    def message_received(self, message, flow) -> None:
+        self.counters["received"] += 1
+        if message.is_request:
+            if not self._stamp_via(message, flow):
+                return
+            self.transactions.request_received(message, flow)
+        else:
+            # RFC 3261 18.1.2: a response whose top Via is not ours is dropped.
+            self.transactions.response_received(message, flow)
+
+    def parse_error(self, error: SipParseError, data: bytes, flow) -> None:
+        """
+        Answer a message we could not parse when enough of it survives to
+        address a response (RFC 3261 16.3, 21.4.1); drop it otherwise.
+        """
+        self.counters["parse_errors"] += 1
+        if error.status is None or data[:4].upper() == b"SIP/":
+            return
+        request = salvage_request(data)
+        if request is None:
+            return
+        if request.method == "ACK":
+            return
+        self._stamp_via(request, flow)
+        response = build_response(request, error.status, error.reason, server=self.useragent)
+        self._send_stateless(response, request, flow)
+
+    def flow_opened(self, flow) -> None:
+        self.transports.flow_opened(flow)
+
+    def flow_closed(self, flow) -> None:
+        self.transports.flow_closed(flow)
+        self.transactions.flow_failed(flow)
+
+    def send_failed(self, listener, addr, error) -> None:
+        self.log.debug("send to {addr} failed: {error}", addr=addr, error=error)
+
+    # -- from the transaction layer ------------------------------------------
+
+    def new_transaction(self, tx) -> None:
+        request = tx.request
+        if self.transactions.pending > self.max_concurrency:
+            self.counters["overload"] += 1
+            tx.reply(503, "Service Unavailable", [("Retry-After", "5")])
+            return
+        rejection = check_request(request, self.supported)
+        if rejection is not None:
+            if rejection.status is None:
+                tx.terminate()
+            else:
+                tx.reply(rejection.status, rejection.reason, rejection.headers)
+            return
+        d = self.pipeline.run(tx)
+        d.addCallback(self._pipeline_done, tx)
+        d.addErrback(self._pipeline_failed, tx)
+
+    def _pipeline_done(self, handled: bool, tx) -> None:
+        if tx.context.spam:
+            if not tx.completed:
+                tx.terminate()
+            return
+        if handled or tx.completed:
+            return
+        request = tx.request
+        if request.method == "OPTIONS" and self.addressed_to_self(request):
+            tx.reply(200, "OK", self.capability_headers())
+            return
+        tx.reply(501, "Not Implemented", [("Allow", self.allow_header())])
+
+    def _pipeline_failed(self, failure, tx) -> None:
+        self.log.failure("request pipeline failed", failure)
+        if not tx.completed and not tx.context.spam:
+            tx.reply(500, "Server Internal Error")
+
+    def cancel_received(self, cancel_tx, invite_tx) -> None:
+        """A CANCEL (RFC 3261 9.2): 200 to it, then cancel the INVITE; 481 when
+        no INVITE transaction matches."""
+        if invite_tx is None or invite_tx.completed:
+            cancel_tx.reply(481, "Call/Transaction Does Not Exist")
+            return
+        cancel_tx.local_tag()
+        cancel_tx.to_tag = invite_tx.local_tag()
+        cancel_tx.reply(200, "OK")
+        invite_tx.cancel()
+
+    def ack_received(self, ack: Request, flow) -> None:
+        for handler in self.ack_handlers:
+            if handler(ack, flow):
+                return
+
+    def stray_response(self, response: Response, flow) -> None:
+        for handler in self.stray_handlers:
+            if handler(response, flow):
+                return
+
+    def transaction_ended(self, tx) -> None:
+        self.pipeline.end(tx)
+
+    # -- for modules ---------------------------------------------------------
+
+    def addressed_to_self(self, request: Request) -> bool:
+        """
+        Whether a request is for the PBX itself rather than a user: a
+        Request-URI without a user part, or naming our contact user.
+        """
+        try:
+            uri = URI.parse(request.uri)
+        except HeaderError:
+            return False
+        if uri.user is None:
+            return True
+        return uri.user == self.config.proxy.contact_username
+
+    def allow_header(self) -> str:
+        methods = ["OPTIONS", "ACK", "CANCEL"]
+        for m in self.pipeline.allowed_methods():
+            if m not in methods:
+                methods.append(m)
+        return ", ".join(methods)
+
+    def capability_headers(self) -> List[Tuple[str, str]]:
+        """What an OPTIONS answer advertises (RFC 3261 11.2)."""
+        return [
+            ("Allow", self.allow_header()),
+            ("Accept", ACCEPT),
+            ("Supported", ", ".join(self.supported)),
+            ("Accept-Language", "en"),
+        ]
+
+    def via_for(self, flow, branch: Optional[str] = None) -> str:
+        """Our Via for a request sent over C{flow}."""
+        host, port = self.transports.advertised(flow.transport, flow.remote[0])
+        via = Via(flow.transport, host, port, {"branch": branch or new_branch(), "rport": None})
+        return str(via)
+
+    def contact_for(self, flow, user: Optional[str] = None) -> str:
+        """Our Contact for dialogs over C{flow}."""
+        host, port = self.transports.advertised(flow.transport, flow.remote[0])
+        uri = URI("sip", user or self.config.proxy.contact_username, host, port)
+        if flow.transport != "UDP":
+            uri.params["transport"] = flow.transport.lower()
+        return f"<{uri}>"
+
+    def send_request(self, request: Request, flow, on_response: Callable):
+        """Send C{request} statefully; it must already carry our top Via."""
+        if not request.has("user-agent") and self.useragent:
+            request.add("User-Agent", self.useragent)
+        return self.transactions.send_request(request, flow, on_response)
+
+    def send_stateless(self, message, flow) -> None:
+        """Send a message outside any transaction (ACK for 2xx, 2xx retransmissions)."""
+        flow.send(message.to_bytes())
+
+    def resolve(self, transport: str, host: str, port: Optional[int]) -> defer.Deferred:
+        """A flow to a peer (see L{TransportLayer.resolve})."""
+        return self.transports.resolve(transport, host, port)
+
+    def shutdown(self) -> None:
+        """Stop every transaction timer: the service is stopping."""
+        self.transactions.shutdown()
+
+    # -- helpers -------------------------------------------------------------
+
+    def _stamp_via(self, request: Request, flow) -> bool:
+        """
+        Add C{received} (and fill C{rport}) to the top Via when the source
+        differs from what it says (RFC 3261 18.2.1, RFC 3581).  False when
+        the request has no usable Via and must be dropped.
+        """
+        for h in request.headers:
+            if h[0] == "via":
+                break
+        else:
+            return False
+        value = h[2]
+        first, sep, rest = _split_first_via(value)
+        try:
+            via = Via.parse(first)
+        except HeaderError:
+            return False
+        src_host, src_port = flow.remote
+        changed = False
+        if bare_host(via.host) != src_host:
+            via.params["received"] = src_host
+            changed = True
+        if "rport" in via.params and not via.params["rport"]:
+            via.params["rport"] = str(src_port)
+            if "received" not in via.params:
+                via.params["received"] = src_host
+            changed = True
+        if changed:
+            h[2] = str(via) + sep + rest
+        return True
+
+    def _send_stateless(self, response: Response, request: Request, flow) -> None:
+        if not flow.reliable and request.top_via:
+            try:
+                flow = flow.to(Via.parse(request.top_via).response_address())
+            except HeaderError:
+                pass
+        flow.send(response.to_bytes())
+
+
+def _split_first_via(value: str) -> Tuple[str, str, str]:
+    if "," not in value:
+        return value, "", ""
+    from rustpbx_py.sip.message import split_list
+
+    parts = split_list(value)
+    if len(parts) <= 1:
+        return value, "", ""
+    return parts[0], ", ", ", ".join(parts[1:])
+
+
+_SALVAGE = {"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"}
+
+
+def salvage_request(data: bytes) -> Optional[Request]:
+    """
+    The parts of an unparsable request needed to answer it: its method and
+    the Via, From, To, Call-ID and CSeq lines that do parse.  None when
+    there is no Via to send a response to.
+    """
+    text = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    lines = text.replace("\r\n", "\n").split("\n")
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    if not lines:
+        return None
+    method = lines[0].split(" ", 1)[0] or "UNKNOWN"
+    request = Request(method, "sip:invalid")
+    for line in lines[1:]:
+        if ":" not in line or line[:1] in " \t":
+            continue
+        name, value = line.split(":", 1)
+        name = name.strip()
+        if name.lower() in _SALVAGE:
+            request.add(name, value.strip())
+    top = request.top_via
+    if top is None:
+        return None
+    try:
+        Via.parse(top)
+    except HeaderError:
+        return None
+    return request

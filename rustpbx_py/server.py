@@ -1,0 +1,253 @@
+# -*- test-case-name: rustpbx_py.test.test_server -*-
+"""
+The running PBX: opens the database, builds the module pipeline and the
+addons from plugins, then starts the listeners named in the config.
+
+L{buildService} is what C{twistd pbx} runs; tests use L{PbxService}
+directly with ephemeral ports.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, List, Optional
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.plugin import getPlugins
+from zope.interface import implementer
+
+from rustpbx_py.interfaces import IAddonFactory, IProxyModuleFactory, IServerContext
+from rustpbx_py.pipeline import Pipeline
+from rustpbx_py.proxy import SipCore
+from rustpbx_py.store.db import Database
+
+
+def find_factories(interface) -> Dict[str, object]:
+    """Every plugin providing C{interface}, by name."""
+    import rustpbx_py.plugins
+
+    found: Dict[str, object] = {}
+    for plugin in getPlugins(interface, rustpbx_py.plugins):
+        found.setdefault(plugin.name, plugin)
+    return found
+
+
+def check_plugins(config) -> List[str]:
+    """
+    Problems with the C{modules} and C{addons} lists: a name no installed
+    plugin provides stops start-up, naming the ones that exist.
+    """
+    problems = []
+    for key, interface, names in (
+        ("proxy.modules", IProxyModuleFactory, config.proxy.modules),
+        ("proxy.addons", IAddonFactory, config.proxy.addons),
+    ):
+        available = find_factories(interface)
+        for name in names:
+            if name not in available:
+                known = ", ".join(sorted(available)) or "none"
+                problems.append(
+                    f"{config.path}: {key}: no plugin provides {name!r} (available: {known})"
+                )
+    return problems
+
+
+@implementer(IServerContext)
+class ServerContext:
+    """What module and addon factories build with."""
+
+    def __init__(self, config, reactor, store, core, users=None) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.store = store
+        self.core = core
+        self.users = users
+        self.locator = None
+        self.addons: list = []
+        self.modules: list = []
+
+
+def _pem_blocks(data: bytes, kind: bytes) -> List[bytes]:
+    return re.findall(
+        b"-----BEGIN " + kind + b"-----.+?-----END " + kind + b"-----", data, re.S
+    )
+
+
+def tls_server_options(certificate_path: str, key_path: str):
+    """CertificateOptions from a PEM certificate (chain) and key file."""
+    from OpenSSL import crypto
+    from twisted.internet import ssl
+
+    with open(certificate_path, "rb") as f:
+        chain = f.read()
+    with open(key_path, "rb") as f:
+        key_pem = f.read()
+    certs = _pem_blocks(chain, b"CERTIFICATE")
+    if not certs:
+        raise ValueError(f"{certificate_path}: no PEM certificate found")
+    key = ssl.KeyPair.load(key_pem, crypto.FILETYPE_PEM)
+    cert = ssl.Certificate.loadPEM(certs[0])
+    extra = [ssl.Certificate.loadPEM(c).original for c in certs[1:]]
+    return ssl.CertificateOptions(
+        privateKey=key.original,
+        certificate=cert.original,
+        extraCertChain=extra or None,
+    )
+
+
+class PbxService(service.MultiService):
+    """
+    The PBX: C{ready} fires once the database is migrated, the modules are
+    started and every listener is bound; C{ports} then maps each transport
+    to the port it is bound to.
+    """
+
+    log = Logger()
+
+    def __init__(self, config, reactor=None) -> None:
+        service.MultiService.__init__(self)
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self.config = config
+        self.reactor = reactor
+        self.ports: Dict[str, int] = {}
+        self.listeners: list = []
+        self.store: Optional[Database] = None
+        self.core: Optional[SipCore] = None
+        self.context: Optional[ServerContext] = None
+        self.modules: list = []
+        self.addons: list = []
+        self.ready: defer.Deferred = defer.Deferred()
+
+    def startService(self) -> None:
+        service.MultiService.startService(self)
+        d = self.start()
+        d.addCallbacks(self.ready.callback, self._start_failed)
+
+    def _start_failed(self, failure) -> None:
+        self.log.failure("rustpbx_py could not start", failure)
+        self.ready.errback(failure)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    @defer.inlineCallbacks
+    def start(self):
+        config = self.config
+        proxy = config.proxy
+        self.store = Database(config.database_url)
+        yield self.store.migrate()
+        from rustpbx_py.users import build_user_backends
+
+        users = build_user_backends(config, self.store, self.reactor)
+        self.core = core = SipCore(config, self.reactor)
+        context = self.context = ServerContext(config, self.reactor, self.store, core, users)
+
+        module_factories = find_factories(IProxyModuleFactory)
+        for name in proxy.modules:
+            module = module_factories[name].build(context)
+            self.modules.append(module)
+            if getattr(module, "registry", None) is not None and context.locator is None:
+                context.locator = module.registry
+        context.modules = self.modules
+        addon_factories = find_factories(IAddonFactory)
+        for name in proxy.addons:
+            self.addons.append(addon_factories[name].build(context))
+        context.addons = self.addons
+        core.pipeline = Pipeline(self.modules)
+        for module in self.modules:
+            yield defer.maybeDeferred(module.start)
+        for addon in self.addons:
+            yield defer.maybeDeferred(addon.start)
+        self.log.info(
+            "modules: {modules}; addons: {addons}",
+            modules=", ".join(m.name for m in self.modules) or "none",
+            addons=", ".join(a.id for a in self.addons) or "none",
+        )
+        yield self._listen()
+        return self
+
+    def _listen(self):
+        from rustpbx_py.protocols.stream import SipStreamFactory
+        from rustpbx_py.protocols.udp import SipDatagramProtocol
+
+        config = self.config
+        proxy = config.proxy
+        core = self.core
+        reactor = self.reactor
+        addr = proxy.addr
+        interface = addr if addr not in ("0.0.0.0",) else ""
+        idle = max(proxy.registrar_expires + 60, 300)
+
+        if proxy.udp_port is not None:
+            protocol = SipDatagramProtocol(core)
+            port = reactor.listenUDP(proxy.udp_port, protocol, interface=interface or ("::" if ":" in addr else ""))
+            core.transports.udp.append(protocol)
+            self._bound("UDP", port)
+
+        tls_options = None
+        if proxy.ssl_certificate and proxy.ssl_private_key:
+            tls_options = tls_server_options(proxy.ssl_certificate, proxy.ssl_private_key)
+
+        if proxy.tcp_port is not None:
+            factory = SipStreamFactory(core, "TCP", idle, reactor)
+            core.transports.stream_factory["TCP"] = factory
+            port = reactor.listenTCP(proxy.tcp_port, factory, interface=interface)
+            self._bound("TCP", port)
+        if proxy.tls_port is not None and tls_options is not None:
+            factory = SipStreamFactory(core, "TLS", idle, reactor)
+            core.transports.stream_factory["TLS"] = factory
+            port = reactor.listenSSL(proxy.tls_port, factory, tls_options, interface=interface)
+            self._bound("TLS", port)
+        if proxy.ws_port is not None:
+            from rustpbx_py.protocols.ws import SipWebSocketFactory
+
+            name = "WSS" if tls_options is not None else "WS"
+            factory = SipWebSocketFactory(core, proxy.ws_handler, name, server=proxy.useragent)
+            if tls_options is not None:
+                port = reactor.listenSSL(proxy.ws_port, factory, tls_options, interface=interface)
+            else:
+                port = reactor.listenTCP(proxy.ws_port, factory, interface=interface)
+            self._bound(name, port)
+        return defer.succeed(None)
+
+    def _bound(self, transport: str, port) -> None:
+        host = port.getHost()
+        self.listeners.append(port)
+        self.ports[transport] = host.port
+        self.core.transports.listening[transport] = (host.host, host.port)
+        self.log.info(
+            "listening for SIP over {transport} on {host}:{port}",
+            transport=transport,
+            host=host.host,
+            port=host.port,
+        )
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        yield defer.maybeDeferred(service.MultiService.stopService, self)
+        for port in self.listeners:
+            yield defer.maybeDeferred(port.stopListening)
+        self.listeners = []
+        if self.core is not None:
+            self.core.shutdown()
+        for addon in reversed(self.addons):
+            try:
+                yield defer.maybeDeferred(addon.stop)
+            except Exception:
+                self.log.failure("addon {id} failed to stop", id=addon.id)
+        for module in reversed(self.modules):
+            try:
+                yield defer.maybeDeferred(module.stop)
+            except Exception:
+                self.log.failure("module {name} failed to stop", name=module.name)
+        if self.store is not None:
+            self.store.close()
+
+
+def buildService(config) -> service.IService:
+    """The service C{twistd pbx} runs."""
+    return PbxService(config)

@@ -1,0 +1,103 @@
+"""
+Helpers for interop tests: start a PBX on ephemeral loopback ports, and run
+an external SIP tool as a child process without blocking the reactor.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import List, Optional, Sequence, Tuple
+
+from twisted.internet import defer, error, protocol, reactor
+from twisted.python.failure import Failure
+
+from rustpbx_py.config import default_config
+from rustpbx_py.server import PbxService
+
+
+def require_tool(name: str) -> str:
+    """The path of C{name}, or a reason to skip (as C{SkipTest})."""
+    from twisted.trial.unittest import SkipTest
+
+    path = shutil.which(name)
+    if path is None:
+        raise SkipTest(f"{name} is not installed (.ci/run installs it)")
+    return path
+
+
+def start_pbx(testcase, database_url: Optional[str] = None, **proxy) -> defer.Deferred:
+    """
+    Start a PBX listening on 127.0.0.1 with ephemeral ports (UDP and TCP
+    unless the caller says otherwise) and stop it when the test ends.
+    Fires with the L{PbxService}; C{service.ports} has the bound ports.
+    """
+    proxy.setdefault("addr", "127.0.0.1")
+    proxy.setdefault("udp_port", 0)
+    proxy.setdefault("tcp_port", 0)
+    if database_url is None:
+        database_url = "sqlite:///" + os.path.abspath(testcase.mktemp()) + ".sqlite3"
+    config = default_config(**proxy)
+    config.database_url = database_url
+    return start_service(testcase, config)
+
+
+def start_service(testcase, config) -> defer.Deferred:
+    """Start a PBX for an already built config; stopped at test end."""
+    service = PbxService(config, reactor)
+    service.startService()
+    testcase.addCleanup(service.stopService)
+    return service.ready
+
+
+class _Collector(protocol.ProcessProtocol):
+    def __init__(self, done: defer.Deferred, stdin: Optional[bytes]) -> None:
+        self.done = done
+        self.out: List[bytes] = []
+        self.err: List[bytes] = []
+        self.stdin = stdin
+
+    def connectionMade(self) -> None:
+        if self.stdin is not None:
+            self.transport.write(self.stdin)
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out.append(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self.err.append(data)
+
+    def processEnded(self, reason: Failure) -> None:
+        code = reason.value.exitCode if isinstance(reason.value, (error.ProcessDone, error.ProcessTerminated)) else None
+        self.done.callback((b"".join(self.out), b"".join(self.err), code))
+
+
+def run_tool(
+    args: Sequence[str],
+    timeout: float = 60.0,
+    stdin: Optional[bytes] = None,
+    cwd: Optional[str] = None,
+) -> defer.Deferred:
+    """
+    Run C{args} and fire with (stdout, stderr, exit code).  A process still
+    running after C{timeout} seconds is killed (exit code None then).
+    """
+    done: defer.Deferred = defer.Deferred()
+    proto = _Collector(done, stdin)
+    process = reactor.spawnProcess(proto, args[0], list(args), env=dict(os.environ), path=cwd)
+
+    def kill() -> None:
+        try:
+            process.signalProcess("KILL")
+        except error.ProcessExitedAlready:
+            pass
+
+    timer = reactor.callLater(timeout, kill)
+
+    def finished(result: Tuple[bytes, bytes, Optional[int]]):
+        if timer.active():
+            timer.cancel()
+        return result
+
+    return done.addBoth(finished)
