@@ -132,8 +132,8 @@ def _show(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        if len(value) > 80:
-            value = value[:77] + "..."
+        if len(value) > 300:
+            value = value[:297] + "..."
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, (int, float)):
         return repr(value)
@@ -596,7 +596,11 @@ class SipUserConfig:
     password: Optional[str] = _key(_any_str, doc="Plain-text digest password.")
     ha1: Optional[str] = _key(
         _string("32 hexadecimal digits (MD5 of user:realm:password)", r"^[0-9a-fA-F]{32}$"),
-        doc="rustpbx_py extension: precomputed digest HA1 instead of a password.",
+        doc="rustpbx_py extension: precomputed MD5 digest HA1 instead of a password.",
+    )
+    ha1_sha256: Optional[str] = _key(
+        _string("64 hexadecimal digits (SHA-256 of user:realm:password)", r"^[0-9a-fA-F]{64}$"),
+        doc="rustpbx_py extension: precomputed SHA-256 digest HA1 (RFC 7616).",
     )
     realm: Optional[str] = _key(_str, doc="Realm this user belongs to; none = any realm.")
     departments: list[str] = _key(_str_list, factory=list, doc="Department names (informational).")
@@ -618,6 +622,9 @@ _USER_BACKEND_KEYS: dict[str, set[str]] = {
     "database": {
         "url", "table_name", "id_column", "username_column", "password_column",
         "enabled_column", "realm_column",
+        # rustpbx_py extensions (RustPBX has these columns internally only)
+        "ha1_column", "ha1_sha256_column", "display_name_column", "email_column",
+        "phone_column", "note_column", "deleted_at_column",
     },
     "http": {
         "url", "method", "username_field", "realm_field", "request_uri_field", "headers",
@@ -656,6 +663,13 @@ class UserBackendConfig:
     password_column: str = _key(_str, "password", doc="database: password column.")
     enabled_column: Optional[str] = _key(_str, doc="database: boolean column; false disables the user.")
     realm_column: Optional[str] = _key(_str, doc="database: realm column.")
+    ha1_column: Optional[str] = _key(_str, doc="database (rustpbx_py extension): column with the MD5 HA1, for tables without clear passwords.")
+    ha1_sha256_column: Optional[str] = _key(_str, doc="database (rustpbx_py extension): column with the SHA-256 HA1.")
+    display_name_column: Optional[str] = _key(_str, doc="database (rustpbx_py extension): display name column.")
+    email_column: Optional[str] = _key(_str, doc="database (rustpbx_py extension): e-mail column.")
+    phone_column: Optional[str] = _key(_str, doc="database (rustpbx_py extension): phone column.")
+    note_column: Optional[str] = _key(_str, doc="database (rustpbx_py extension): note column.")
+    deleted_at_column: Optional[str] = _key(_str, doc="database (rustpbx_py extension): rows where this column is set are ignored.")
     # http
     method: str = _key(_enum("GET", "POST", fold=str.upper), "GET", doc="http: GET (query string) or POST (form body).")
     username_field: str = _key(_str, "username", doc="http: request field carrying the user name.")
@@ -734,7 +748,7 @@ def _read_plain_users(ctx: _Ctx, key: str, path: str) -> Any:
             continue
         username, sep, password = line.partition(":")
         if not sep or not username.strip():
-            ctx.problem(key, f"{path}, line {n}: expected \"username:password\", found {_show(line)}")
+            ctx.problem(key, f"{_display_path(path)}, line {n}: expected \"username:password\", found {_show(line)}")
             bad = True
             continue
         users.append(SipUserConfig(username=username.strip(), password=password.strip()))
