@@ -1159,7 +1159,7 @@ class ProxyConfig:
     ssl_certificate: Optional[str] = _key(_path, doc="PEM certificate (chain) for TLS; falls back to the top-level ssl_certificate.")
     ssl_private_key: Optional[str] = _key(_path, doc="PEM private key for TLS; falls back to the top-level ssl_private_key.")
     # Identity
-    useragent: str = _key(_str, DEFAULT_USERAGENT, doc="User-Agent / Server header value.")
+    useragent: str = _key(_str, DEFAULT_USERAGENT, default_doc='"RustPBX-py/<version>"', doc="User-Agent / Server header value.")
     callid_suffix: str = _key(_str, "rustpbx-py", doc="Host part appended to generated Call-IDs (id@suffix).")
     realms: list[str] = _key(_str_list, factory=list, doc="Domains served; empty = any host.")
     # Protection
