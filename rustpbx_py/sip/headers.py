@@ -4,7 +4,9 @@ The structured headers a SIP element has to read: URIs, Via, name-addr
 (From, To, Contact, Route, ...), and generic parameter lists.
 
 Each type parses from text and prints back to text; the layers above parse
-only the headers they use, only when they use them.
+only the headers they use, only when they use them.  Parsing follows the
+RFC 3261 section 25 grammar where it says MUST, and is lenient where real
+devices differ; each leniency is named in a comment and has a test.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ __all__ = [
     "parse_params",
     "format_params",
     "parse_auth_params",
+    "parse_content_type",
+    "split_hostport",
+    "join_hostport",
+    "bare_host",
     "HeaderError",
 ]
 
@@ -28,33 +34,69 @@ class HeaderError(ValueError):
     """A header value that does not follow its grammar."""
 
 
-_HOSTPORT_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::(\d{1,5}))?$")
+#: host[:port]; the host is a bracketed IPv6 reference, or a hostname or
+#: IPv4 address.  Leniency: C{_} is accepted in host names (Windows and
+#: some embedded devices use names like C{my_pbx.local}).
+_HOSTPORT_RE = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+)(?::(\d{1,5}))?$")
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+\-.]*):")
 _VIA_RE = re.compile(
     r"^\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s*/\s*"
-    r"([A-Za-z0-9\-.!%*_+`'~]+)\s+(.+)$"
+    r"([A-Za-z0-9\-.!%*_+`'~]+)\s+(.+)$",
+    re.S,
 )
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+#: An unquoted display name: tokens separated by LWS.  Leniency: octets
+#: above 0x7F are accepted (phones that send UTF-8 names without quotes).
+_DISPLAY_RE = re.compile(
+    "^[A-Za-z0-9\\-.!%*_+`'~\u0080-\U0010ffff]+(?:[ \\t]+[A-Za-z0-9\\-.!%*_+`'~\u0080-\U0010ffff]+)*$"
+)
+_QUOTED_PAIR_RE = re.compile(r"\\(.)", re.S)
+_WS = frozenset(" \t\r\n")
 
 
-def parse_params(text: str) -> Dict[str, Optional[str]]:
+def _unescape(text: str) -> str:
+    """%HH escapes decoded (UTF-8, undecodable octets kept as surrogates)."""
+    if "%" not in text:
+        return text
+    return unquote(text, "utf-8", "surrogateescape")
+
+
+def parse_params(text: str, strict: bool = False) -> Dict[str, Optional[str]]:
     """
     Parse C{;a=b;c} parameters (the leading C{;} optional) into an ordered
     dict with lower-cased names; a flag parameter maps to L{None}.  Quoted
     values keep their quotes out.
+
+    @param strict: raise L{HeaderError} for empty parameters (C{;;}, a
+        trailing C{;}) and unterminated quotes instead of skipping them.
     """
     params: Dict[str, Optional[str]] = {}
     if not text:
         return params
-    for part in _split_outside_quotes(text, ";"):
+    parts = _split_outside_quotes(text, ";")
+    if strict:
+        if parts[0].strip():
+            raise HeaderError(f"text before the first ';' in parameters {text!r}")
+        if '"' in text and not _quotes_balanced(text):
+            raise HeaderError(f"unterminated quoted string in {text!r}")
+        parts = parts[1:]
+    for part in parts:
         part = part.strip()
         if not part:
+            if strict:
+                raise HeaderError(f"empty parameter in {text!r}")
             continue
         if "=" in part:
             k, v = part.split("=", 1)
             v = v.strip()
             if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
                 v = v[1:-1]
-            params[k.strip().lower()] = v
+                if "\\" in v:
+                    v = _QUOTED_PAIR_RE.sub(r"\1", v)
+            k = k.strip().lower()
+            if strict and not k:
+                raise HeaderError(f"parameter without a name in {text!r}")
+            params[k] = v
         else:
             params[part.lower()] = None
     return params
@@ -67,10 +109,25 @@ def format_params(params: Dict[str, Optional[str]]) -> str:
         if v is None:
             out.append(";" + k)
         else:
-            if v == "" or any(c in v for c in ' ;,"'):
-                v = '"' + v.replace('"', '\\"') + '"'
+            if v == "" or any(c in v for c in ' ;,"\\'):
+                v = '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
             out.append(f";{k}={v}")
     return "".join(out)
+
+
+def _quotes_balanced(text: str) -> bool:
+    quoted = False
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if quoted and ch == "\\":
+            i += 2
+            continue
+        if ch == '"':
+            quoted = not quoted
+        i += 1
+    return not quoted
 
 
 def _split_outside_quotes(text: str, sep: str) -> List[str]:
@@ -80,7 +137,8 @@ def _split_outside_quotes(text: str, sep: str) -> List[str]:
     quoted = False
     start = 0
     i = 0
-    while i < len(text):
+    n = len(text)
+    while i < n:
         ch = text[i]
         if quoted and ch == "\\":
             i += 2
@@ -123,12 +181,19 @@ def bare_host(host: str) -> str:
     return host.lower()
 
 
+#: URI parameters that must match for two SIP URIs to be equal when either
+#: has them (RFC 3261 section 19.1.4).
+_SIGNIFICANT_PARAMS = ("user", "ttl", "method", "maddr", "transport")
+
+
 class URI:
     """
     A SIP, SIPS or TEL URI (RFC 3261 section 19.1, RFC 3966).
 
-    C{user} is unescaped (C{%23} -> C{#}); C{str()} escapes nothing that
-    was not escaped, by keeping the original text until something changes.
+    C{user}, C{password} and the parameters of SIP URIs are unescaped
+    (C{%23} -> C{#}); C{str()} gives back the original text, escapes and
+    all, until L{changed} says a field was edited.  Other schemes
+    (C{http:}, C{urn:}, ...) keep everything after the colon in C{host}.
     """
 
     __slots__ = ("scheme", "user", "password", "host", "port", "params", "headers", "_text")
@@ -154,47 +219,60 @@ class URI:
 
     @classmethod
     def parse(cls, text: str) -> "URI":
-        """Parse a URI; raises L{HeaderError} for anything unusable."""
+        """
+        Parse a URI; raises L{HeaderError} for anything unusable: no
+        scheme, white space inside, an empty user or host, a bad port.
+        """
         text = text.strip()
         m = _SCHEME_RE.match(text)
         if m is None:
             raise HeaderError(f"URI without scheme: {text!r}")
         scheme = m.group(1).lower()
         rest = text[m.end() :]
+        if not _WS.isdisjoint(rest):
+            raise HeaderError(f"white space inside URI {text!r}")
         uri = cls(scheme)
+        uri._text = text
         if scheme == "tel":
             number, _, params = rest.partition(";")
-            uri.user = unquote(number)
+            if not number:
+                raise HeaderError(f"tel URI without a number: {text!r}")
+            uri.user = _unescape(number)
             uri.params = parse_params(params)
-            uri._text = text
             return uri
-        if scheme not in ("sip", "sips"):
+        if scheme != "sip" and scheme != "sips":
             # Other schemes (http:, mailto:, urn:, ...) are kept as text.
             uri.host = rest
-            uri._text = text
             return uri
-        headers = ""
-        if "?" in rest:
-            rest, headers = rest.split("?", 1)
-        if "@" in rest:
-            userinfo, hostpart = rest.rsplit("@", 1)
-            if ":" in userinfo:
-                user, password = userinfo.split(":", 1)
-                uri.password = unquote(password)
-            else:
-                user = userinfo
-            if not user:
+        # The user part may hold ';', '?', ',' and '/' (RFC 3261 25.1,
+        # user-unreserved) but never '@', which params and headers cannot
+        # hold either: the first '@' ends the userinfo.
+        at = rest.find("@")
+        if at >= 0:
+            userinfo = rest[:at]
+            rest = rest[at + 1 :]
+            colon = userinfo.find(":")
+            if colon >= 0:
+                uri.password = _unescape(userinfo[colon + 1 :])
+                userinfo = userinfo[:colon]
+            if not userinfo:
                 raise HeaderError(f"empty user part in {text!r}")
-            uri.user = unquote(user)
-        else:
-            hostpart = rest
-        hostport, _, params = hostpart.partition(";")
-        if not hostport:
+            uri.user = _unescape(userinfo)
+        q = rest.find("?")
+        if q >= 0:
+            uri.headers = rest[q + 1 :]
+            rest = rest[:q]
+        semi = rest.find(";")
+        if semi >= 0:
+            params = rest[semi + 1 :]
+            rest = rest[:semi]
+            p = parse_params(params)
+            if "%" in params:
+                p = {_unescape(k): (None if v is None else _unescape(v)) for k, v in p.items()}
+            uri.params = p
+        if not rest:
             raise HeaderError(f"URI without host: {text!r}")
-        uri.host, uri.port = split_hostport(hostport)
-        uri.params = parse_params(params)
-        uri.headers = headers
-        uri._text = text
+        uri.host, uri.port = split_hostport(rest)
         return uri
 
     def __str__(self) -> str:
@@ -206,12 +284,15 @@ class URI:
             return f"{self.scheme}:{self.host}"
         userinfo = ""
         if self.user is not None:
-            userinfo = _escape_user(self.user)
+            userinfo = _escape(self.user, _USER_SAFE)
             if self.password is not None:
-                userinfo += ":" + self.password
+                userinfo += ":" + _escape(self.password, _PASSWORD_SAFE)
             userinfo += "@"
         text = f"{self.scheme}:{userinfo}{join_hostport(self.host, self.port)}"
-        text += format_params(self.params)
+        for k, v in self.params.items():
+            text += ";" + _escape(k, _PARAM_SAFE)
+            if v is not None:
+                text += "=" + _escape(v, _PARAM_SAFE)
         if self.headers:
             text += "?" + self.headers
         return text
@@ -239,17 +320,68 @@ class URI:
         host = bare_host(self.host)
         return f"{self.user}@{host}" if self.user is not None else host
 
+    def equivalent(self, other: "URI") -> bool:
+        """
+        URI comparison per RFC 3261 section 19.1.4: user and password
+        case-sensitive after unescaping, host case-insensitive, an absent
+        port differs from an explicit one, the user/ttl/method/maddr/
+        transport parameters must agree when either URI has them, other
+        parameters only when both have them, and headers must agree.
+        """
+        if self.scheme != other.scheme:
+            return False
+        if self.scheme not in ("sip", "sips"):
+            if self.scheme == "tel":
+                return self.user == other.user and _lower_params(self.params) == _lower_params(other.params)
+            return str(self).split(":", 1)[1] == str(other).split(":", 1)[1]
+        if self.user != other.user or self.password != other.password:
+            return False
+        if bare_host(self.host) != bare_host(other.host) or self.port != other.port:
+            return False
+        a, b = _lower_params(self.params), _lower_params(other.params)
+        for name in _SIGNIFICANT_PARAMS:
+            if a.get(name) != b.get(name):
+                return False
+        for name in a.keys() & b.keys():
+            if a[name] != b[name]:
+                return False
+        return _header_set(self.headers) == _header_set(other.headers)
+
     def __repr__(self) -> str:
         return f"<URI {self}>"
 
 
-_USER_SAFE = set(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()&=+$,;?/"
-)
+def _lower_params(params: Dict[str, Optional[str]]) -> Dict[str, Optional[str]]:
+    return {k: (v.lower() if v is not None else None) for k, v in params.items()}
+
+
+def _header_set(headers: str) -> Dict[str, str]:
+    out = {}
+    for part in headers.split("&"):
+        if part:
+            k, _, v = part.partition("=")
+            out[_unescape(k).lower()] = _unescape(v)
+    return out
+
+
+_UNRESERVED = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.!~*'()"
+_USER_SAFE = frozenset(_UNRESERVED + "&=+$,;?/")
+_PASSWORD_SAFE = frozenset(_UNRESERVED + "&=+$,")
+_PARAM_SAFE = frozenset(_UNRESERVED + "[]/:&+$")
+
+
+def _escape(text: str, safe: frozenset) -> str:
+    out = []
+    for c in text:
+        if c in safe:
+            out.append(c)
+        else:
+            out.append("".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogateescape")))
+    return "".join(out)
 
 
 def _escape_user(user: str) -> str:
-    return "".join(c if c in _USER_SAFE else "".join(f"%{b:02X}" for b in c.encode()) for c in user)
+    return _escape(user, _USER_SAFE)
 
 
 class Via:
@@ -272,18 +404,46 @@ class Via:
         self.params = params if params is not None else {}
 
     @classmethod
-    def parse(cls, text: str) -> "Via":
+    def parse(cls, text: str, strict: bool = False) -> "Via":
+        """
+        Parse one Via element.  LWS is accepted around the slashes (RFC
+        3261 section 25.1, RFC 4475 wsinv).
+
+        @param strict: also reject empty parameters (RFC 4475 badinv01).
+        """
         m = _VIA_RE.match(text)
         if m is None:
             raise HeaderError(f"malformed Via {text!r}")
         name, version, transport, rest = m.groups()
-        sent_by, _, params = rest.partition(";")
-        host, port = split_hostport(sent_by.strip())
-        return cls(transport, host, port, parse_params(params), f"{name}/{version}")
+        semi = rest.find(";")
+        if semi >= 0:
+            sent_by = rest[:semi]
+            params = parse_params(rest[semi:], strict)
+        else:
+            sent_by = rest
+            params = {}
+        host, port = split_hostport(sent_by)
+        return cls(transport, host, port, params, f"{name}/{version}")
 
     @property
     def branch(self) -> Optional[str]:
         return self.params.get("branch")
+
+    @property
+    def received(self) -> Optional[str]:
+        return self.params.get("received")
+
+    @property
+    def maddr(self) -> Optional[str]:
+        return self.params.get("maddr")
+
+    @property
+    def rport(self) -> Optional[int]:
+        """The C{rport} value a server filled in, or L{None}."""
+        value = self.params.get("rport")
+        if value and value.isdigit() and len(value) <= 5:
+            return int(value)
+        return None
 
     def sent_by(self) -> str:
         return join_hostport(self.host, self.port)
@@ -333,24 +493,52 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str) -> "NameAddr":
+        """
+        Parse a name-addr (C{"Name" <uri>;p=v}) or addr-spec (C{uri;p=v}).
+
+        Raises L{HeaderError} for an unterminated quoted display name, a
+        display name with characters a token cannot hold (C{,} C{;} ...),
+        white space inside C{<>}, text between C{>} and the parameters,
+        and an addr-spec holding C{?} or C{,} (RFC 3261 section 20.10: such
+        URIs must be in angle brackets).
+        """
         text = text.strip()
+        if not text:
+            raise HeaderError("empty name-addr")
         if text == "*":
             na = cls(None)
             na.wildcard = True
             return na
-        m = _NAMEADDR_RE.match(text)
-        if m is not None:
+        lt = text.find("<")
+        semi = text.find(";")
+        if text[0] == '"' or (lt >= 0 and (semi < 0 or lt < semi)):
+            m = _NAMEADDR_RE.match(text)
+            if m is None:
+                raise HeaderError(f"malformed name-addr {text!r}")
             quoted, plain, uri_text, params = m.groups()
-            display = quoted if quoted is not None else (plain.strip() or None)
             if quoted is not None:
-                display = re.sub(r"\\(.)", r"\1", quoted)
+                display = _QUOTED_PAIR_RE.sub(r"\1", quoted) if "\\" in quoted else quoted
+            else:
+                plain = plain.strip()
+                if plain and _DISPLAY_RE.match(plain) is None:
+                    raise HeaderError(f"display name must be a token list or quoted: {plain!r}")
+                display = plain or None
+            if not uri_text or uri_text[0] in _WS or uri_text[-1] in _WS:
+                raise HeaderError(f"white space inside <> in {text!r}")
+            if params:
+                params = params.lstrip()
+                if params and params[0] != ";":
+                    raise HeaderError(f"text after '>' in {text!r}")
             return cls(URI.parse(uri_text), display, parse_params(params))
-        if "<" in text or ">" in text:
-            raise HeaderError(f"malformed name-addr {text!r}")
         # addr-spec: parameters after the URI belong to the header.
-        uri_text, _, params = text.partition(";")
-        if " " in uri_text.strip():
-            raise HeaderError(f"malformed addr-spec {text!r}")
+        if semi >= 0:
+            uri_text, params = text[:semi].rstrip(), text[semi:]
+        else:
+            uri_text, params = text, ""
+        if "<" in uri_text or ">" in uri_text or '"' in uri_text:
+            raise HeaderError(f"malformed name-addr {text!r}")
+        if "?" in uri_text or "," in uri_text:
+            raise HeaderError(f"URI with '?' or ',' must be enclosed in <>: {text!r}")
         return cls(URI.parse(uri_text), None, parse_params(params))
 
     @property
@@ -386,6 +574,20 @@ def parse_auth_params(value: str) -> Tuple[str, Dict[str, str]]:
         k, v = part.split("=", 1)
         v = v.strip()
         if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
-            v = re.sub(r"\\(.)", r"\1", v[1:-1])
+            v = _QUOTED_PAIR_RE.sub(r"\1", v[1:-1])
         params[k.strip().lower()] = v
     return scheme, params
+
+
+def parse_content_type(value: str) -> Tuple[str, Dict[str, Optional[str]]]:
+    """
+    C{Application/SDP; charset=UTF-8} -> (C{"application/sdp"},
+    {C{"charset"}: C{"UTF-8"}}); raises L{HeaderError} unless the media
+    type is C{type/subtype} made of tokens.
+    """
+    mime, _, params = value.partition(";")
+    mime = mime.strip().lower()
+    slash = mime.find("/")
+    if slash <= 0 or not _TOKEN_RE.match(mime[:slash]) or not _TOKEN_RE.match(mime[slash + 1 :]):
+        raise HeaderError(f"malformed media type {value!r}")
+    return mime, parse_params(params)

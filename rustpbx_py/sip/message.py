@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from typing import Iterator, List, Optional, Tuple, Union
 
+from rustpbx_py.sip.headers import URI, HeaderError, Via
+
 MAX_MESSAGE_SIZE = 65536
 MAX_HEADERS = 100
 SIP_VERSION = "SIP/2.0"
@@ -90,8 +92,8 @@ CANONICAL_NAMES = {
 }
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
-_STATUS_LINE_RE = re.compile(r"^SIP/(\d+)\.(\d+) (\d{3}) ?(.*)$", re.IGNORECASE)
-_REQUEST_LINE_RE = re.compile(r"^(\S+) (\S+) (\S+)$")
+#: Leniency: a status line without the SP before an empty reason phrase.
+_STATUS_LINE_RE = re.compile(r"^SIP/(\d{1,3})\.(\d{1,3}) ([1-6]\d\d)(?: (.*))?$", re.IGNORECASE | re.S)
 _VERSION_RE = re.compile(r"^SIP/\d+\.\d+$", re.IGNORECASE)
 _HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
 
@@ -104,12 +106,16 @@ class SipParseError(Exception):
         ...), or L{None} when no response is possible (no usable Via, or a
         response that is malformed) and the message must be dropped.
     @ivar reason: the reason phrase, which says what was wrong.
+    @ivar message: for a request, what could be parsed of it (at least the
+        headers a response copies) when C{status} is not L{None}; else
+        L{None}.
     """
 
-    def __init__(self, reason: str, status: Optional[int] = 400) -> None:
+    def __init__(self, reason: str, status: Optional[int] = 400, message: Optional["Request"] = None) -> None:
         Exception.__init__(self, reason)
         self.reason = reason
         self.status = status
+        self.message = message
 
 
 def header_key(name: str) -> str:
@@ -280,9 +286,17 @@ class Message:
         if not value:
             return 0, ""
         parts = value.split()
-        if len(parts) != 2 or not parts[0].isdigit():
+        if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10 or not parts[0].isascii():
             return 0, ""
         return int(parts[0]), parts[1]
+
+    @property
+    def max_forwards(self) -> Optional[int]:
+        """The Max-Forwards value; L{None} when absent or not a number."""
+        value = self.get("max-forwards")
+        if value is None or not value.isdigit() or len(value) > 10 or not value.isascii():
+            return None
+        return int(value)
 
     @property
     def top_via(self) -> Optional[str]:
@@ -328,7 +342,7 @@ class Message:
 class Request(Message):
     """A SIP request: method, Request-URI (text), version, headers, body."""
 
-    __slots__ = ("method", "uri", "version")
+    __slots__ = ("method", "uri", "version", "_ruri")
 
     def __init__(
         self,
@@ -342,8 +356,25 @@ class Request(Message):
         self.method = method
         self.uri = uri
         self.version = version
+        self._ruri: Optional[Tuple[str, URI]] = None
 
     is_request = True
+
+    @property
+    def ruri(self) -> URI:
+        """
+        The Request-URI parsed, cached for as long as C{uri} keeps the same
+        text.  Treat it as read-only (C{copy()} it to edit, then assign the
+        text to C{uri}).
+
+        @raise HeaderError: when the Request-URI does not parse.
+        """
+        cached = self._ruri
+        if cached is not None and cached[0] is self.uri:
+            return cached[1]
+        parsed = URI.parse(self.uri)
+        self._ruri = (self.uri, parsed)
+        return parsed
 
     def start_line(self) -> str:
         return f"{self.method} {self.uri} {self.version}"
@@ -397,88 +428,187 @@ def split_head(data: bytes) -> Tuple[bytes, bytes, bool]:
     return data.rstrip(b"\r\n"), b"", False
 
 
+#: Header name as received -> (lookup key, name as kept).  Bounded so that
+#: a peer sending random names cannot grow it without limit.
+_NAME_CACHE: dict = {}
+_NAME_CACHE_MAX = 4096
+_METHOD_CACHE: dict = {}
+
+
+def _name_entry(raw: str) -> Optional[Tuple[str, str]]:
+    """(key, name) for a header name as it appeared before the colon."""
+    entry = _NAME_CACHE.get(raw)
+    if entry is None:
+        name = raw.rstrip(" \t")
+        if not name or _TOKEN_RE.match(name) is None:
+            return None
+        entry = (header_key(name), name)
+        if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+            _NAME_CACHE[raw] = entry
+    return entry
+
+
+def _valid_method(method: str) -> bool:
+    ok = _METHOD_CACHE.get(method)
+    if ok is None:
+        ok = _TOKEN_RE.match(method) is not None
+        if len(_METHOD_CACHE) < 256:
+            _METHOD_CACHE[method] = ok
+    return ok
+
+
+def _respondable(msg: "Request") -> bool:
+    """Whether a response can be addressed: the top Via element parses."""
+    top = msg.top_via
+    if not top:
+        return False
+    try:
+        Via.parse(top)
+    except HeaderError:
+        return False
+    return True
+
+
 def parse_message(data: bytes, stream: bool = False) -> SipMessage:
     """
     Parse one whole message.
 
+    Framing and syntax are checked here: the start line, header lines,
+    folding, the Content-Length (present on streams, well formed, only
+    once, not beyond the data), the size limits.  The semantic checks a
+    server makes before a transaction sees a request are in
+    L{rustpbx_py.sip.validate}.
+
     @param data: the bytes of one datagram or one framed stream message.
+        Bytes after Content-Length octets of body are ignored (RFC 3261
+        section 18.3; RFC 4475 dblreq).
     @param stream: whether it came over a stream transport, where the
         framing already used Content-Length.
-    @raise SipParseError: when the message is not valid SIP; its status
-        says what to answer, or L{None} to drop it.
+    @raise SipParseError: when the message is not valid SIP.  Its status
+        says what to answer, or L{None} to drop it: responses, and
+        requests without a usable top Via, are never answered.  Its
+        C{message} holds what was parsed of a request, to build that
+        answer from.
     """
-    if len(data) > MAX_MESSAGE_SIZE:
-        raise SipParseError("Message Too Large", 513)
-    head, rest, _ = split_head(data)
-    try:
-        text = head.decode("utf-8", "surrogateescape")
-    except UnicodeDecodeError:  # pragma: no cover - surrogateescape never fails
-        raise SipParseError("Bad Request: undecodable header")
-    raw_lines = text.replace("\r\n", "\n").split("\n")
-    # Leading empty lines are keep-alives that preceded the message.
-    while raw_lines and raw_lines[0] == "":
-        raw_lines.pop(0)
-    if not raw_lines:
+    if data and data[0] in (10, 13):
+        # CRLF keep-alives that preceded the message (RFC 5626 section 3.5.1).
+        data = data.lstrip(b"\r\n")
+    if not data:
         raise SipParseError("Empty message", None)
-    first = raw_lines[0]
+    error: Optional[Tuple[str, Optional[int]]] = None
+    if len(data) > MAX_MESSAGE_SIZE:
+        # Still read the head, to know whether the 513 can be addressed.
+        error = (f"Message Too Large (limit {MAX_MESSAGE_SIZE} bytes)", 513)
+        data = data[:MAX_MESSAGE_SIZE]
+    head, rest, _ = split_head(data)
+    text = head.decode("utf-8", "surrogateescape")
+    crlf = text.count("\r\n")
+    if crlf == text.count("\n") and crlf == text.count("\r"):
+        lines = text.split("\r\n")
+    else:
+        # Leniency: bare LF line ends (hand-written test tools, some SIP
+        # ALGs).  A bare CR could end a line for another parser: refuse.
+        if text.count("\r") != crlf:
+            error = error or ("Bad Request: bare CR in message header", 400)
+        lines = text.replace("\r\n", "\n").split("\n")
+
+    first = lines[0]
     msg: SipMessage
-    if first[:4].upper() == "SIP/":
+    is_response = first[:4].upper() == "SIP/"
+    if is_response:
         m = _STATUS_LINE_RE.match(first)
         if m is None:
             raise SipParseError("Malformed status line", None)
-        if (m.group(1), m.group(2)) != ("2", "0"):
+        if m.group(1) != "2" or m.group(2) != "0":
             raise SipParseError("Unsupported SIP version in response", None)
-        msg = Response(int(m.group(3)), m.group(4), [], b"")
-        msg.reason = m.group(4)
+        code = int(m.group(3))
+        if code < 100:
+            raise SipParseError("Status code out of range", None)
+        msg = Response(code, "", [], b"")
+        msg.reason = m.group(4) or ""
     else:
-        m = _REQUEST_LINE_RE.match(first)
-        if m is None:
-            raise SipParseError("Bad Request: malformed Request-Line")
-        method, uri, version = m.groups()
-        if not _TOKEN_RE.match(method):
-            raise SipParseError("Bad Request: malformed method")
-        if not _VERSION_RE.match(version):
-            raise SipParseError("Bad Request: malformed SIP version")
-        if version.upper() != SIP_VERSION:
-            raise SipParseError("Version Not Supported", 505)
-        msg = Request(method, uri, [], b"", version)
+        parts = first.split(" ")
+        if len(parts) == 3 and parts[0] and parts[1] and parts[2]:
+            method, uri, version = parts
+            msg = Request(method, uri, [], b"", version)
+            if not _valid_method(method):
+                error = error or ("Bad Request: malformed method", 400)
+            elif "\t" in uri:
+                error = error or ("Bad Request: white space in Request-URI", 400)
+            elif version != SIP_VERSION:
+                if _VERSION_RE.match(version) is None:
+                    error = error or ("Bad Request: malformed SIP version", 400)
+                elif version.upper() != SIP_VERSION:
+                    error = error or ("Version Not Supported", 505)
+        else:
+            # Embedded LWS in the Request-URI, several SP between the
+            # elements, SP at the end (RFC 4475 lwsruri, lwsstart, trws).
+            msg = Request(parts[0], "", [], b"")
+            error = error or ("Bad Request: malformed Request-Line", 400)
 
     headers = msg.headers
+    current: Optional[list] = None
+    lengths = None
     count = 0
-    current = None
-    for line in raw_lines[1:]:
+    it = iter(lines)
+    next(it)
+    for line in it:
         if not line:
             continue
-        if line[0] in " \t":
+        c = line[0]
+        if c == " " or c == "\t":
+            # Folded continuation: the line break and leading white space
+            # count as one SP (RFC 3261 section 7.3.1).
             if current is None:
-                raise SipParseError("Bad Request: continuation line without header")
-            current[2] = (current[2] + " " + line.strip()).strip()
+                error = error or ("Bad Request: continuation line without header", 400)
+                continue
+            v = current[2]
+            current[2] = (v + " " + line.strip(" \t")) if v else line.strip(" \t")
             continue
         colon = line.find(":")
-        if colon <= 0:
-            raise SipParseError("Bad Request: malformed header line")
-        name = line[:colon].rstrip(" \t")
-        if not _TOKEN_RE.match(name):
-            raise SipParseError("Bad Request: malformed header name")
+        entry = _name_entry(line[:colon]) if colon > 0 else None
+        if entry is None:
+            error = error or (f"Bad Request: malformed header line {line[:40]!r}", 400)
+            current = None
+            continue
         count += 1
         if count > MAX_HEADERS:
-            raise SipParseError("Bad Request: too many headers")
-        current = [header_key(name), name, line[colon + 1 :].strip(" \t")]
+            error = error or (f"Bad Request: more than {MAX_HEADERS} header fields", 400)
+            break
+        key = entry[0]
+        current = [key, entry[1], line[colon + 1 :].strip(" \t")]
         headers.append(current)
+        if key == "content-length":
+            if lengths is None:
+                lengths = [current]
+            else:
+                lengths.append(current)
 
-    length_text = msg.get("content-length")
-    if length_text is not None:
-        length_text = length_text.strip()
-        if not length_text.isdigit():
-            raise SipParseError("Bad Request: malformed Content-Length")
-        length = int(length_text)
-        if length > len(rest):
-            raise SipParseError("Bad Request: body shorter than Content-Length")
-        msg.body = rest[:length]
-    elif stream:
-        raise SipParseError("Bad Request: Content-Length required on stream transports")
-    else:
-        msg.body = rest
+    if error is None:
+        if lengths is None:
+            if stream:
+                error = ("Bad Request: Content-Length required on stream transports", 400)
+            else:
+                msg.body = rest
+        elif len(lengths) > 1:
+            error = ("Bad Request: more than one Content-Length header", 400)
+        else:
+            value = lengths[0][2]
+            if not (value.isdigit() and value.isascii()) or len(value) > 10:
+                error = ("Bad Request: malformed Content-Length", 400)
+            else:
+                length = int(value)
+                if length > len(rest):
+                    error = ("Bad Request: body shorter than Content-Length", 400)
+                else:
+                    msg.body = rest if length == len(rest) else rest[:length]
+    if error is not None:
+        reason, status = error
+        if is_response:
+            raise SipParseError(reason, None)
+        if status is not None and not _respondable(msg):
+            status = None
+        raise SipParseError(reason, status, msg)
     return msg
 
 
