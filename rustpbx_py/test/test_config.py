@@ -181,6 +181,7 @@ class DefaultsTests(ConfigTestMixin, SynchronousTestCase):
         as in RustPBX."""
         backends = self.load("").proxy.user_backends
         self.assertEqual(len(backends), 1)
+        self.assertIsInstance(backends[0], UserBackendConfig)
         self.assertEqual(backends[0].type, "memory")
         self.assertEqual(backends[0].users, [])
 
