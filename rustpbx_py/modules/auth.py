@@ -1,0 +1,494 @@
+# -*- test-case-name: rustpbx_py.test.test_auth -*-
+"""
+The C{auth} module: digest authentication of requests (RFC 3261 section
+22, RFC 7616, RFC 8760), RustPBX's AuthModule.
+
+Which requests are challenged:
+ - requests from a trunk (C{tx.context.trunk}, set by the acl module)
+   never are;
+ - ACK and CANCEL never are (RFC 3261 22.1: they cannot be resubmitted);
+ - OPTIONS addressed to the server itself (a Request-URI without a user
+   part: keep-alive pings, monitoring) is left to the core to answer;
+ - an in-dialog request (To tag present) from the source address that
+   authenticated the dialog (same Call-ID and From tag) passes without a
+   new challenge while the C{dialog_auth_cache} entry lives; any other
+   in-dialog request is challenged like a new one, so that knowing a
+   dialog's identifiers (they travel in the clear) is not enough to hang
+   it up or re-target its media;
+ - every other request is challenged: 401 with WWW-Authenticate for
+   REGISTER (the registrar is the UAS), 407 with Proxy-Authenticate for
+   the rest (we act as a proxy toward the callee).
+
+The realm is the entry of C{realms} naming the request's domain -- the
+Request-URI host for REGISTER (the domain being registered to, RFC 3261
+10.2) and the From host otherwise (the caller's domain, whose credentials
+are asked for) -- else the first configured realm, else that host.
+
+Challenges offer SHA-256 first and MD5 second (RFC 8760 section 2.4), both
+with C{qop="auth"}.  A nonce carries its issue time and an HMAC of it, so
+it is checked without storing it; it is valid for C{nonce_lifetime}
+seconds, after which a correct response earns C{stale=true} and the
+client retries without asking its user.  Each nonce's highest nonce-count
+is remembered (bounded) and a response that does not raise it is a replay.
+
+Outcomes: correct credentials set C{tx.context.user} and
+C{tx.context.realm} and continue; wrong credentials for a known user are
+answered 403 (no new challenge, so that guessing is slow); with
+C{ensure_user}, a request naming a user no backend knows is dropped
+without any answer, which denies scanners the 401 that would confirm an
+extension exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import struct
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from rustpbx_py.interfaces import ABORT, CONTINUE, IProxyModule
+from rustpbx_py.modules.acl import OncePer
+from rustpbx_py.sip import digest
+from rustpbx_py.sip.headers import HeaderError, NameAddr, URI
+from rustpbx_py.users import SpamDetected, normalize_realm
+
+__all__ = ["AuthModule", "NonceManager", "DialogAuthCache", "select_realm"]
+
+#: Methods that are never challenged (RFC 3261 section 22.1).
+NEVER_CHALLENGED = frozenset(["ACK", "CANCEL"])
+
+DEFAULT_ALGORITHMS = ("SHA-256", "MD5")
+
+
+class NonceManager:
+    """
+    Issues and checks nonces without a table of issued nonces.
+
+    A nonce is base64url(issue time | 8 random bytes | HMAC-SHA256 of
+    both and the realm, truncated to 16 bytes).  The key is random per
+    process unless a shared secret is given (several nodes behind one
+    address must share it).  Only the highest nonce-count of nonces that
+    were used is stored, for at most C{max_tracked} nonces; when that many
+    are in use at once, the oldest are forgotten and every nonce issued
+    before them is treated as stale, so forgetting never allows a replay.
+    """
+
+    def __init__(
+        self,
+        clock: Any,
+        secret: Optional[bytes] = None,
+        lifetime: float = 300.0,
+        max_tracked: int = 100000,
+    ) -> None:
+        self._clock = clock
+        self._key = secret if secret is not None else os.urandom(32)
+        self.lifetime = lifetime
+        self.max_tracked = max_tracked
+        self._counts: "OrderedDict[str, Tuple[int, int]]" = OrderedDict()  # nonce -> (issued, nc)
+        self._floor = -1  # nonces issued at or before this time are stale
+
+    def _mac(self, head: bytes, realm: str) -> bytes:
+        return hmac.new(self._key, head + normalize_realm(realm).encode("utf-8"), hashlib.sha256).digest()[:16]
+
+    def issue(self, realm: str) -> str:
+        """A fresh nonce for C{realm}."""
+        head = struct.pack(">Q", int(self._clock.seconds())) + os.urandom(8)
+        return base64.urlsafe_b64encode(head + self._mac(head, realm)).decode("ascii").rstrip("=")
+
+    def issued_at(self, nonce: str, realm: str) -> Optional[int]:
+        """The issue time of one of our nonces for C{realm}, None for any other text."""
+        try:
+            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
+        except (ValueError, TypeError):
+            return None
+        if len(raw) != 32:
+            return None
+        head, mac = raw[:16], raw[16:]
+        if not hmac.compare_digest(mac, self._mac(head, realm)):
+            return None
+        return struct.unpack(">Q", head[:8])[0]
+
+    def fresh(self, nonce: str, realm: str) -> bool:
+        """Whether C{nonce} is ours, for C{realm}, and not expired."""
+        issued = self.issued_at(nonce, realm)
+        if issued is None:
+            return False
+        now = self._clock.seconds()
+        return issued <= now + 1 and now - issued <= self.lifetime and issued > self._floor
+
+    def use(self, nonce: str, nc: int) -> bool:
+        """
+        Record a verified response's nonce-count; False when it does not
+        exceed the highest already seen for this nonce (a replay).
+        """
+        counts = self._counts
+        entry = counts.get(nonce)
+        if entry is not None:
+            if nc <= entry[1]:
+                return False
+            counts[nonce] = (entry[0], nc)
+            return True
+        self._prune()
+        issued = struct.unpack(">Q", base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))[:8])[0]
+        counts[nonce] = (issued, nc)
+        while len(counts) > self.max_tracked:
+            _, (old_issued, _) = counts.popitem(last=False)
+            self._floor = max(self._floor, old_issued)
+        return True
+
+    def _prune(self) -> None:
+        """Forget the counts of nonces that have expired anyway."""
+        limit = self._clock.seconds() - self.lifetime
+        counts = self._counts
+        while counts:
+            nonce, (issued, _) = next(iter(counts.items()))
+            if issued >= limit:
+                break
+            del counts[nonce]
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+class DialogAuthCache:
+    """
+    Dialogs (Call-ID, From tag) that authenticated, with the source address
+    they authenticated from, for C{ttl} seconds, LRU-bounded to C{size}
+    (RustPBX's C{dialog_auth_cache}).
+    """
+
+    def __init__(self, clock: Any, size: int = 10000, ttl: float = 3600.0) -> None:
+        self._clock = clock
+        self.size = max(1, int(size))
+        self.ttl = ttl
+        self._entries: "OrderedDict[Tuple[str, str], Tuple[Any, float, Any, Optional[str]]]" = OrderedDict()
+
+    def put(self, call_id: str, from_tag: str, source: Any, user: Any = None, realm: Optional[str] = None) -> None:
+        """Remember that this dialog authenticated from C{source}."""
+        key = (call_id, from_tag)
+        self._entries[key] = (source, self._clock.seconds() + self.ttl, user, realm)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def get(self, call_id: str, from_tag: str, source: Any) -> Optional[Tuple[Any, Optional[str]]]:
+        """(user, realm) when the dialog is cached for this source and alive, else None."""
+        key = (call_id, from_tag)
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        cached_source, expires, user, realm = entry
+        if self._clock.seconds() >= expires:
+            del self._entries[key]
+            return None
+        if cached_source != source:
+            return None
+        self._entries.move_to_end(key)
+        return user, realm
+
+    def remove(self, call_id: str, from_tag: str) -> None:
+        self._entries.pop((call_id, from_tag), None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        value = obj.get(name)
+    else:
+        value = getattr(obj, name, None)
+    return default if value is None else value
+
+
+def select_realm(realms: Sequence[str], host: Optional[str]) -> str:
+    """
+    The configured realm naming C{host} (compared without case or port),
+    else the first configured realm, else the host itself.
+    """
+    key = normalize_realm(host)
+    for realm in realms:
+        if normalize_realm(realm) == key:
+            return realm
+    if realms:
+        return realms[0]
+    return key or "localhost"
+
+
+def _source_key(flow: Any) -> Tuple[str, str, int]:
+    host, port = flow.remote[0], flow.remote[1]
+    return (str(getattr(flow, "transport", "")).upper(), str(host).lower(), int(port))
+
+
+@implementer(IProxyModule)
+class AuthModule:
+    """The C{auth} pipeline stage (see the module docstring)."""
+
+    name = "auth"
+    log = Logger()
+
+    def __init__(
+        self,
+        proxy: Any,
+        users: Any,
+        reactor: Any = None,
+        secret: Optional[bytes] = None,
+        nonce_lifetime: float = 300.0,
+        algorithms: Optional[Iterable[str]] = None,
+        to_self: Optional[Callable[[Any], bool]] = None,
+    ) -> None:
+        """
+        @param proxy: the C{[proxy]} config section.
+        @param users: the L{rustpbx_py.interfaces.IUserBackend} chain.
+        @param secret: the nonce key; random per process when None and the
+            config has no C{nonce_secret}.
+        @param algorithms: the challenges to offer, strongest first; the
+            config's C{auth_algorithms} when None, else SHA-256 then MD5.
+        @param to_self: tells whether a request is addressed to the PBX
+            itself (the core's C{addressed_to_self}); by default, a
+            Request-URI without a user part.
+        """
+        if reactor is None:
+            from twisted.internet import reactor as _reactor
+
+            reactor = _reactor
+        self._reactor = reactor
+        self.users = users
+        self._to_self = to_self or (lambda request: _uri_user(request.uri) is None)
+        self.realms: List[str] = list(_get(proxy, "realms", []) or [])
+        self.ensure_user = bool(_get(proxy, "ensure_user", False))
+        if secret is None:
+            configured = _get(proxy, "nonce_secret", None)
+            if configured:
+                secret = hashlib.sha256(str(configured).encode("utf-8")).digest()
+        self.nonces = NonceManager(reactor, secret, nonce_lifetime)
+        algorithms = list(algorithms or _get(proxy, "auth_algorithms", None) or DEFAULT_ALGORITHMS)
+        self.algorithms = [digest.normalize_algorithm(a) for a in algorithms]
+        cache_cfg = _get(proxy, "dialog_auth_cache", None)
+        self.dialog_cache: Optional[DialogAuthCache] = None
+        if cache_cfg is not None and _get(cache_cfg, "enabled", True):
+            self.dialog_cache = DialogAuthCache(
+                reactor,
+                size=int(_get(cache_cfg, "cache_size", 10000)),
+                ttl=float(_get(cache_cfg, "ttl_seconds", 3600)),
+            )
+        self._log_once = OncePer(reactor, 60.0)
+
+    # -- IProxyModule ------------------------------------------------------------
+
+    def allow_methods(self) -> List[str]:
+        return ["*"]
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def on_transaction_end(self, tx: Any) -> None:
+        pass
+
+    def on_transaction_begin(self, tx: Any) -> Any:
+        request = tx.request
+        method = request.method.upper()
+        context = tx.context
+        if context.trunk or method in NEVER_CHALLENGED:
+            return CONTINUE
+        from_na = _name_addr(request.get("from"))
+        to_na = _name_addr(request.get("to"))
+        in_dialog = to_na is not None and bool(to_na.tag)
+        if method == "OPTIONS" and not in_dialog and self._to_self(request):
+            return CONTINUE
+        from_tag = from_na.tag if from_na is not None else None
+        if in_dialog and self.dialog_cache is not None and from_tag:
+            hit = self.dialog_cache.get(request.call_id, from_tag, _source_key(tx.flow))
+            if hit is not None:
+                context.user, context.realm = hit
+                return CONTINUE
+
+        realm = self.realm_for(request, from_na)
+        credentials = self._credentials(request, method, realm)
+        if credentials is None:
+            return self._challenge_new(tx, realm, from_na)
+        d = defer.maybeDeferred(self.users.get_user, credentials.username, realm)
+        d.addCallback(self._check, tx, credentials, realm, from_tag)
+        d.addErrback(self._backend_failed, tx)
+        return d
+
+    # -- decisions ---------------------------------------------------------------
+
+    def realm_for(self, request: Any, from_na: Optional[NameAddr] = None) -> str:
+        """The realm a request is challenged in (see the module docstring)."""
+        host: Optional[str] = None
+        if request.method.upper() == "REGISTER":
+            try:
+                host = URI.parse(request.uri).host
+            except HeaderError:
+                host = None
+        else:
+            if from_na is None:
+                from_na = _name_addr(request.get("from"))
+            if from_na is not None and from_na.uri is not None:
+                host = from_na.uri.host
+        return select_realm(self.realms, host)
+
+    def _credentials(self, request: Any, method: str, realm: str) -> Optional[digest.Credentials]:
+        """
+        The Digest credentials meant for our realm: from Authorization for
+        REGISTER and Proxy-Authorization otherwise, then (for clients that
+        answer a 407 with Authorization or the reverse) the other header.
+        Credentials for other realms belong to other servers (RFC 3261 22.3).
+        """
+        names = ("authorization", "proxy-authorization")
+        if method != "REGISTER":
+            names = names[::-1]
+        key = normalize_realm(realm)
+        for name in names:
+            for value in request.get_all(name):
+                try:
+                    credentials = digest.parse_credentials(value)
+                except digest.DigestError:
+                    continue
+                if normalize_realm(credentials.realm) == key:
+                    return credentials
+        return None
+
+    def _challenge_new(self, tx: Any, realm: str, from_na: Optional[NameAddr]) -> Any:
+        """No usable credentials: challenge, or with C{ensure_user} first make
+        sure the named user exists."""
+        if not self.ensure_user:
+            self._challenge(tx, realm)
+            return ABORT
+        username = from_na.uri.user if from_na is not None and from_na.uri is not None else None
+        if not username:
+            return self._drop(tx, "no user in From")
+        d = defer.maybeDeferred(self.users.get_user, username, realm)
+
+        def found(user):
+            if user is None:
+                return self._drop(tx, f"unknown user {username}@{realm}")
+            self._challenge(tx, realm, algorithms=self._algorithms_for(user))
+            return ABORT
+
+        d.addCallback(found)
+        d.addErrback(self._backend_failed, tx)
+        return d
+
+    def _check(
+        self,
+        user: Any,
+        tx: Any,
+        credentials: digest.Credentials,
+        realm: str,
+        from_tag: Optional[str],
+    ) -> str:
+        request = tx.request
+        if user is None:
+            if self.ensure_user:
+                return self._drop(tx, f"unknown user {credentials.username}@{realm}")
+            return self._forbid(tx, f"unknown user {credentials.username}@{realm}")
+        if not user.enabled:
+            return self._forbid(tx, f"user {credentials.username}@{realm} is disabled")
+        if digest.base_algorithm(credentials.algorithm) not in [digest.base_algorithm(a) for a in self.algorithms]:
+            self._challenge(tx, realm, algorithms=self._algorithms_for(user))
+            return ABORT
+        ha1 = user.ha1_for(credentials.algorithm, credentials.username, credentials.realm)
+        if ha1 is None:
+            # The client chose an algorithm this user has no hash for.
+            self._challenge(tx, realm, algorithms=self._algorithms_for(user))
+            return ABORT
+        if not digest.verify_response(credentials, ha1, request.method, request.body):
+            return self._forbid(tx, f"wrong credentials for {credentials.username}@{realm}")
+        if not self.nonces.fresh(credentials.nonce, realm) or not self.nonces.use(
+            credentials.nonce, credentials.nonce_count
+        ):
+            # Right password, unusable nonce (expired, from before a
+            # restart, or a replayed nonce-count): a new nonce will do.
+            self._challenge(tx, realm, stale=True, algorithms=self._algorithms_for(user))
+            return ABORT
+        tx.context.user = user
+        tx.context.realm = realm
+        if self.dialog_cache is not None and from_tag and request.method.upper() != "REGISTER":
+            self.dialog_cache.put(request.call_id, from_tag, _source_key(tx.flow), user, realm)
+        return CONTINUE
+
+    def _algorithms_for(self, user: Any) -> List[str]:
+        """Our algorithms this user's credentials can be checked with."""
+        available = set(user.algorithms())
+        chosen = [a for a in self.algorithms if digest.base_algorithm(a) in available]
+        return chosen or list(self.algorithms)
+
+    # -- answers -----------------------------------------------------------------
+
+    def _challenge(self, tx: Any, realm: str, stale: bool = False, algorithms: Optional[List[str]] = None) -> None:
+        """Send 401 (REGISTER) or 407 with one challenge per algorithm."""
+        nonce = self.nonces.issue(realm)
+        if tx.request.method.upper() == "REGISTER":
+            status, header = 401, "WWW-Authenticate"
+        else:
+            status, header = 407, "Proxy-Authenticate"
+        headers = [
+            (header, digest.format_challenge(realm, nonce, algorithm, ("auth",), stale=stale))
+            for algorithm in (algorithms or self.algorithms)
+        ]
+        tx.reply(status, "", headers)
+
+    def _forbid(self, tx: Any, why: str) -> str:
+        host = tx.flow.remote[0]
+        if self._log_once((host, "403")):
+            self.log.info("auth: 403 to {method} from {host}: {why}", method=tx.request.method, host=host, why=why)
+        tx.reply(403, "Forbidden")
+        return ABORT
+
+    def _drop(self, tx: Any, why: str) -> str:
+        tx.context.spam = True
+        host = tx.flow.remote[0]
+        if self._log_once((host, "drop")):
+            self.log.info("auth: dropping {method} from {host}: {why}", method=tx.request.method, host=host, why=why)
+        return ABORT
+
+    def _backend_failed(self, f: Failure, tx: Any) -> str:
+        if f.check(SpamDetected):
+            return self._drop(tx, f.getErrorMessage())
+        self.log.warn("auth: user look-up failed: {error}", error=f.getErrorMessage())
+        if not tx.completed:
+            tx.reply(503, "Service Unavailable", [("Retry-After", "5")])
+        return ABORT
+
+    # -- for other modules --------------------------------------------------------
+
+    def trust_dialog(self, call_id: str, from_tag: str, flow: Any, user: Any = None, realm: Optional[str] = None) -> None:
+        """
+        Let in-dialog requests with this Call-ID and From tag from C{flow}'s
+        address pass without a challenge (the call module uses it for the
+        dialogs it opens toward callees, whose BYE would else be
+        challenged).  A no-op when the dialog cache is disabled.
+        """
+        if self.dialog_cache is not None:
+            self.dialog_cache.put(call_id, from_tag, _source_key(flow), user, realm)
+
+
+def _name_addr(value: Optional[str]) -> Optional[NameAddr]:
+    if not value:
+        return None
+    try:
+        return NameAddr.parse(value)
+    except HeaderError:
+        return None
+
+
+def _uri_user(uri: str) -> Optional[str]:
+    try:
+        return URI.parse(uri).user
+    except HeaderError:
+        return None
