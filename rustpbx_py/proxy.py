@@ -61,7 +61,9 @@ class SipCore:
         self.ack_handlers: List[Callable] = []
         #: Called with (response, flow) for responses no transaction expects.
         self.stray_handlers: List[Callable] = []
-        #: Called with (request, flow) for in-dialog requests no module took.
+        #: Whether a request belongs to a known dialog (set by the call module;
+        #: auth lets such requests through without a new challenge).
+        self.dialog_lookup: Callable = lambda request: False
         self.counters = {"received": 0, "parse_errors": 0, "overload": 0}
 
     # -- from the transports -------------------------------------------------

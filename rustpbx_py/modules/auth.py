@@ -24,8 +24,11 @@ Request-URI host for REGISTER (the domain being registered to, RFC 3261
 10.2) and the From host otherwise (the caller's domain, whose credentials
 are asked for) -- else the first configured realm, else that host.
 
-Challenges offer SHA-256 first and MD5 second (RFC 8760 section 2.4), both
-with C{qop="auth"}.  A nonce carries its issue time and an HMAC of it, so
+Challenges offer MD5 first and SHA-256 second, both with C{qop="auth"}.
+RFC 8760 section 2.4 would list the preferred SHA-256 first, but many
+deployed UAs (SIPp, older desk phones) answer only the first challenge and
+give up when it is not MD5; a UA that knows SHA-256 still finds it in the
+second header and may pick it.  A nonce carries its issue time and an HMAC of it, so
 it is checked without storing it; it is valid for C{nonce_lifetime}
 seconds, after which a correct response earns C{stale=true} and the
 client retries without asking its user.  Each nonce's highest nonce-count
@@ -65,7 +68,7 @@ __all__ = ["AuthModule", "NonceManager", "DialogAuthCache", "select_realm"]
 #: Methods that are never challenged (RFC 3261 section 22.1).
 NEVER_CHALLENGED = frozenset(["ACK", "CANCEL"])
 
-DEFAULT_ALGORITHMS = ("SHA-256", "MD5")
+DEFAULT_ALGORITHMS = ("MD5", "SHA-256")
 
 
 class NonceManager:

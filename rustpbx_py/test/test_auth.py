@@ -90,14 +90,15 @@ class ChallengeTests(AuthTestMixin, SynchronousTestCase):
     """What an unauthenticated request gets."""
 
     def test_register_401(self):
-        """REGISTER without credentials: 401 offering SHA-256 then MD5 (RFC 8760), qop=auth, one realm."""
+        """REGISTER without credentials: 401 offering MD5 then SHA-256 (MD5 first
+        because SIPp and older phones answer only the first challenge), qop=auth, one realm."""
         self.module()
         action, tx = self.register()
         self.assertEqual(action, ABORT)
         self.assertEqual(tx.last.status, 401)
         self.assertFalse(tx.last.has("Proxy-Authenticate"))
         offered = challenges(tx.last)
-        self.assertEqual([a for a, _ in offered], ["SHA-256", "MD5"])
+        self.assertEqual([a for a, _ in offered], ["MD5", "SHA-256"])
         for _, params in offered:
             self.assertEqual(params["realm"], "example.com")
             self.assertEqual(params["qop"], "auth")

@@ -101,3 +101,40 @@ def run_tool(
         return result
 
     return done.addBoth(finished)
+
+
+def start_pbx_toml(testcase, toml_text: str) -> defer.Deferred:
+    """
+    Start a PBX from a RustPBX-style TOML text (written to a temporary file
+    and loaded exactly as twistd would), with the database in a temporary
+    directory unless the text names one.
+    """
+    from rustpbx_py.config import load_config
+
+    base = os.path.abspath(testcase.mktemp())
+    os.makedirs(base)
+    path = os.path.join(base, "pbx.toml")
+    if "database_url" not in toml_text:
+        toml_text = f'database_url = "sqlite:///{base}/pbx.sqlite3"\n' + toml_text
+    with open(path, "w") as f:
+        f.write(toml_text)
+    return start_service(testcase, load_config(path))
+
+
+SCENARIOS = os.path.join(os.path.dirname(__file__), "scenarios")
+
+
+def scenario(name: str) -> str:
+    """The path of a SIPp scenario kept under C{interop/scenarios}."""
+    return os.path.join(SCENARIOS, name)
+
+
+def free_udp_port() -> int:
+    """A UDP port nobody listens on now (for a SIPp UAS that must register first)."""
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port

@@ -1,0 +1,40 @@
+# -*- test-case-name: rustpbx_py.test.test_b2bua -*-
+"""Answering a carrier's digest challenge with a trunk's credentials."""
+
+from __future__ import annotations
+
+import os
+
+from rustpbx_py.sip.digest import compute_ha1, compute_response, normalize_algorithm
+from rustpbx_py.sip.headers import parse_auth_params
+
+
+def build_authorization(challenge: str, method: str, uri: str, username: str, password: str) -> str:
+    """
+    The Authorization / Proxy-Authorization value answering C{challenge}
+    (a WWW-Authenticate or Proxy-Authenticate value), RFC 7616 client side:
+    C{qop=auth} when offered, else the RFC 2069 form.
+    """
+    _, params = parse_auth_params(challenge)
+    realm = params.get("realm", "")
+    nonce = params.get("nonce", "")
+    algorithm = normalize_algorithm(params.get("algorithm"))
+    qops = [q.strip() for q in params.get("qop", "").split(",") if q.strip()]
+    qop = "auth" if "auth" in qops else None
+    nc = "00000001" if qop else None
+    cnonce = os.urandom(8).hex() if qop or algorithm.endswith("-sess") else None
+    ha1 = compute_ha1(algorithm, username, realm, password)
+    response = compute_response(algorithm, ha1, method, uri, nonce, nc, cnonce, qop)
+    parts = [
+        f'username="{username}"',
+        f'realm="{realm}"',
+        f'nonce="{nonce}"',
+        f'uri="{uri}"',
+        f'response="{response}"',
+        f"algorithm={params.get('algorithm') or 'MD5'}",
+    ]
+    if qop:
+        parts += [f"qop={qop}", f"nc={nc}", f'cnonce="{cnonce}"']
+    if "opaque" in params:
+        parts.append(f'opaque="{params["opaque"]}"')
+    return "Digest " + ", ".join(parts)

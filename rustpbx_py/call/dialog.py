@@ -1,0 +1,167 @@
+# -*- test-case-name: rustpbx_py.test.test_b2bua -*-
+"""
+One leg of a back-to-back call: a dialog (RFC 3261 section 12) between the
+PBX and one peer, and the requests we build inside it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, List, Optional, Tuple
+
+from rustpbx_py.sip.headers import HeaderError, NameAddr
+from rustpbx_py.sip.message import Request, Response
+
+
+class Leg:
+    """
+    Our side of one dialog.
+
+    @ivar local: our From (caller leg: the To we answered with, tagged).
+    @ivar remote: the peer's address with its tag.
+    @ivar target: the peer's Contact URI: where in-dialog requests go.
+    @ivar routes: the route set (Record-Route, in the order we use it).
+    @ivar flow: the flow in-dialog requests to the peer go over.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        call_id: str,
+        local_tag: str,
+        local: str,
+        remote: str,
+        target: str,
+        routes: List[str],
+        flow,
+        cseq: int = 0,
+    ) -> None:
+        self.name = name
+        self.call_id = call_id
+        self.local_tag = local_tag
+        self.local = local
+        self.remote = remote
+        self.target = target
+        self.routes = routes
+        self.flow = flow
+        self.cseq = cseq
+        self.remote_cseq = 0
+        self.peer_allow: Tuple[str, ...] = ()
+        self.peer_supported: Tuple[str, ...] = ()
+
+    @property
+    def key(self) -> Tuple[str, str]:
+        return (self.call_id, self.local_tag)
+
+    def allows(self, method: str) -> bool:
+        """Whether the peer said it accepts C{method} (no Allow: assume yes for the RFC 3261 core)."""
+        if not self.peer_allow:
+            return method in ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+        return method in self.peer_allow
+
+    def request(
+        self,
+        method: str,
+        via: str,
+        contact: Optional[str] = None,
+        headers: Iterable[Tuple[str, str]] = (),
+        body: bytes = b"",
+        cseq: Optional[int] = None,
+    ) -> Request:
+        """A new request inside this dialog (12.2.1.1)."""
+        if cseq is None:
+            if method not in ("ACK", "CANCEL"):
+                self.cseq += 1
+            cseq = self.cseq
+        req = Request(method, self.target)
+        req.add("Via", via)
+        req.add("Max-Forwards", "70")
+        req.add("From", self.local)
+        req.add("To", self.remote)
+        req.add("Call-ID", self.call_id)
+        req.add("CSeq", f"{cseq} {method}")
+        for route in self.routes:
+            req.add("Route", route)
+        if contact and method in ("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"):
+            req.add("Contact", contact)
+        for name, value in headers:
+            req.add(name, value)
+        req.body = body
+        return req
+
+    def learn_peer(self, message) -> None:
+        """Remember what the peer supports (Allow, Supported)."""
+        allow = message.get_all("allow")
+        if allow:
+            self.peer_allow = tuple(a.strip().upper() for a in allow)
+        supported = message.get_all("supported")
+        if supported:
+            self.peer_supported = tuple(s.strip().lower() for s in supported)
+
+    def __repr__(self) -> str:
+        return f"<Leg {self.name} {self.call_id} {self.local_tag}>"
+
+
+def tag_of(header_value: Optional[str]) -> Optional[str]:
+    """The tag parameter of a From or To value, if any."""
+    if not header_value:
+        return None
+    try:
+        return NameAddr.parse(header_value).tag
+    except HeaderError:
+        return None
+
+
+def contact_target(message) -> Optional[str]:
+    """The URI of the first Contact of a message, as text."""
+    value = message.get("contact")
+    if not value:
+        return None
+    first = message.get_all("contact")[0]
+    try:
+        na = NameAddr.parse(first)
+    except HeaderError:
+        return None
+    return str(na.uri) if na.uri is not None else None
+
+
+def with_tag(header_value: str, tag: str) -> str:
+    """A From/To value with C{tag} set."""
+    if tag_of(header_value):
+        return header_value
+    return f"{header_value};tag={tag}"
+
+
+def uac_leg_from_response(name: str, request: Request, response: Response, flow) -> Leg:
+    """The dialog a 2xx (or 1xx with a tag) to our INVITE creates (12.1.2)."""
+    routes = list(reversed(response.get_all("record-route")))
+    leg = Leg(
+        name,
+        request.call_id,
+        tag_of(request.get("from")) or "",
+        request.get("from") or "",
+        response.get("to") or request.get("to") or "",
+        contact_target(response) or request.uri,
+        routes,
+        flow,
+        cseq=request.cseq[0],
+    )
+    leg.learn_peer(response)
+    return leg
+
+
+def uas_leg_from_request(name: str, request: Request, local_tag: str, flow) -> Leg:
+    """The dialog we create by answering an INVITE (12.1.1)."""
+    leg = Leg(
+        name,
+        request.call_id,
+        local_tag,
+        with_tag(request.get("to") or "", local_tag),
+        request.get("from") or "",
+        contact_target(request) or "",
+        request.get_all("record-route"),
+        flow,
+        cseq=0,
+    )
+    leg.remote_cseq = request.cseq[0]
+    leg.learn_peer(request)
+    return leg

@@ -1,0 +1,149 @@
+# -*- test-case-name: rustpbx_py.test.test_call_record -*-
+"""
+Call records and the SIP flow kept with them.
+
+A record is inserted when the call starts and completed when it ends; at
+start-up, rows a crash left open are closed with reason C{bySystem}, so no
+call is ever missing from the history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import List, Optional
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from rustpbx_py.interfaces import ICallRecordSink
+
+# Hangup reasons (RustPBX's names).
+BY_CALLER = "byCaller"
+BY_CALLEE = "byCallee"
+CANCELED = "canceled"
+NO_ANSWER = "noAnswer"
+REJECTED = "rejected"
+FAILED = "failed"
+SESSION_EXPIRED = "sessionExpired"
+BY_SYSTEM = "bySystem"
+
+
+class SipFlow:
+    """The messages of one call, both legs, at most C{limit} of them."""
+
+    __slots__ = ("items", "limit", "dropped")
+
+    def __init__(self, limit: int) -> None:
+        self.items: List[dict] = []
+        self.limit = limit
+        self.dropped = 0
+
+    def add(self, when: float, leg: str, direction: str, peer, message) -> None:
+        if len(self.items) >= self.limit:
+            self.dropped += 1
+            return
+        self.items.append(
+            {
+                "time": when,
+                "leg": leg,
+                "direction": direction,
+                "peer": f"{peer[0]}:{peer[1]}" if peer else "",
+                "message": message.to_bytes().decode("utf-8", "replace"),
+            }
+        )
+
+
+class CallRecord:
+    """What one call leaves behind."""
+
+    def __init__(self, call_id: str, caller: str, callee: str, start_time: float, flow_limit: int) -> None:
+        self.id = os.urandom(8).hex()
+        self.call_id = call_id
+        self.caller = caller
+        self.callee = callee
+        self.direction = "internal"
+        self.route: Optional[str] = None
+        self.trunk: Optional[str] = None
+        self.start_time = start_time
+        self.ring_time: Optional[float] = None
+        self.answer_time: Optional[float] = None
+        self.end_time: Optional[float] = None
+        self.status_code: Optional[int] = None
+        self.hangup_reason: Optional[str] = None
+        self.sip_flow = SipFlow(flow_limit)
+
+    def as_row(self) -> tuple:
+        return (
+            self.id,
+            self.call_id,
+            self.caller,
+            self.callee,
+            self.direction,
+            self.route,
+            self.trunk,
+            self.start_time,
+            self.ring_time,
+            self.answer_time,
+            self.end_time,
+            self.status_code,
+            self.hangup_reason,
+            json.dumps(self.sip_flow.items),
+        )
+
+
+_COLUMNS = (
+    "id, call_id, caller, callee, direction, route, trunk, start_time, ring_time, "
+    "answer_time, end_time, status_code, hangup_reason, sip_flow"
+)
+
+
+@implementer(ICallRecordSink)
+class CallRecordStore:
+    """Writes call records to the C{call_records} table."""
+
+    log = Logger()
+
+    def __init__(self, db) -> None:
+        self.db = db
+
+    def opened(self, record: CallRecord) -> defer.Deferred:
+        """Insert the row of a call that just started."""
+        return self._guard(
+            self.db.run_operation(
+                f"INSERT INTO call_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                record.as_row(),
+            )
+        )
+
+    def save(self, record: CallRecord) -> defer.Deferred:
+        """Write the final state of a call (insert or replace its row)."""
+        row = record.as_row()
+        return self._guard(
+            self.db.run_many(
+                [
+                    ("DELETE FROM call_records WHERE id = ?", (record.id,)),
+                    (f"INSERT INTO call_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row),
+                ]
+            )
+        )
+
+    def close_orphans(self, now: float) -> defer.Deferred:
+        """Close the rows a previous run left open (it stopped or crashed)."""
+        return self.db.run_operation(
+            "UPDATE call_records SET end_time = ?, hangup_reason = ? WHERE end_time IS NULL",
+            (now, BY_SYSTEM),
+        )
+
+    def recent(self, limit: int = 100) -> defer.Deferred:
+        """The latest records, newest first, as dicts."""
+        d = self.db.run_query(f"SELECT {_COLUMNS} FROM call_records ORDER BY start_time DESC LIMIT ?", (limit,))
+        names = [c.strip() for c in _COLUMNS.split(",")]
+        return d.addCallback(lambda rows: [dict(zip(names, row)) for row in rows])
+
+    def _guard(self, d: defer.Deferred) -> defer.Deferred:
+        def failed(f):
+            self.log.failure("could not write a call record", f)
+
+        return d.addErrback(failed)

@@ -1,0 +1,324 @@
+# -*- test-case-name: rustpbx_py.test.test_b2bua -*-
+"""
+The C{call} module: a B2BUA.  New INVITEs become L{Call}s routed to a local
+user's registered contacts or, through the routes, to a trunk; requests
+inside a call's dialogs are relayed to the other leg.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from rustpbx_py.call import record as R
+from rustpbx_py.call.b2bua import Call, Target
+from rustpbx_py.call.dialog import tag_of
+from rustpbx_py.call.record import CallRecord, CallRecordStore
+from rustpbx_py.interfaces import ABORT, CONTINUE, IProxyModule
+from rustpbx_py.protocols.transports import TransportError
+from rustpbx_py.sip.headers import HeaderError, NameAddr, URI, bare_host
+
+IN_DIALOG_METHODS = ("INVITE", "BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER", "MESSAGE", "OPTIONS")
+
+
+def strip_tag(value: str) -> str:
+    """A To value without its tag (for the B leg's To)."""
+    try:
+        na = NameAddr.parse(value)
+    except HeaderError:
+        return value
+    na.params.pop("tag", None)
+    return str(na)
+
+
+def identity(value: Optional[str]) -> str:
+    """C{user@host} of a From/To value, for call records."""
+    if not value:
+        return ""
+    try:
+        uri = NameAddr.parse(value).uri
+    except HeaderError:
+        return value
+    return uri.aor() if uri is not None else ""
+
+
+@implementer(IProxyModule)
+class CallModule:
+    """Places, relays and ends calls."""
+
+    name = "call"
+    log = Logger()
+
+    def __init__(self, context) -> None:
+        self.context = context
+        self.config = context.config
+        self.core = context.core
+        self.clock = context.reactor
+        self.timers = self.core.transactions.timer_values
+        self.legs: dict = {}
+        self.calls: set = set()
+        self.records = CallRecordStore(context.store) if context.store is not None else None
+        self.router = None
+        self.trunks = None
+        self._saving: set = set()
+        self._forgets: dict = {}
+
+    # -- IProxyModule --------------------------------------------------------
+
+    def allow_methods(self) -> List[str]:
+        return ["INVITE", "ACK", "BYE", "CANCEL", "UPDATE", "INFO", "MESSAGE", "NOTIFY", "REFER", "OPTIONS"]
+
+    def start(self):
+        self.core.ack_handlers.append(self._ack_received)
+        self.core.dialog_lookup = self.in_known_dialog
+        self._build_routing()
+        if self.records is not None:
+            return self.records.close_orphans(self.clock.seconds())
+        return None
+
+    def _build_routing(self) -> None:
+        """Routes and trunks from the config (RustPBX's routing)."""
+        # Wired once rustpbx_py.call.routing lands (see _apply_decision).
+        return
+
+    def stop(self):
+        """Hang up every call (reason bySystem) and wait for their records."""
+        for call in list(self.calls):
+            call.hangup(R.BY_SYSTEM)
+        for delayed in self._forgets.values():
+            if delayed.active():
+                delayed.cancel()
+        self._forgets.clear()
+        if self._saving:
+            return defer.DeferredList(list(self._saving))
+        return None
+
+    def on_transaction_begin(self, tx):
+        request = tx.request
+        to_tag = tag_of(request.get("to"))
+        if to_tag:
+            entry = self.legs.get((request.call_id, to_tag))
+            if entry is not None:
+                call, leg = entry
+                call.in_dialog(tx, leg)
+                return ABORT
+            if request.method in IN_DIALOG_METHODS and request.method != "OPTIONS":
+                tx.reply(481, "Call/Transaction Does Not Exist")
+                return ABORT
+            return CONTINUE
+        if request.method != "INVITE":
+            return CONTINUE
+        self._new_call(tx)
+        return ABORT
+
+    def on_transaction_end(self, tx) -> None:
+        pass
+
+    # -- dialogs -------------------------------------------------------------
+
+    def in_known_dialog(self, request) -> bool:
+        """Whether a request belongs to one of our calls' dialogs."""
+        to_tag = tag_of(request.get("to"))
+        return bool(to_tag) and (request.call_id, to_tag) in self.legs
+
+    def index_leg(self, call: Call, leg) -> None:
+        self.legs[leg.key] = (call, leg)
+
+    def index_b(self, call: Call, fork) -> None:
+        """Forks share the B Call-ID and tag; nothing to index before an answer."""
+
+    def trust_callee(self, leg) -> None:
+        """
+        Let the callee's in-dialog requests (its BYE) through auth: it never
+        authenticated this dialog, we opened it.
+        """
+        remote_tag = tag_of(leg.remote)
+        if not remote_tag:
+            return
+        for module in self.context.modules:
+            trust = getattr(module, "trust_dialog", None)
+            if trust is not None:
+                trust(leg.call_id, remote_tag, leg.flow)
+
+    def _ack_received(self, ack, flow) -> bool:
+        entry = self.legs.get((ack.call_id, tag_of(ack.get("to")) or ""))
+        if entry is None:
+            return False
+        call, leg = entry
+        call.trace(leg.name, "in", flow.remote, ack)
+        if leg is call.a:
+            call.a_acked()
+        return True
+
+    # -- new calls -----------------------------------------------------------
+
+    def _new_call(self, tx) -> None:
+        request = tx.request
+        proxy = self.config.proxy
+        record = CallRecord(
+            request.call_id,
+            identity(request.get("from")),
+            identity(request.get("to")),
+            self.clock.seconds(),
+            proxy.sip_flow_max_items,
+        )
+        call = Call(self, tx, record)
+        call.trace("a", "in", tx.flow.remote, request)
+        self.calls.add(call)
+        trying = tx.reply(100, "Trying")
+        call.trace("a", "out", tx.reply_flow.remote, trying)
+        if self.records is not None:
+            self._track(self.records.opened(record))
+        refused = call.negotiate_a_timer()
+        if refused is not None:
+            status, value = refused
+            if status == 422:
+                call.fail(422, "Session Interval Too Small", R.REJECTED, [("Min-SE", value)])
+            else:
+                call.fail(status, value, R.REJECTED)
+            return
+        d = defer.maybeDeferred(self._route, call)
+        d.addErrback(self._route_failed, call)
+
+    def _route_failed(self, failure, call: Call) -> None:
+        self.log.failure("routing call {id} failed", failure, id=call.tx.request.call_id)
+        if call.state != "ended":
+            call.fail(500, "Server Internal Error")
+
+    def realm_for(self, host: str) -> str:
+        """The realm a host belongs to: itself if listed, else the first realm, else the host."""
+        realms = [r.lower() for r in self.config.proxy.realms]
+        host = host.lower()
+        if host in realms:
+            return host
+        return realms[0] if realms else host
+
+    def is_local_host(self, host: str) -> bool:
+        """Whether a Request-URI host is one of ours (any host when realms is empty)."""
+        realms = self.config.proxy.realms
+        if not realms:
+            return True
+        host = host.lower()
+        return host in (r.lower() for r in realms) or host in self.core.local_hosts
+
+    @defer.inlineCallbacks
+    def _route(self, call: Call):
+        tx = call.tx
+        request = tx.request
+        try:
+            uri = URI.parse(request.uri)
+        except HeaderError:
+            call.fail(400, "Bad Request-URI", R.FAILED)
+            return
+        user = uri.user
+        host = bare_host(uri.host)
+        local = self.is_local_host(host)
+        inbound = tx.context.trunk is not None
+        caller_known = tx.context.user is not None or inbound
+        call.record.direction = "inbound" if inbound else "internal"
+        if local and user:
+            locator = self.context.locator
+            bindings = locator.lookup(f"{user}@{self.realm_for(host)}") if locator is not None else []
+            if bindings:
+                targets = yield self._binding_targets(bindings, request)
+                if targets:
+                    call.start(targets)
+                    return
+        if self.router is not None:
+            decision = self.router.decide(request, tx.context, tx.flow.remote[0])
+            if decision is not None:
+                yield self._apply_decision(call, decision)
+                return
+        if local and user:
+            if self.context.users is not None:
+                known = yield defer.maybeDeferred(self.context.users.get_user, user, self.realm_for(host))
+                if known is None and not caller_known:
+                    call.fail(404, "Not Found", R.REJECTED)
+                    return
+            call.fail(480, "Temporarily Unavailable", R.NO_ANSWER)
+            return
+        if not caller_known:
+            call.fail(403, "Forbidden", R.REJECTED)
+            return
+        call.fail(404, "Not Found", R.REJECTED)
+
+    @defer.inlineCallbacks
+    def _binding_targets(self, bindings, request):
+        """One fork target per registered contact, over the binding's own flow."""
+        targets = []
+        to = strip_tag(request.get("to") or "")
+        for b in bindings:
+            flow = None
+            if b.flow_id:
+                flow = self.core.transports.flow_by_id(b.flow_id)
+                if flow is not None and not flow.connected:
+                    flow = None
+            if flow is None:
+                try:
+                    if b.nat or b.transport in ("WS", "WSS"):
+                        flow = yield self.core.resolve(b.transport, b.source[0], b.source[1])
+                    else:
+                        u = b.uri
+                        flow = yield self.core.resolve(u.transport if "transport" in u.params else b.transport, u.host, u.port)
+                except TransportError as e:
+                    self.log.info("cannot reach {contact}: {error}", contact=b.contact, error=e)
+                    continue
+            targets.append(Target(b.contact, flow, to, tuple(b.path), label=b.aor))
+        return targets
+
+    def _apply_decision(self, call: Call, decision):
+        """Carry out what the routes decided (see L{rustpbx_py.call.routing})."""
+        return self.router.apply(self, call, decision)
+
+    def ring_time_for(self, targets: List[Target]) -> int:
+        return self.config.proxy.max_ring_time
+
+    def trunk_failed(self, trunk) -> None:
+        pass
+
+    # -- ending --------------------------------------------------------------
+
+    def event(self, name: str, call: Call) -> None:
+        for addon in self.context.addons:
+            observer = getattr(addon, "on_call_event", None)
+            if observer is not None:
+                try:
+                    observer(name, call)
+                except Exception:
+                    self.log.failure("addon {id} failed on {event}", id=addon.id, event=name)
+
+    def call_ended(self, call: Call) -> None:
+        self.calls.discard(call)
+        for leg in (call.a, call.b):
+            if leg is not None and self.legs.get(leg.key, (None,))[0] is call:
+                # Keep answering retransmitted BYEs for a moment (481 otherwise).
+                self._forgets[leg.key] = self.clock.callLater(self.timers.t1x64, self._forget, leg.key, call)
+        if self.router is not None:
+            self.router.call_ended(call)
+        self.event("hangup", call)
+        for addon in self.context.addons:
+            hook = getattr(addon, "on_call_record", None)
+            if hook is not None:
+                try:
+                    hook(call.record)
+                except Exception:
+                    self.log.failure("addon {id} failed on a call record", id=addon.id)
+        if self.records is not None:
+            self._track(self.records.save(call.record))
+
+    def _forget(self, key, call) -> None:
+        self._forgets.pop(key, None)
+        if self.legs.get(key, (None,))[0] is call:
+            del self.legs[key]
+
+    def _track(self, d: defer.Deferred) -> None:
+        self._saving.add(d)
+
+        def done(result):
+            self._saving.discard(d)
+            return result
+
+        d.addBoth(done)
