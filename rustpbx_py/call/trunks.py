@@ -30,7 +30,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import deque
-from typing import Any, Deque, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Deque, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 from rustpbx_py.sip.headers import URI, HeaderError, NameAddr, bare_host
 from rustpbx_py.sip.message import Request
