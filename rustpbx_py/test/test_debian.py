@@ -269,6 +269,17 @@ class DebianPackageTests(SynchronousTestCase):
         self.assertEqual([f for f in files if f.endswith("dropin.cache")], [])
         self.assertEqual([f for f in files if "__pycache__" in f or f.endswith(".pyc")], [])
 
+        # Every data file of the source package reaches the .deb (setup.cfg's
+        # package_data is the usual culprit when one does not).
+        missing = [
+            f for f in _source_data_files()
+            if SITE + "/" + f not in files
+        ]
+        self.assertEqual(
+            missing, [],
+            "data files not in the .deb: add them to [options.package_data] in setup.cfg",
+        )
+
         with tempfile.TemporaryDirectory() as tmp:
             _run(["dpkg-deb", "--control", deb, tmp + "/control"])
             with open(tmp + "/control/conffiles") as f:
@@ -538,6 +549,30 @@ class DebianPackageTests(SynchronousTestCase):
         if os.path.exists(SITE + "/twisted/plugins/dropin.cache"):
             self.assertNotIn("pbx_plugin", _plugin_cache(SITE + "/twisted/plugins"))
         self.assertEqual(pwd.getpwnam(USER).pw_dir, STATE)
+
+
+def _source_data_files() -> list[str]:
+    """The files under C{rustpbx_py/} and C{twisted/plugins/} of the source
+    tree that are neither Python nor byte code (as git knows them when it
+    can, so that scratch files are not counted)."""
+    listed = _run(
+        ["git", "-C", _SOURCE, "ls-files", "--", "rustpbx_py", "twisted/plugins"],
+        check=False,
+    )
+    if listed.returncode == 0:
+        names = listed.stdout.split()
+    else:
+        names = [
+            os.path.relpath(os.path.join(d, f), _SOURCE)
+            for top in ("rustpbx_py", "twisted/plugins")
+            for d, _, fs in os.walk(os.path.join(_SOURCE, top))
+            for f in fs
+        ]
+    return sorted(
+        n for n in names
+        if not n.endswith((".py", ".pyc")) and "__pycache__" not in n
+        and not n.endswith("dropin.cache")
+    )
 
 
 def _children(pid: int) -> list[int]:
