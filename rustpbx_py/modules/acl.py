@@ -27,6 +27,7 @@ scanner learns nothing, not even that a SIP server is here.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from collections import OrderedDict
 from typing import Any, Iterable, List, Optional, Tuple, Union
@@ -320,7 +321,10 @@ class FrequencyLimiter:
                 slot.current = 0
                 slot.window = index
         elapsed = (now - index * self.window) / self.window
-        estimate = slot.previous * (1.0 - elapsed) + slot.current
+        # Rounded up: just after a window boundary the previous window
+        # still counts whole, so a burst across the boundary is not let in
+        # one request over the limit.
+        estimate = math.ceil(slot.previous * (1.0 - elapsed)) + slot.current
         if estimate >= self.count:
             if slot.logged != index:
                 slot.logged = index

@@ -255,8 +255,9 @@ class AuthModule:
         @param users: the L{rustpbx_py.interfaces.IUserBackend} chain.
         @param secret: the nonce key; random per process when None and the
             config has no C{nonce_secret}.
-        @param algorithms: the challenges to offer, strongest first; the
-            config's C{auth_algorithms} when None, else SHA-256 then MD5.
+        @param algorithms: the challenges to offer, in order; the config's
+            C{auth_algorithms} when None and present, else
+            L{DEFAULT_ALGORITHMS}.
         @param to_self: tells whether a request is addressed to the PBX
             itself (the core's C{addressed_to_self}); by default, a
             Request-URI without a user part.
