@@ -65,11 +65,15 @@ class SipCore:
         #: auth lets such requests through without a new challenge).
         self.dialog_lookup: Callable = lambda request: False
         self.counters = {"received": 0, "parse_errors": 0, "overload": 0}
+        #: False until the modules have started: requests are dropped.
+        self.accepting = False
 
     # -- from the transports -------------------------------------------------
 
     def message_received(self, message, flow) -> None:
         self.counters["received"] += 1
+        if not self.accepting:
+            return
         if message.is_request:
             if not self._stamp_via(message, flow):
                 return

@@ -123,7 +123,27 @@ class PbxService(service.MultiService):
         self.addons: list = []
         self.ready: defer.Deferred = defer.Deferred()
 
+    def privilegedStartService(self) -> None:
+        """
+        Bind every listener now, before twistd drops privileges (port 5060
+        and 5061 may need them), and stop start-up with one clear line when
+        a port is taken.  Requests that arrive before the modules are
+        started are dropped (UDP peers retransmit).
+        """
+        service.MultiService.privilegedStartService(self)
+        if self.core is not None:
+            return
+        self.core = SipCore(self.config, self.reactor)
+        try:
+            self._listen()
+        except Exception as e:  # a taken port, an unreadable certificate, ...
+            for port in self.listeners:
+                port.stopListening()
+            raise StartupError(f"{self.config.path}: cannot start the SIP listeners: {e}")
+
     def startService(self) -> None:
+        if self.core is None:
+            self.privilegedStartService()
         service.MultiService.startService(self)
         d = self.start()
         d.addCallbacks(self.ready.callback, self._start_failed)
@@ -143,7 +163,7 @@ class PbxService(service.MultiService):
         from rustpbx_py.users import build_user_backends
 
         users = build_user_backends(config, self.store, self.reactor)
-        self.core = core = SipCore(config, self.reactor)
+        core = self.core
         context = self.context = ServerContext(config, self.reactor, self.store, core, users)
 
         module_factories = find_factories(IProxyModuleFactory)
@@ -162,15 +182,15 @@ class PbxService(service.MultiService):
             yield defer.maybeDeferred(module.start)
         for addon in self.addons:
             yield defer.maybeDeferred(addon.start)
+        core.accepting = True
         self.log.info(
             "modules: {modules}; addons: {addons}",
             modules=", ".join(m.name for m in self.modules) or "none",
             addons=", ".join(a.id for a in self.addons) or "none",
         )
-        yield self._listen()
         return self
 
-    def _listen(self):
+    def _listen(self) -> None:
         from rustpbx_py.protocols.stream import SipStreamFactory
         from rustpbx_py.protocols.udp import SipDatagramProtocol
 
@@ -212,7 +232,6 @@ class PbxService(service.MultiService):
             else:
                 port = reactor.listenTCP(proxy.ws_port, factory, interface=interface)
             self._bound(name, port)
-        return defer.succeed(None)
 
     def _bound(self, transport: str, port) -> None:
         host = port.getHost()
@@ -246,6 +265,20 @@ class PbxService(service.MultiService):
                 self.log.failure("module {name} failed to stop", name=module.name)
         if self.store is not None:
             self.store.close()
+
+
+class StartupError(SystemExit):
+    """
+    Start-up cannot go on (a port is taken, a certificate unreadable): the
+    message is printed and twistd exits with status 1, without a traceback.
+    """
+
+    def __init__(self, message: str) -> None:
+        import sys
+
+        sys.stderr.write(message + "\n")
+        SystemExit.__init__(self, 1)
+        self.message = message
 
 
 def buildService(config) -> service.IService:

@@ -1,0 +1,105 @@
+"""
+Tests for L{rustpbx_py.tap} and the twistd entry point: a bad config stops
+start-up with a message naming the file and key, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from rustpbx_py import tap
+
+
+def write(testcase, text: str) -> str:
+    path = os.path.abspath(testcase.mktemp()) + ".toml"
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+class OptionsTests(SynchronousTestCase):
+    def test_valid(self):
+        """A valid file loads into options["loaded"]."""
+        path = write(self, "[proxy]\nudp_port = 0\n")
+        options = tap.Options()
+        options.parseOptions(["--config", path])
+        self.assertEqual(options["loaded"].proxy.udp_port, 0)
+
+    def test_bad_value(self):
+        """A wrong value is a UsageError naming the file and the key."""
+        path = write(self, '[proxy]\nmedia_proxy = "sometimes"\n')
+        options = tap.Options()
+        e = self.assertRaises(usage.UsageError, options.parseOptions, ["--config", path])
+        self.assertIn(path, str(e))
+        self.assertIn("proxy.media_proxy", str(e))
+
+    def test_unknown_module(self):
+        """A module no plugin provides stops start-up listing those that exist."""
+        path = write(self, '[proxy]\nmodules = ["acl", "nosuch"]\n')
+        options = tap.Options()
+        e = self.assertRaises(usage.UsageError, options.parseOptions, ["--config", path])
+        self.assertIn("'nosuch'", str(e))
+        self.assertIn("registrar", str(e))
+
+    def test_unknown_addon(self):
+        """An addon no plugin provides stops start-up too."""
+        path = write(self, '[proxy]\naddons = ["wholesale-nope"]\n')
+        e = self.assertRaises(usage.UsageError, tap.Options().parseOptions, ["--config", path])
+        self.assertIn("proxy.addons", str(e))
+
+
+class TwistdTests(SynchronousTestCase):
+    """twistd itself, as an admin runs it."""
+
+    def twistd(self, *args):
+        code = "import sys; from twisted.scripts.twistd import run; sys.argv = ['twistd'] + sys.argv[1:]; run()"
+        return subprocess.run(
+            [sys.executable, "-c", code] + list(args),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__)))),
+        )
+
+    def test_help(self):
+        """twistd pbx --help describes the service and its --config option."""
+        result = self.twistd("pbx", "--help")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("--config", result.stdout)
+        self.assertIn("SIP PBX", result.stdout)
+
+    def test_broken_config(self):
+        """twistd -n pbx --config broken.toml exits non-zero with the message
+        and no traceback."""
+        path = write(self, "[proxy]\nudp_port = \"abc\"\nudp_prot = 1\n")
+        result = self.twistd("-n", "--pidfile=", "pbx", "--config", path)
+        output = result.stdout + result.stderr
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("proxy.udp_port", output)
+        self.assertIn("did you mean", output)
+        self.assertNotIn("Traceback", output)
+
+    def test_port_taken(self):
+        """A SIP port already in use ends start-up with exit status 1 and one
+        line naming the config, not a traceback."""
+        import socket
+
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        self.addCleanup(s.close)
+        port = s.getsockname()[1]
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        path = os.path.join(base, "pbx.toml")
+        with open(path, "w") as f:
+            f.write(f'database_url = "sqlite:///{base}/db.sqlite3"\n[proxy]\naddr = "127.0.0.1"\nudp_port = {port}\n')
+        result = self.twistd("-n", "--pidfile=", "--logfile=-", "pbx", "--config", path)
+        output = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 1, output)
+        self.assertIn("cannot start the SIP listeners", output)
+        self.assertNotIn("Traceback", output)
