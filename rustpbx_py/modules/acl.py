@@ -18,7 +18,7 @@ For every request, in this order:
     C{all}; the first rule that matches the source address decides, no
     match denies, and no rules at all allow everybody.
  4. C{frequency_limiter}: at most N requests per window from one source
-    address, over a sliding window.
+    address (one /64 for IPv6), over a sliding window.
 
 A rejected request is marked as spam and dropped without an answer: a
 scanner learns nothing, not even that a SIP server is here.
@@ -44,6 +44,7 @@ __all__ = [
     "OncePer",
     "TrunkIndex",
     "compile_rules",
+    "limiter_key",
     "parse_frequency",
     "source_address",
 ]
@@ -73,6 +74,17 @@ def source_address(host: str) -> Optional[IPAddress]:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     return ip
+
+
+def limiter_key(ip: IPAddress) -> str:
+    """
+    Who the frequency limiter counts: an IPv4 address, or the /64 of an
+    IPv6 one -- one subscriber usually holds a whole /64 and could
+    otherwise rotate through its addresses to escape the limit.
+    """
+    if ip.version == 6:
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
 
 
 def _parse_network(text: str) -> IPNetwork:
@@ -437,7 +449,7 @@ class AclModule:
             return CONTINUE
         if not self.ip_allowed(ip):
             return self._drop(tx, host, "acl rules")
-        if self.limiter is not None and not self.limiter.allow(str(ip)):
+        if self.limiter is not None and not self.limiter.allow(limiter_key(ip)):
             # The limiter logs once per window itself.
             tx.context.spam = True
             return ABORT

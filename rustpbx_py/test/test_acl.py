@@ -287,6 +287,14 @@ class FrequencyLimiterTests(SynchronousTestCase):
         limiter.allow("10.0.2.1")
         self.assertEqual(len(limiter), 1)
 
+    def test_ipv6_per_64(self):
+        """IPv6 sources are counted per /64, so rotating addresses in one subscriber prefix does not escape."""
+        module, _ = acl(frequency_limiter="3/10s")
+        for i in range(3):
+            self.assertEqual(run(module, f"2001:db8:1:2::{i + 1}")[0], CONTINUE)
+        self.assertEqual(run(module, "2001:db8:1:2::99")[0], ABORT)
+        self.assertEqual(run(module, "2001:db8:1:3::1")[0], CONTINUE, "another /64 is another source")
+
     def test_trunk_not_limited(self):
         """A trunk's traffic is not rate limited (a busy carrier is not a flood)."""
         module, _ = acl(frequency_limiter="2/10s", trunks={"c": {"dest": "sip:198.51.100.1"}})

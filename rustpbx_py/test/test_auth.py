@@ -220,6 +220,26 @@ class CredentialTests(AuthTestMixin, SynchronousTestCase):
         nc2 = credentials(first.last, "alice", "wonderland", "REGISTER", "sip:example.com", nc=2, cnonce="other")
         self.assertEqual(self.register(headers=[nc2])[0], CONTINUE)
 
+    def test_rfc2069_without_qop(self):
+        """
+        A client that ignores qop (RFC 2069 form, still allowed by RFC 3261)
+        is accepted once per nonce; reusing the nonce is a replay.
+        """
+        self.module()
+        _, first = self.register()
+        params = dict(challenges(first.last))["MD5"]
+        ha1 = digest.compute_ha1("MD5", "alice", "example.com", "wonderland")
+        value = digest.compute_response("MD5", ha1, "REGISTER", "sip:example.com", params["nonce"])
+        header = (
+            "Authorization",
+            f'Digest username="alice", realm="example.com", nonce="{params["nonce"]}", '
+            f'uri="sip:example.com", response="{value}"',
+        )
+        self.assertEqual(self.register(headers=[header])[0], CONTINUE)
+        action, tx = self.register(headers=[header])
+        self.assertEqual((action, tx.last.status), (ABORT, 401))
+        self.assertEqual(challenges(tx.last)[0][1]["stale"], "true")
+
     def test_forged_nonce(self):
         """A nonce we did not issue (another process's, a restart) is stale even with the right password."""
         self.module()
