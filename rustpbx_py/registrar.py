@@ -108,7 +108,7 @@ def contact_key(uri: URI) -> str:
     return f"{uri.scheme}:{user}@{bare_host(uri.host)}:{uri.port or ''};{params}"
 
 
-def binding_key(uri: URI, instance: Optional[str], reg_id: Optional[str]) -> str:
+def binding_key(uri: URI, instance: Optional[str], reg_id: Optional[str], ckey: Optional[str] = None) -> str:
     """
     The identity of a binding within its address-of-record.
 
@@ -120,7 +120,7 @@ def binding_key(uri: URI, instance: Optional[str], reg_id: Optional[str]) -> str
     """
     if instance:
         return f"instance:{instance}|{reg_id or ''}"
-    return "contact:" + contact_key(uri)
+    return "contact:" + (ckey if ckey is not None else contact_key(uri))
 
 
 def default_port(uri: URI) -> int:
@@ -155,16 +155,15 @@ def needs_nat_fix(uri: URI, source: Address, transport: str, nat_fix: bool, has_
         return True
     if not nat_fix or has_path:
         return False
-    try:
-        contact_ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    try:
-        source_ip = ipaddress.ip_address(bare_host(source[0]))
-    except ValueError:
-        return False
-    if contact_ip != source_ip:
-        return True
+    source_host = bare_host(source[0])
+    if host != source_host:
+        # Texts differ: still the same address when written differently
+        # (IPv6 zero compression); a host name is never rewritten.
+        try:
+            if ipaddress.ip_address(host) != ipaddress.ip_address(source_host):
+                return True
+        except ValueError:
+            return False
     if transport.upper() == "UDP":
         return (uri.port or default_port(uri)) != source[1]
     return False
@@ -224,6 +223,7 @@ class Binding:
     nat: bool = False
     expires_at: float = field(default=0.0)
     _uri: Optional[URI] = field(default=None, repr=False, compare=False)
+    _contact_key: Optional[str] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.expires_at:
@@ -235,6 +235,13 @@ class Binding:
         if self._uri is None:
             self._uri = URI.parse(self.contact)
         return self._uri
+
+    @property
+    def contact_key(self) -> str:
+        """L{contact_key} of the Contact URI, computed once."""
+        if self._contact_key is None:
+            self._contact_key = contact_key(self.uri)
+        return self._contact_key
 
     def remaining(self, now: float) -> int:
         """Whole seconds of life left at C{now} (rounded up), at least 0."""
@@ -626,12 +633,12 @@ class Registry:
         statements: list = []
         for change in changes:
             outbound = change.reg_id is not None and change.instance is not None
-            contact = contact_key(change.uri)
+            contact = change.contact_key
             for old in list(current):
                 same = old.key == change.key or (
                     not outbound
                     and old.reg_id is None
-                    and contact_key(old.uri) == contact
+                    and old.contact_key == contact
                 )
                 if not same:
                     continue

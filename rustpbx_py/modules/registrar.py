@@ -27,6 +27,7 @@ from rustpbx_py.registrar import (
     OutOfOrder,
     Registry,
     binding_key,
+    contact_key,
     make_aor,
     needs_nat_fix,
 )
@@ -250,11 +251,12 @@ class RegistrarModule:
                 expires = min(expires, self.registrar_expires)
             instance = contact.params.get("+sip.instance") or None
             reg_id = contact.params.get("reg-id") if instance else None
+            ckey = contact_key(uri)
             changes.append(
                 Binding(
                     aor=aor,
                     contact=str(uri),
-                    key=binding_key(uri, instance, reg_id),
+                    key=binding_key(uri, instance, reg_id, ckey),
                     call_id=call_id,
                     cseq=cseq,
                     expires=expires,
@@ -269,6 +271,8 @@ class RegistrarModule:
                     flow_id=getattr(flow, "id", None),
                     user_agent=user_agent,
                     nat=needs_nat_fix(uri, source, transport, self.nat_fix, bool(path)),
+                    _uri=uri,
+                    _contact_key=ckey,
                 )
             )
         return aor, lambda: registry.update(aor, changes)

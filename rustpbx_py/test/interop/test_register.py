@@ -99,7 +99,7 @@ class RegisterTests(TestCase):
             "-t", "u1" if transport == "UDP" else "t1",
             "-m", str(USERS), "-r", str(RATE),
             "-i", "127.0.0.1", "-p", "0",
-            "-nostdin", "-nr", "-timeout", "60", "-timeout_error",
+            "-nostdin", "-timeout", "60", "-timeout_error",
             "-trace_err", "-error_file", os.path.abspath(self.mktemp()),
         ]
         started = time.monotonic()
