@@ -271,6 +271,20 @@ class Binding:
             transport = "TLS"
         return transport, bare_host(uri.host), uri.port or default_port(uri)
 
+    def live_flow(self, transports: Any) -> Any:
+        """
+        The flow requests to this binding should use, if it still works:
+        C{transports.flow_by_id(flow_id)} when that finds a connected flow
+        (the phone's own connection, or for UDP the socket it reached us
+        on), else None and the caller sends to L{destination}.
+        """
+        if not self.flow_id:
+            return None
+        flow = transports.flow_by_id(self.flow_id)
+        if flow is None or not getattr(flow, "connected", True):
+            return None
+        return flow
+
     def contact_header(self, now: float) -> str:
         """The Contact value a 200 lists (RFC 3261 10.3 step 8)."""
         return f"<{self.contact}>{self.params};expires={self.remaining(now)}"

@@ -469,6 +469,38 @@ class ContactTextTests(unittest.SynchronousTestCase):
         self.assertEqual(b.destination, ("TLS", "192.0.2.1", 5061))
 
 
+class LiveFlowTests(unittest.SynchronousTestCase):
+    """L{Binding.live_flow}: the call path's check that a phone's flow still works."""
+
+    def binding(self, flow_id: Optional[str]) -> Binding:
+        return Binding(aor=ALICE, contact="sip:a@10.0.0.2;transport=tcp", key="k", call_id="c", cseq=1,
+                       expires=60, registered_at=0, transport="TCP", source=("203.0.113.5", 40000),
+                       flow_id=flow_id, nat=True)
+
+    def test_connected_closed_gone(self) -> None:
+        """
+        A connected flow is returned; a closed or forgotten one gives None,
+        and the binding itself stays usable through its destination.
+        """
+        flow = FakeFlow(("203.0.113.5", 40000), "TCP")
+
+        class Transports:
+            flows = {flow.id: flow}
+
+            def flow_by_id(self, flow_id):
+                return self.flows.get(flow_id)
+
+        transports = Transports()
+        b = self.binding(flow.id)
+        self.assertIs(b.live_flow(transports), flow)
+        flow.connected = False
+        self.assertIsNone(b.live_flow(transports))
+        del transports.flows[flow.id]
+        self.assertIsNone(b.live_flow(transports))
+        self.assertIsNone(self.binding(None).live_flow(transports))
+        self.assertEqual(b.destination, ("TCP", "203.0.113.5", 40000))
+
+
 class WriteThroughTests(RegistrarTestsMixin, unittest.SynchronousTestCase):
     """
     The ordering of acknowledgement and commit, with a store whose writes

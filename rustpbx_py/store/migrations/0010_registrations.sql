@@ -11,7 +11,7 @@ CREATE TABLE registrations (
     instance_id TEXT,
     reg_id TEXT,
     call_id TEXT NOT NULL,
-    cseq INTEGER NOT NULL,
+    cseq BIGINT NOT NULL,
     expires INTEGER NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL,
     registered_at DOUBLE PRECISION NOT NULL,
