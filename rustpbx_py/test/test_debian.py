@@ -345,8 +345,15 @@ class DebianPackageTests(SynchronousTestCase):
             _run(["systemd-analyze", "verify", UNIT])
 
         # twistd3 finds the pbx plugin, as the service user, from the cache
-        # root wrote at install time.
+        # root wrote at install time; so do the PBX's own plugin modules.
         self.assertIn("pbx_plugin", _plugin_cache(SITE + "/twisted/plugins"))
+        modules = sorted(
+            os.path.basename(p)[:-3]
+            for p in glob.glob(SITE + "/rustpbx_py/plugins/*.py")
+            if not p.endswith("/__init__.py")
+        )
+        if modules:
+            self.assertEqual(sorted(_plugin_cache(SITE + "/rustpbx_py/plugins")), modules)
         proc = _run(["runuser", "-u", USER, "--", TWISTD, "--help"], cwd=STATE)
         self.assertIn(" pbx ", proc.stdout)
 
@@ -522,6 +529,29 @@ class DebianPackageTests(SynchronousTestCase):
              "print(rustpbx_py.__file__, twisted.__file__)"]).stdout)
         self.assertEqual(proc.returncode, 0, "installed suite failed:\n" + _tail(proc.stdout, 120))
         self.assertRegex(proc.stdout, r"\nRan [1-9][0-9]* tests? ")
+
+    def test_5_reinstall_keeps_state(self) -> None:
+        """
+        Installing the package again (what an upgrade does: prerm upgrade,
+        unpack, postinst configure OLD-VERSION) keeps the admin's edit of the
+        conffile, its mode, the state directory's contents and the user.
+        """
+        _Machine.install()
+        conf = ETC + "/pbx.toml"
+        uid = pwd.getpwnam(USER).pw_uid
+        with open(conf, "a") as f:
+            f.write("\n# edited by test_debian\n")
+        kept = os.path.join(STATE, "test_debian-kept")
+        with open(kept, "w") as f:
+            f.write("state\n")
+        _run(["dpkg", "-i", _Machine.build()], timeout=600)
+        with open(conf) as f:
+            self.assertIn("# edited by test_debian", f.read())
+        st = os.stat(conf)
+        self.assertEqual((st.st_uid, stat.S_IMODE(st.st_mode)), (0, 0o640))
+        self.assertTrue(os.path.exists(kept))
+        self.assertEqual(pwd.getpwnam(USER).pw_uid, uid)
+        self.assertIn("pbx_plugin", _plugin_cache(SITE + "/twisted/plugins"))
 
     def test_6_purge(self) -> None:
         """
