@@ -48,7 +48,17 @@ class Target:
     headers (a registration's Path), and the trunk it uses if any.
     """
 
-    def __init__(self, uri: str, flow, to: str, routes: Tuple[str, ...] = (), trunk=None, label: str = "") -> None:
+    def __init__(
+        self,
+        uri: str,
+        flow,
+        to: str,
+        routes: Tuple[str, ...] = (),
+        trunk=None,
+        label: str = "",
+        template: Optional[Request] = None,
+    ) -> None:
+        self.template = template
         self.uri = uri
         self.flow = flow
         self.to = to
@@ -148,7 +158,7 @@ class Call:
             self._fork(target)
 
     def _build_invite(self, target: Target) -> Request:
-        a = self.tx.request
+        a = target.template or self.tx.request
         core = self.core
         flow = target.flow
         req = Request("INVITE", target.uri)
@@ -158,7 +168,7 @@ class Call:
         except ValueError:
             mf = 70
         req.add("Max-Forwards", str(max(mf - 1, 0)))
-        req.add("From", self._b_from())
+        req.add("From", self._b_from(a))
         req.add("To", target.to)
         req.add("Call-ID", self.b_call_id)
         req.add("CSeq", "1 INVITE")
@@ -180,8 +190,8 @@ class Call:
         req.body = a.body
         return req
 
-    def _b_from(self) -> str:
-        value = self.tx.request.get("from") or ""
+    def _b_from(self, template: Request) -> str:
+        value = template.get("from") or ""
         try:
             na = NameAddr.parse(value)
         except HeaderError:

@@ -81,8 +81,11 @@ class CallModule:
 
     def _build_routing(self) -> None:
         """Routes and trunks from the config (RustPBX's routing)."""
-        # Wired once rustpbx_py.call.routing lands (see _apply_decision).
-        return
+        from rustpbx_py.call.routing import Router
+        from rustpbx_py.call.trunks import TrunkSet
+
+        self.trunks = getattr(self.context, "trunks", None) or TrunkSet(self.config.proxy.trunks, self.clock)
+        self.router = Router(self.config.proxy.routes, self.trunks, self.clock)
 
     def stop(self):
         """Hang up every call (reason bySystem) and wait for their records."""
@@ -206,6 +209,13 @@ class CallModule:
 
     @defer.inlineCallbacks
     def _route(self, call: Call):
+        """
+        Where a new call goes, in RustPBX's order: a registered local user
+        first, then the routes (trunks, reject, busy), then an answer that
+        says why nobody can take it.
+        """
+        from rustpbx_py.call.classify import EXTERNAL, classify
+
         tx = call.tx
         request = tx.request
         try:
@@ -215,33 +225,49 @@ class CallModule:
             return
         user = uri.user
         host = bare_host(uri.host)
+        source_trunk = tx.context.trunk
+        if source_trunk is not None:
+            refused = self.trunks.admit(source_trunk)
+            if refused is not None:
+                call.fail(refused[0], refused[1], R.REJECTED)
+                return
+            call.record.trunk = source_trunk
+            self.trunks.call_started(source_trunk)
+            call.on_end.append(lambda c: self.trunks.call_ended(source_trunk))
         local = self.is_local_host(host)
-        inbound = tx.context.trunk is not None
-        caller_known = tx.context.user is not None or inbound
-        call.record.direction = "inbound" if inbound else "internal"
+        bindings = []
         if local and user:
             locator = self.context.locator
-            bindings = locator.lookup(f"{user}@{self.realm_for(host)}") if locator is not None else []
-            if bindings:
-                targets = yield self._binding_targets(bindings, request)
-                if targets:
-                    call.start(targets)
-                    return
-        if self.router is not None:
-            decision = self.router.decide(request, tx.context, tx.flow.remote[0])
-            if decision is not None:
-                yield self._apply_decision(call, decision)
+            if locator is not None:
+                bindings = locator.lookup(f"{user}@{self.realm_for(host)}")
+        callee_known = bool(bindings)
+        if local and user and not callee_known and self.context.users is not None:
+            found = yield defer.maybeDeferred(self.context.users.get_user, user, self.realm_for(host))
+            callee_known = found is not None
+        direction = classify(
+            request,
+            self.config.proxy.realms,
+            source_trunk,
+            self.core.local_hosts,
+            tx.context.realm,
+            callee_known,
+        )
+        call.record.direction = direction
+        if bindings:
+            targets = yield self._binding_targets(bindings, request)
+            if targets:
+                call.start(targets)
                 return
-        if local and user:
-            if self.context.users is not None:
-                known = yield defer.maybeDeferred(self.context.users.get_user, user, self.realm_for(host))
-                if known is None and not caller_known:
-                    call.fail(404, "Not Found", R.REJECTED)
-                    return
-            call.fail(480, "Temporarily Unavailable", R.NO_ANSWER)
+        auth_user = getattr(tx.context.user, "username", None)
+        decision = self.router.route(request, source_trunk, direction, auth_user) if self.router else None
+        if decision is not None:
+            yield self._apply_decision(call, decision)
             return
-        if not caller_known:
+        if direction == EXTERNAL:
             call.fail(403, "Forbidden", R.REJECTED)
+            return
+        if callee_known:
+            call.fail(480, "Temporarily Unavailable", R.NO_ANSWER)
             return
         call.fail(404, "Not Found", R.REJECTED)
 
@@ -269,15 +295,83 @@ class CallModule:
             targets.append(Target(b.contact, flow, to, tuple(b.path), label=b.aor))
         return targets
 
+    @defer.inlineCallbacks
     def _apply_decision(self, call: Call, decision):
         """Carry out what the routes decided (see L{rustpbx_py.call.routing})."""
-        return self.router.apply(self, call, decision)
+        call.record.route = decision.route
+        action = decision.action
+        if action == "reject":
+            call.fail(decision.code or 403, decision.reason or "Forbidden", R.REJECTED, decision.headers or ())
+            return
+        if action == "busy":
+            call.fail(486, "Busy Here", R.REJECTED)
+            return
+        if action != "forward":
+            # Queues and applications (IVR, voicemail) need the media layer.
+            self.log.warn("route {route}: action {action} is not implemented", route=decision.route, action=action)
+            call.fail(501, "Not Implemented", R.FAILED)
+            return
+        caller = decision.caller or call.record.caller
+        self.router.call_started(decision.route, caller)
+        call.on_end.append(lambda c: self.router.call_ended(decision.route, caller))
+        if not decision.trunks:
+            # Forward to the (rewritten) Request-URI itself.
+            targets = yield self._uri_targets(decision.request)
+            if not targets:
+                call.fail(480, "Temporarily Unavailable", R.FAILED)
+                return
+            call.start(targets)
+            return
+        groups: List[List[Target]] = []
+        refusal = None
+        for name in decision.trunks:
+            refused = self.trunks.admit(name) or self.router.check_trunk_policy(
+                name, caller, decision.callee or call.record.callee, call.tx.context.trunk
+            )
+            if refused is not None:
+                refusal = refusal or refused
+                continue
+            outbound = self.trunks.outbound_request(name, decision.request)
+            trunk = self.trunks.get(name)
+            for dest in self.trunks.destinations(name):
+                try:
+                    flow = yield self.core.resolve(dest.transport, dest.host, dest.port)
+                except TransportError as e:
+                    self.log.info("trunk {trunk}: {error}", trunk=name, error=e)
+                    continue
+                groups.append([Target(outbound.uri, flow, strip_tag(outbound.get("to") or ""), trunk=trunk, label=name, template=outbound)])
+        if not groups:
+            status, reason = refusal or (503, "Service Unavailable")
+            call.fail(status, reason, R.FAILED)
+            return
+        first = groups[0][0].label
+        call.record.trunk = first
+        self.trunks.call_started(first)
+        call.on_end.append(lambda c: self.trunks.call_ended(first))
+        call.start(groups[0], groups[1:])
+
+    @defer.inlineCallbacks
+    def _uri_targets(self, request):
+        try:
+            uri = URI.parse(request.uri)
+        except HeaderError:
+            return []
+        if self.is_local_host(bare_host(uri.host)) and uri.user and self.context.locator is not None:
+            bindings = self.context.locator.lookup(f"{uri.user}@{self.realm_for(bare_host(uri.host))}")
+            targets = yield self._binding_targets(bindings, request)
+            return targets
+        try:
+            flow = yield self.core.resolve(uri.transport, uri.host, uri.port)
+        except TransportError:
+            return []
+        return [Target(request.uri, flow, strip_tag(request.get("to") or ""), template=request)]
 
     def ring_time_for(self, targets: List[Target]) -> int:
         return self.config.proxy.max_ring_time
 
     def trunk_failed(self, trunk) -> None:
-        pass
+        """A trunk answered 5xx or timed out; the call fails over (see Call)."""
+        self.log.info("trunk {trunk} failed a call", trunk=getattr(trunk, "name", trunk))
 
     # -- ending --------------------------------------------------------------
 
@@ -292,12 +386,15 @@ class CallModule:
 
     def call_ended(self, call: Call) -> None:
         self.calls.discard(call)
+        for hook in call.on_end:
+            try:
+                hook(call)
+            except Exception:
+                self.log.failure("call end hook failed")
         for leg in (call.a, call.b):
             if leg is not None and self.legs.get(leg.key, (None,))[0] is call:
                 # Keep answering retransmitted BYEs for a moment (481 otherwise).
                 self._forgets[leg.key] = self.clock.callLater(self.timers.t1x64, self._forget, leg.key, call)
-        if self.router is not None:
-            self.router.call_ended(call)
         self.event("hangup", call)
         for addon in self.context.addons:
             hook = getattr(addon, "on_call_record", None)

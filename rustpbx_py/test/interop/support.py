@@ -138,3 +138,23 @@ def free_udp_port() -> int:
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+class SippMixin:
+    """
+    Runs SIPp scenarios against the PBX of a test (C{self.sipp} is the
+    binary, C{self.port} the PBX's UDP port), each in its own directory.
+    """
+
+    def sipp_run(self, name: str, port: int, extra, remote: bool = True, timeout: float = 120, local_ip: str = "127.0.0.1"):
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        path = name if os.path.isabs(name) else scenario(name)
+        args = [self.sipp]
+        if remote:
+            args.append(f"127.0.0.1:{self.port}")
+        args += ["-sf", path, "-i", local_ip, "-p", str(port), "-nostdin", "-timeout", str(int(timeout - 10)),
+                 "-trace_err", "-error_file", os.path.join(workdir, "errors.log")]
+        args += list(extra)
+        return run_tool(args, timeout=timeout, cwd=workdir)
+

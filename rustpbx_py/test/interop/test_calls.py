@@ -12,6 +12,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from rustpbx_py.test.interop.support import (
+    SippMixin,
     free_udp_port,
     require_tool,
     run_tool,
@@ -39,7 +40,7 @@ password = "callee-secret"
 """
 
 
-class CallTests(TestCase):
+class CallTests(SippMixin, TestCase):
     """SIPp caller -> PBX (auth, registrar, call) -> registered SIPp callee."""
 
     timeout = 180
@@ -57,18 +58,6 @@ class CallTests(TestCase):
         self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-2000:])
         bindings = self.pbx.context.locator.lookup("1002@127.0.0.1")
         self.assertEqual(len(bindings), 1)
-
-    def sipp_run(self, name: str, port: int, extra, remote: bool = True, timeout: float = 120):
-        workdir = os.path.abspath(self.mktemp())
-        os.makedirs(workdir)
-        path = name if os.path.isabs(name) else scenario(name)
-        args = [self.sipp]
-        if remote:
-            args.append(f"127.0.0.1:{self.port}")
-        args += ["-sf", path, "-i", "127.0.0.1", "-p", str(port), "-nostdin", "-timeout", str(int(timeout - 10)),
-                 "-trace_err", "-error_file", os.path.join(workdir, "errors.log")]
-        args += list(extra)
-        return run_tool(args, timeout=timeout, cwd=workdir)
 
     def callee(self, name: str, calls: int):
         return self.sipp_run(name, self.callee_port, ["-m", str(calls)], remote=False)
