@@ -64,6 +64,7 @@ class ServerContext:
         self.store = store
         self.core = core
         self.users = users
+        self.trunks = None
         self.locator = None
         self.addons: list = []
         self.modules: list = []
@@ -165,6 +166,15 @@ class PbxService(service.MultiService):
         users = build_user_backends(config, self.store, self.reactor)
         core = self.core
         context = self.context = ServerContext(config, self.reactor, self.store, core, users)
+        from rustpbx_py.call.trunks import TrunkSet
+
+        context.trunks = TrunkSet(proxy.trunks, self.reactor)
+        for trunk, host in context.trunks.ignored_hosts:
+            self.log.warn(
+                "trunk {trunk}: inbound host {host!r} is a name, not an address or CIDR; ignored",
+                trunk=trunk,
+                host=host,
+            )
 
         module_factories = find_factories(IProxyModuleFactory)
         for name in proxy.modules:
@@ -263,6 +273,9 @@ class PbxService(service.MultiService):
                 yield defer.maybeDeferred(module.stop)
             except Exception:
                 self.log.failure("module {name} failed to stop", name=module.name)
+        users = getattr(self.context, "users", None)
+        if users is not None and hasattr(users, "close"):
+            yield defer.maybeDeferred(users.close)
         if self.store is not None:
             self.store.close()
 

@@ -36,13 +36,13 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from rustpbx_py.interfaces import ABORT, CONTINUE, IProxyModule
+from rustpbx_py.sip.headers import HeaderError, NameAddr
 
 __all__ = [
     "AclModule",
     "AclError",
     "FrequencyLimiter",
     "OncePer",
-    "TrunkIndex",
     "compile_rules",
     "limiter_key",
     "parse_frequency",
@@ -132,83 +132,15 @@ def compile_rules(rules: Optional[Iterable[Any]]) -> List[Tuple[bool, Optional[I
     return compiled
 
 
-def _host_network(text: str) -> Optional[IPNetwork]:
-    """
-    A trunk's inbound host or dest as a network: a CIDR, an address,
-    C{address:port}, C{[v6]:port}, C{sip:address:port}; None for a host name.
-    """
-    text = text.strip().strip("<>")
-    for prefix in ("sip:", "sips:"):
-        if text.lower().startswith(prefix):
-            text = text[len(prefix) :]
-    text = text.split(";", 1)[0]
-    if "@" in text:
-        text = text.rsplit("@", 1)[1]
-    if not text:
+def _uri_user(value: Optional[str]) -> Optional[str]:
+    """The user part of a From/To value (for trunks' user-prefix filters)."""
+    if not value:
         return None
     try:
-        return _parse_network(text)
-    except ValueError:
-        pass
-    if text.startswith("["):
-        return _try_network(text[1 : text.find("]")])
-    if text.count(":") == 1:
-        return _try_network(text.split(":", 1)[0])
-    return None
-
-
-def _try_network(text: str) -> Optional[IPNetwork]:
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
+        uri = NameAddr.parse(value).uri
+    except HeaderError:
         return None
-
-
-class TrunkIndex:
-    """
-    Which trunk a source address belongs to: the most specific network
-    among the trunks' C{inbound_hosts} (and C{dest}/C{backup_dest}
-    addresses) wins, ties going to the trunk listed first.
-    """
-
-    log = Logger()
-
-    def __init__(self, trunks: Any) -> None:
-        entries: List[Tuple[int, int, IPNetwork, str]] = []
-        items = trunks.items() if hasattr(trunks, "items") else []
-        order = 0
-        for name, trunk in items:
-            direction = str(_get(trunk, "direction", "") or "").lower()
-            if direction == "outbound":
-                continue
-            hosts = list(_get(trunk, "inbound_hosts", None) or [])
-            for key in ("dest", "backup_dest"):
-                value = _get(trunk, key, None)
-                if value:
-                    hosts.append(str(value))
-            for host in hosts:
-                network = _host_network(str(host))
-                if network is None:
-                    self.log.warn(
-                        "trunk {trunk}: inbound host {host!r} is not an address or CIDR; ignored",
-                        trunk=name,
-                        host=host,
-                    )
-                    continue
-                entries.append((-network.prefixlen, order, network, name))
-                order += 1
-        entries.sort(key=lambda e: (e[0], e[1]))
-        self._entries = [(network, name) for _, _, network, name in entries]
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def lookup(self, ip: IPAddress) -> Optional[str]:
-        """The name of the trunk C{ip} belongs to, or None."""
-        for network, name in self._entries:
-            if network.version == ip.version and ip in network:
-                return name
-        return None
+    return uri.user if uri is not None else None
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -368,10 +300,13 @@ class AclModule:
     name = "acl"
     log = Logger()
 
-    def __init__(self, proxy: Any, reactor: Any = None) -> None:
+    def __init__(self, proxy: Any, reactor: Any = None, trunks: Any = None) -> None:
         """
         @param proxy: the C{[proxy]} config section (a ProxyConfig).
         @param reactor: the clock for the frequency limiter.
+        @param trunks: the service's L{rustpbx_py.call.trunks.TrunkSet}
+            (built from C{proxy.trunks} when not given), which says which
+            trunk a source address belongs to.
         """
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -381,7 +316,12 @@ class AclModule:
         self.rules = compile_rules(_get(proxy, "acl_rules", None))
         self.black_list = [s.lower() for s in (_get(proxy, "ua_black_list", None) or []) if s]
         self.white_list = [s.lower() for s in (_get(proxy, "ua_white_list", None) or []) if s]
-        self.trunks = TrunkIndex(_get(proxy, "trunks", None) or {})
+        if trunks is None:
+            from rustpbx_py.call.trunks import TrunkSet
+
+            trunks = TrunkSet(_get(proxy, "trunks", None) or {}, reactor)
+        self.trunks = trunks
+        self._any_trunk = bool(trunks.names())
         limit = parse_frequency(_get(proxy, "frequency_limiter", None))
         self.limiter = FrequencyLimiter(limit[0], limit[1], reactor) if limit else None
         # Denied requests are logged once a minute per source and reason.
@@ -392,9 +332,9 @@ class AclModule:
 
     def start(self) -> None:
         self.log.info(
-            "acl: {rules} rules, {trunks} trunk networks, limiter {limit}",
+            "acl: {rules} rules, {trunks} trunks, limiter {limit}",
             rules=len(self.rules),
-            trunks=len(self.trunks),
+            trunks=len(self.trunks.names()),
             limit=f"{self.limiter.count}/{self.limiter.window}s" if self.limiter else "off",
         )
 
@@ -443,7 +383,9 @@ class AclModule:
         ip = source_address(host)
         if ip is None:
             return self._drop(tx, host, "source is not an IP address")
-        trunk = self.trunks.lookup(ip) if len(self.trunks) else None
+        trunk = None
+        if self._any_trunk:
+            trunk = self.trunks.for_source(ip, _uri_user(request.get("from")), _uri_user(request.get("to")))
         if trunk is not None:
             tx.context.trunk = trunk
             return CONTINUE

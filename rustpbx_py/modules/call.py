@@ -19,6 +19,7 @@ from rustpbx_py.call.dialog import tag_of
 from rustpbx_py.call.record import CallRecord, CallRecordStore
 from rustpbx_py.interfaces import ABORT, CONTINUE, IProxyModule
 from rustpbx_py.protocols.transports import TransportError
+from rustpbx_py.registrar import make_aor
 from rustpbx_py.sip.headers import HeaderError, NameAddr, URI, bare_host
 
 IN_DIALOG_METHODS = ("INVITE", "BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER", "MESSAGE", "OPTIONS")
@@ -239,7 +240,7 @@ class CallModule:
         if local and user:
             locator = self.context.locator
             if locator is not None:
-                bindings = locator.lookup(f"{user}@{self.realm_for(host)}")
+                bindings = locator.lookup(make_aor(user, self.realm_for(host)))
         callee_known = bool(bindings)
         if local and user and not callee_known and self.context.users is not None:
             found = yield defer.maybeDeferred(self.context.users.get_user, user, self.realm_for(host))
@@ -277,18 +278,11 @@ class CallModule:
         targets = []
         to = strip_tag(request.get("to") or "")
         for b in bindings:
-            flow = None
-            if b.flow_id:
-                flow = self.core.transports.flow_by_id(b.flow_id)
-                if flow is not None and not flow.connected:
-                    flow = None
+            flow = b.live_flow(self.core.transports)
             if flow is None:
+                transport, host, port = b.destination
                 try:
-                    if b.nat or b.transport in ("WS", "WSS"):
-                        flow = yield self.core.resolve(b.transport, b.source[0], b.source[1])
-                    else:
-                        u = b.uri
-                        flow = yield self.core.resolve(u.transport if "transport" in u.params else b.transport, u.host, u.port)
+                    flow = yield self.core.resolve(transport, host, port)
                 except TransportError as e:
                     self.log.info("cannot reach {contact}: {error}", contact=b.contact, error=e)
                     continue
@@ -357,7 +351,7 @@ class CallModule:
         except HeaderError:
             return []
         if self.is_local_host(bare_host(uri.host)) and uri.user and self.context.locator is not None:
-            bindings = self.context.locator.lookup(f"{uri.user}@{self.realm_for(bare_host(uri.host))}")
+            bindings = self.context.locator.lookup(make_aor(uri.user, self.realm_for(bare_host(uri.host))))
             targets = yield self._binding_targets(bindings, request)
             return targets
         try:

@@ -13,7 +13,6 @@ from rustpbx_py.modules.acl import (
     AclError,
     AclModule,
     FrequencyLimiter,
-    TrunkIndex,
     compile_rules,
     parse_frequency,
     source_address,
@@ -147,15 +146,18 @@ class TrunkTests(SynchronousTestCase):
 
     def test_forms(self):
         """Inbound hosts may be written address:port, [v6]:port or sip:URI; host names are skipped."""
-        index = TrunkIndex(
-            {
-                "a": Attrs(inbound_hosts=["192.0.2.1:5060", "[2001:db8::1]:5060", "sip:192.0.2.2;transport=tcp", "sip.example.com"]),
-            }
+        from rustpbx_py.call.trunks import TrunkSet
+        from rustpbx_py.config import parse_config_text
+
+        config = parse_config_text(
+            '[proxy.trunks.a]\ndest = "sip:192.0.2.9"\n'
+            'inbound_hosts = ["192.0.2.1:5060", "[2001:db8::1]:5060", "sip:192.0.2.2;transport=tcp"]\n'
         )
-        self.assertEqual(len(index), 3)
-        self.assertEqual(index.lookup(source_address("192.0.2.2")), "a")
-        self.assertEqual(index.lookup(source_address("2001:db8::1")), "a")
-        self.assertIsNone(index.lookup(source_address("192.0.2.3")))
+        trunks = TrunkSet(config.proxy.trunks)
+        self.assertEqual(trunks.for_source("192.0.2.2"), "a")
+        self.assertEqual(trunks.for_source("2001:db8::1"), "a")
+        self.assertEqual(trunks.for_source("192.0.2.1"), "a")
+        self.assertIsNone(trunks.for_source("192.0.2.3"))
 
 
 class UserAgentTests(SynchronousTestCase):
