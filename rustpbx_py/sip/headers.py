@@ -45,6 +45,7 @@ _VIA_RE = re.compile(
     re.S,
 )
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~")
 #: An unquoted display name: tokens separated by LWS.  Leniency: octets
 #: above 0x7F are accepted (phones that send UTF-8 names without quotes).
 _DISPLAY_RE = re.compile(
@@ -81,24 +82,23 @@ def parse_params(text: str, strict: bool = False) -> Dict[str, Optional[str]]:
             raise HeaderError(f"unterminated quoted string in {text!r}")
         parts = parts[1:]
     for part in parts:
-        part = part.strip()
-        if not part:
-            if strict:
+        eq = part.find("=")
+        if eq < 0:
+            part = part.strip()
+            if part:
+                params[part.lower()] = None
+            elif strict:
                 raise HeaderError(f"empty parameter in {text!r}")
             continue
-        if "=" in part:
-            k, v = part.split("=", 1)
-            v = v.strip()
-            if len(v) >= 2 and v[0] == '"' and v[-1] == '"':
-                v = v[1:-1]
-                if "\\" in v:
-                    v = _QUOTED_PAIR_RE.sub(r"\1", v)
-            k = k.strip().lower()
-            if strict and not k:
-                raise HeaderError(f"parameter without a name in {text!r}")
-            params[k] = v
-        else:
-            params[part.lower()] = None
+        k = part[:eq].strip().lower()
+        v = part[eq + 1 :].strip()
+        if v[:1] == '"' and len(v) >= 2 and v[-1] == '"':
+            v = v[1:-1]
+            if "\\" in v:
+                v = _QUOTED_PAIR_RE.sub(r"\1", v)
+        if not k and strict:
+            raise HeaderError(f"parameter without a name in {text!r}")
+        params[k] = v
     return params
 
 
@@ -133,6 +133,28 @@ def _quotes_balanced(text: str) -> bool:
 def _split_outside_quotes(text: str, sep: str) -> List[str]:
     if '"' not in text:
         return text.split(sep)
+    pieces = text.split('"')
+    if "\\" not in text and len(pieces) % 2:
+        # Balanced quotes without escapes: even pieces are outside quotes.
+        parts: List[str] = []
+        current = ""
+        for i, piece in enumerate(pieces):
+            if i % 2:
+                current += '"' + piece + '"'
+            else:
+                sub = piece.split(sep)
+                if len(sub) == 1:
+                    current += piece
+                else:
+                    parts.append(current + sub[0])
+                    parts.extend(sub[1:-1])
+                    current = sub[-1]
+        parts.append(current)
+        return parts
+    return _split_outside_quotes_slow(text, sep)
+
+
+def _split_outside_quotes_slow(text: str, sep: str) -> List[str]:
     parts = []
     quoted = False
     start = 0
@@ -155,7 +177,9 @@ def _split_outside_quotes(text: str, sep: str) -> List[str]:
 
 def split_hostport(text: str) -> Tuple[str, Optional[int]]:
     """C{host[:port]}, IPv6 references in brackets, into (host, port)."""
-    m = _HOSTPORT_RE.match(text.strip())
+    m = _HOSTPORT_RE.match(text)
+    if m is None:
+        m = _HOSTPORT_RE.match(text.strip(" \t"))
     if m is None:
         raise HeaderError(f"malformed host {text!r}")
     host, port = m.group(1), m.group(2)
@@ -224,12 +248,17 @@ class URI:
         scheme, white space inside, an empty user or host, a bad port.
         """
         text = text.strip()
-        m = _SCHEME_RE.match(text)
-        if m is None:
-            raise HeaderError(f"URI without scheme: {text!r}")
-        scheme = m.group(1).lower()
-        rest = text[m.end() :]
-        if not _WS.isdisjoint(rest):
+        head = text[:4]
+        if head == "sip:" or head == "SIP:":
+            scheme = "sip"
+            rest = text[4:]
+        else:
+            m = _SCHEME_RE.match(text)
+            if m is None:
+                raise HeaderError(f"URI without scheme: {text!r}")
+            scheme = m.group(1).lower()
+            rest = text[m.end() :]
+        if " " in rest or "\t" in rest or "\n" in rest or "\r" in rest:
             raise HeaderError(f"white space inside URI {text!r}")
         uri = cls(scheme)
         uri._text = text
@@ -272,7 +301,15 @@ class URI:
             uri.params = p
         if not rest:
             raise HeaderError(f"URI without host: {text!r}")
-        uri.host, uri.port = split_hostport(rest)
+        m = _HOSTPORT_RE.match(rest)
+        if m is None:
+            raise HeaderError(f"malformed host in URI {text!r}")
+        uri.host = m.group(1)
+        port = m.group(2)
+        if port is not None:
+            uri.port = int(port)
+            if uri.port > 65535:
+                raise HeaderError(f"port out of range in {text!r}")
         return uri
 
     def __str__(self) -> str:
@@ -411,10 +448,18 @@ class Via:
 
         @param strict: also reject empty parameters (RFC 4475 badinv01).
         """
-        m = _VIA_RE.match(text)
-        if m is None:
-            raise HeaderError(f"malformed Via {text!r}")
-        name, version, transport, rest = m.groups()
+        sp = text.find(" ", 8) if text[:8] == "SIP/2.0/" else -1
+        if sp > 8 and _TOKEN_CHARS.issuperset(text[8:sp]):
+            # The usual spelling, without LWS around the slashes.
+            protocol = "SIP/2.0"
+            transport = text[8:sp]
+            rest = text[sp + 1 :]
+        else:
+            m = _VIA_RE.match(text)
+            if m is None:
+                raise HeaderError(f"malformed Via {text!r}")
+            name, version, transport, rest = m.groups()
+            protocol = f"{name}/{version}"
         semi = rest.find(";")
         if semi >= 0:
             sent_by = rest[:semi]
@@ -423,7 +468,7 @@ class Via:
             sent_by = rest
             params = {}
         host, port = split_hostport(sent_by)
-        return cls(transport, host, port, params, f"{name}/{version}")
+        return cls(transport, host, port, params, protocol)
 
     @property
     def branch(self) -> Optional[str]:
@@ -469,9 +514,6 @@ class Via:
         return bare_host(host), port
 
 
-_NAMEADDR_RE = re.compile(r'^\s*(?:"((?:[^"\\]|\\.)*)"|([^<"]*?))\s*<([^>]*)>(.*)$', re.S)
-
-
 class NameAddr:
     """
     A name-addr or addr-spec with header parameters: the value of From, To,
@@ -511,20 +553,43 @@ class NameAddr:
             return na
         lt = text.find("<")
         semi = text.find(";")
-        if text[0] == '"' or (lt >= 0 and (semi < 0 or lt < semi)):
-            m = _NAMEADDR_RE.match(text)
-            if m is None:
+        if text[0] == '"':
+            # A quoted display name; find its closing quote, skipping
+            # escaped ones (a quote after an odd run of backslashes).
+            pos = 1
+            while True:
+                q = text.find('"', pos)
+                if q < 0:
+                    raise HeaderError(f"unterminated quoted display name in {text!r}")
+                b = q - 1
+                while text[b] == "\\":
+                    b -= 1
+                if (q - 1 - b) % 2 == 0:
+                    break
+                pos = q + 1
+            quoted = text[1:q]
+            display: Optional[str] = _QUOTED_PAIR_RE.sub(r"\1", quoted) if "\\" in quoted else quoted
+            lt = q + 1
+            n = len(text)
+            while lt < n and (text[lt] == " " or text[lt] == "\t"):
+                lt += 1
+            if text[lt : lt + 1] != "<":
                 raise HeaderError(f"malformed name-addr {text!r}")
-            quoted, plain, uri_text, params = m.groups()
-            if quoted is not None:
-                display = _QUOTED_PAIR_RE.sub(r"\1", quoted) if "\\" in quoted else quoted
-            else:
-                plain = plain.strip()
-                if plain and _DISPLAY_RE.match(plain) is None:
-                    raise HeaderError(f"display name must be a token list or quoted: {plain!r}")
-                display = plain or None
+        elif lt >= 0 and (semi < 0 or lt < semi):
+            plain = text[:lt].strip()
+            if plain and _DISPLAY_RE.match(plain) is None:
+                raise HeaderError(f"display name must be a token list or quoted: {plain!r}")
+            display = plain or None
+        else:
+            lt = -1
+        if lt >= 0:
+            gt = text.find(">", lt + 1)
+            if gt < 0:
+                raise HeaderError(f"malformed name-addr {text!r}")
+            uri_text = text[lt + 1 : gt]
             if not uri_text or uri_text[0] in _WS or uri_text[-1] in _WS:
                 raise HeaderError(f"white space inside <> in {text!r}")
+            params = text[gt + 1 :]
             if params:
                 params = params.lstrip()
                 if params and params[0] != ";":

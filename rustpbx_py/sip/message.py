@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Iterator, List, Optional, Tuple, Union
 
-from rustpbx_py.sip.headers import URI, HeaderError, Via
+from rustpbx_py.sip.headers import URI, HeaderError, NameAddr, Via
 
 MAX_MESSAGE_SIZE = 65536
 MAX_HEADERS = 100
@@ -182,11 +182,12 @@ class Message:
     the name as it arrived (or as we spelled it) and the value text.
     """
 
-    __slots__ = ("headers", "body")
+    __slots__ = ("headers", "body", "_parsed")
 
     def __init__(self, headers: Optional[list] = None, body: bytes = b"") -> None:
         self.headers: list = headers if headers is not None else []
         self.body = body
+        self._parsed: Optional[dict] = None
 
     # -- reading ------------------------------------------------------------
 
@@ -309,6 +310,54 @@ class Message:
             return parts[0] if parts else None
         return value.strip()
 
+    def _cached(self, key: str, parse):
+        """
+        C{parse} applied to the value of the first C{key} header, kept for
+        as long as that header line keeps the same value object (any edit
+        through L{set}, L{insert}, L{remove} or a new value in C{headers}
+        gives a fresh parse).  L{None} when there is no such header.
+        """
+        for h in self.headers:
+            if h[0] == key:
+                raw = h[2]
+                break
+        else:
+            return None
+        cache = self._parsed
+        if cache is None:
+            cache = self._parsed = {}
+        else:
+            hit = cache.get(key)
+            if hit is not None and hit[0] is raw:
+                return hit[1]
+        value = parse(raw)
+        cache[key] = (raw, value)
+        return value
+
+    @property
+    def via(self) -> Optional[Via]:
+        """
+        The top Via element parsed (cached; treat it as read-only), or
+        L{None} without Via.
+
+        @raise HeaderError: when it does not parse.
+        """
+        return self._cached("via", _parse_top_via)
+
+    @property
+    def from_addr(self) -> Optional[NameAddr]:
+        """The From header parsed (cached; read-only), or L{None}.
+
+        @raise HeaderError: when it does not parse."""
+        return self._cached("from", NameAddr.parse)
+
+    @property
+    def to_addr(self) -> Optional[NameAddr]:
+        """The To header parsed (cached; read-only), or L{None}.
+
+        @raise HeaderError: when it does not parse."""
+        return self._cached("to", NameAddr.parse)
+
     def start_line(self) -> str:
         raise NotImplementedError("Request and Response define their start line")
 
@@ -413,6 +462,15 @@ class Response(Message):
 SipMessage = Union[Request, Response]
 
 
+def _parse_top_via(value: str) -> Via:
+    if "," in value:
+        parts = split_list(value)
+        if not parts:
+            raise HeaderError(f"empty Via {value!r}")
+        value = parts[0]
+    return Via.parse(value)
+
+
 def split_head(data: bytes) -> Tuple[bytes, bytes, bool]:
     """
     Split a datagram or framed message at the blank line.  Returns (head,
@@ -502,15 +560,17 @@ def parse_message(data: bytes, stream: bool = False) -> SipMessage:
         data = data[:MAX_MESSAGE_SIZE]
     head, rest, _ = split_head(data)
     text = head.decode("utf-8", "surrogateescape")
-    crlf = text.count("\r\n")
-    if crlf == text.count("\n") and crlf == text.count("\r"):
-        lines = text.split("\r\n")
-    else:
+    lines = text.split("\r\n")
+    lf = text.count("\n")
+    if lf != len(lines) - 1 or text.count("\r") != lf:
         # Leniency: bare LF line ends (hand-written test tools, some SIP
         # ALGs).  A bare CR could end a line for another parser: refuse.
-        if text.count("\r") != crlf:
+        if text.count("\r") != len(lines) - 1:
             error = error or ("Bad Request: bare CR in message header", 400)
         lines = text.replace("\r\n", "\n").split("\n")
+    if len(lines) > MAX_HEADERS + 1:
+        error = error or (f"Bad Request: more than {MAX_HEADERS} header lines", 400)
+        del lines[MAX_HEADERS + 1 :]
 
     first = lines[0]
     msg: SipMessage
@@ -547,42 +607,65 @@ def parse_message(data: bytes, stream: bool = False) -> SipMessage:
             error = error or ("Bad Request: malformed Request-Line", 400)
 
     headers = msg.headers
-    current: Optional[list] = None
     lengths = None
-    count = 0
+    get_entry = _NAME_CACHE.get
+    start_error = error
+    folded = False
     it = iter(lines)
     next(it)
+    # The common case, kept tight: no folded lines.
     for line in it:
-        if not line:
-            continue
-        c = line[0]
-        if c == " " or c == "\t":
-            # Folded continuation: the line break and leading white space
-            # count as one SP (RFC 3261 section 7.3.1).
-            if current is None:
-                error = error or ("Bad Request: continuation line without header", 400)
-                continue
-            v = current[2]
-            current[2] = (v + " " + line.strip(" \t")) if v else line.strip(" \t")
-            continue
         colon = line.find(":")
-        entry = _name_entry(line[:colon]) if colon > 0 else None
-        if entry is None:
+        if colon > 0:
+            entry = get_entry(line[:colon]) or _name_entry(line[:colon])
+            if entry is not None:
+                current = [entry[0], entry[1], line[colon + 1 :].strip(" \t")]
+                headers.append(current)
+                if entry[0] == "content-length":
+                    if lengths is None:
+                        lengths = [current]
+                    else:
+                        lengths.append(current)
+                continue
+        if line:
+            if line[0] == " " or line[0] == "\t":
+                folded = True
+                break
             error = error or (f"Bad Request: malformed header line {line[:40]!r}", 400)
-            current = None
-            continue
-        count += 1
-        if count > MAX_HEADERS:
-            error = error or (f"Bad Request: more than {MAX_HEADERS} header fields", 400)
-            break
-        key = entry[0]
-        current = [key, entry[1], line[colon + 1 :].strip(" \t")]
-        headers.append(current)
-        if key == "content-length":
-            if lengths is None:
-                lengths = [current]
-            else:
-                lengths.append(current)
+    if folded:
+        # Start again with the loop that joins continuation lines.
+        error = start_error
+        del headers[:]
+        lengths = None
+        it = iter(lines)
+        next(it)
+        current: Optional[list] = None
+        for line in it:
+            if not line:
+                continue
+            c = line[0]
+            if c == " " or c == "\t":
+                # Folded continuation: the line break and leading white
+                # space count as one SP (RFC 3261 section 7.3.1).
+                if current is None:
+                    error = error or ("Bad Request: continuation line without header", 400)
+                    continue
+                v = current[2]
+                current[2] = (v + " " + line.strip(" \t")) if v else line.strip(" \t")
+                continue
+            colon = line.find(":")
+            entry = _name_entry(line[:colon]) if colon > 0 else None
+            if entry is None:
+                error = error or (f"Bad Request: malformed header line {line[:40]!r}", 400)
+                current = None
+                continue
+            current = [entry[0], entry[1], line[colon + 1 :].strip(" \t")]
+            headers.append(current)
+            if entry[0] == "content-length":
+                if lengths is None:
+                    lengths = [current]
+                else:
+                    lengths.append(current)
 
     if error is None:
         if lengths is None:

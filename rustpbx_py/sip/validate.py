@@ -47,6 +47,10 @@ SESSION_BODY_TYPES: FrozenSet[str] = frozenset(
 #: Methods whose body is a session description (RFC 3261, 3262, 3311).
 SESSION_METHODS = frozenset({"INVITE", "UPDATE", "PRACK", "ACK"})
 
+#: Methods whose Contact the layers above use (dialog targets, bindings):
+#: only these have their Contact checked.
+CONTACT_METHODS = frozenset({"INVITE", "REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "UPDATE", "PRACK"})
+
 #: CSeq numbers are below 2**31 (RFC 3261 section 8.1.1.5).
 MAX_CSEQ = 2**31 - 1
 
@@ -204,20 +208,19 @@ def _check_request(
     if not vias:
         return Rejection(None, "no Via header")
     first_line = vias[0]
-    elements = split_list(first_line) if "," in first_line else [first_line.strip()]
-    if not elements:
-        return Rejection(None, "empty Via header")
     try:
-        top = Via.parse(elements[0])
-    except HeaderError:
-        return Rejection(None, "malformed top Via")
-    try:
-        Via.parse(elements[0], strict=True)
-        for element in elements[1:]:
-            Via.parse(element, strict=True)
-        if first_line.rstrip()[-1:] == ",":
-            raise HeaderError("empty Via element")
+        # Parsed strictly once, and cached for the layers above.
+        top = req._cached("via", _strict_top_via)
+        if "," in first_line:
+            for element in split_list(first_line)[1:]:
+                Via.parse(element, strict=True)
+            if first_line[-1] == ",":
+                raise HeaderError("empty Via element")
     except HeaderError as e:
+        try:
+            _lenient_top_via(first_line)
+        except HeaderError:
+            return Rejection(None, "malformed top Via")
         return _bad(f"malformed Via ({e})")
     if top.protocol.upper().replace(" ", "") != "SIP/2.0":
         return _bad(f"Via protocol {top.protocol!r} is not SIP/2.0")
@@ -276,11 +279,11 @@ def _check_request(
 
     # -- From, To, Contact --------------------------------------------------
     try:
-        from_ = NameAddr.parse(found["from"][0])
+        from_ = req.from_addr
     except HeaderError as e:
         return _bad(f"malformed From ({e})")
     try:
-        to = NameAddr.parse(found["to"][0])
+        to = req.to_addr
     except HeaderError as e:
         return _bad(f"malformed To ({e})")
     if from_.wildcard or to.wildcard:
@@ -289,7 +292,7 @@ def _check_request(
         # RFC 4475 unksm2: the address-of-record must be a SIP or SIPS URI.
         return _bad("the To of a REGISTER must be a sip: or sips: URI")
     contacts = found.get("contact")
-    if contacts is not None:
+    if contacts is not None and req.method in CONTACT_METHODS:
         try:
             for value in contacts:
                 for element in split_list(value) if "," in value else (value,):
@@ -366,6 +369,18 @@ def _check_request(
     return None
 
 
+def _strict_top_via(value: str) -> Via:
+    top = split_list(value)[0] if "," in value else value
+    return Via.parse(top, strict=True)
+
+
+def _lenient_top_via(value: str) -> Via:
+    parts = split_list(value) if "," in value else [value]
+    if not parts:
+        raise HeaderError("empty Via")
+    return Via.parse(parts[0])
+
+
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+-.")
 
 
@@ -395,11 +410,12 @@ def check_response(resp: Response) -> Optional[Rejection]:
     vias = found.get("via")
     if not vias:
         return Rejection(None, "response without Via")
-    elements = split_list(vias[0]) if "," in vias[0] else [vias[0].strip()]
     try:
-        Via.parse(elements[0])
-    except (HeaderError, IndexError):
+        # Cached for the transaction layer, which matches on its branch.
+        resp._cached("via", _lenient_top_via)
+    except HeaderError:
         return Rejection(None, "response with a malformed top Via")
+    elements = split_list(vias[0]) if "," in vias[0] else [vias[0]]
     for key in ("cseq", "call-id", "from", "to"):
         values = found.get(key)
         if values is None or len(values) > 1:

@@ -221,6 +221,25 @@ class ParseRequestTests(SynchronousTestCase):
         m.uri = "<bad>"
         self.assertRaises(HeaderError, lambda: m.ruri)
 
+    def test_parsed_header_cache(self):
+        """via, from_addr and to_addr parse once, and parse again after the
+        header is edited; absent headers give None, bad ones HeaderError."""
+        m = parse_message(INVITE)
+        via = m.via
+        self.assertEqual(via.branch, "z9hG4bK776asdhds")
+        self.assertIs(m.via, via)
+        self.assertEqual(m.from_addr.tag, "1928301774")
+        self.assertIs(m.from_addr, m.from_addr)
+        self.assertIsNone(m.to_addr.tag)
+        m.insert("Via", "SIP/2.0/TCP proxy.example.com;branch=z9hG4bKp, SIP/2.0/UDP x;branch=z9hG4bKq")
+        self.assertEqual(m.via.host, "proxy.example.com")
+        m.set("To", "Bob <sip:bob@biloxi.example.com>;tag=x")
+        self.assertEqual(m.to_addr.tag, "x")
+        m.remove("from")
+        self.assertIsNone(m.from_addr)
+        m.set("From", "<sip:a@b")
+        self.assertRaises(HeaderError, lambda: m.from_addr)
+
     def test_cseq_and_max_forwards_guards(self):
         """Unusable or absurdly long CSeq / Max-Forwards give (0, "") / None
         instead of raising (Python refuses int() of huge digit strings)."""
