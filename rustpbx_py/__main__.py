@@ -48,7 +48,9 @@ def check_config(path: str, stdout: TextIO, stderr: TextIO) -> int:
         print(f"{path}: {len(e.problems)} problem(s); configuration refused", file=stderr)
         return 1
     print(f"{path}: OK", file=stdout)
-    for warning in config.warnings:
+    from rustpbx_py.features import pending_features
+
+    for warning in config.warnings + pending_features(config):
         print(f"warning: {warning}", file=stdout)
     return 0
 

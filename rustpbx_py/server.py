@@ -157,8 +157,12 @@ class PbxService(service.MultiService):
 
     @defer.inlineCallbacks
     def start(self):
+        from rustpbx_py.features import pending_features
+
         config = self.config
         proxy = config.proxy
+        for warning in config.warnings + pending_features(config):
+            self.log.warn("{warning}", warning=warning)
         self.store = Database(config.database_url)
         yield self.store.migrate()
         from rustpbx_py.users import build_user_backends

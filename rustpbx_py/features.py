@@ -1,0 +1,45 @@
+# -*- test-case-name: rustpbx_py.test.test_features -*-
+"""
+Which configured settings have no effect yet.
+
+The configuration accepts every RustPBX key, so that an existing file
+loads; this module names the settings whose feature is not built yet, so
+that an admin sees at start-up (and in C{check-config}) what the PBX will
+not do, instead of a silent no-op.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+from rustpbx_py.config import Config
+
+def pending_features(config: Config) -> List[str]:
+    """One warning per configured feature that is not implemented yet."""
+    proxy = config.proxy
+    warnings: List[str] = []
+    where = config.path or "<config>"
+    if proxy.media_proxy != "none":
+        warnings.append(
+            f"{where}: proxy.media_proxy = {proxy.media_proxy!r}: the media relay is not implemented yet; "
+            'SDP and RTP pass end to end between the phones, as with media_proxy = "none", '
+            "and codecs, codec_strategy and the latching settings have no effect"
+        )
+    for route in proxy.routes:
+        action = getattr(route, "action", "forward")
+        if action not in ("forward", "reject", "busy"):
+            warnings.append(
+                f"{where}: route {route.name!r}: action {action!r} (queues, applications) is not implemented yet; "
+                "calls matching it are answered 501"
+            )
+    for backend in proxy.user_backends:
+        if backend.type == "http":
+            unused = [k for k in ("request_uri_field", "token_header") if getattr(backend, k)]
+            if backend.sip_headers:
+                unused.append("sip_headers")
+            if unused:
+                warnings.append(
+                    f"{where}: proxy.user_backends (http): {', '.join(unused)} not implemented yet; "
+                    "the look-up sends only the user name and realm"
+                )
+    return warnings
