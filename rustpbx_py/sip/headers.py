@@ -260,7 +260,11 @@ class URI:
             rest = text[m.end() :]
         if " " in rest or "\t" in rest or "\n" in rest or "\r" in rest:
             raise HeaderError(f"white space inside URI {text!r}")
-        uri = cls(scheme)
+        uri = cls.__new__(cls)
+        uri.scheme = scheme
+        uri.user = uri.password = uri.port = None
+        uri.host = uri.headers = ""
+        uri.params = {}
         uri._text = text
         if scheme == "tel":
             number, _, params = rest.partition(";")
@@ -286,7 +290,7 @@ class URI:
                 userinfo = userinfo[:colon]
             if not userinfo:
                 raise HeaderError(f"empty user part in {text!r}")
-            uri.user = _unescape(userinfo)
+            uri.user = _unescape(userinfo) if "%" in userinfo else userinfo
         q = rest.find("?")
         if q >= 0:
             uri.headers = rest[q + 1 :]

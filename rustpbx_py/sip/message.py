@@ -106,9 +106,9 @@ class SipParseError(Exception):
         ...), or L{None} when no response is possible (no usable Via, or a
         response that is malformed) and the message must be dropped.
     @ivar reason: the reason phrase, which says what was wrong.
-    @ivar message: for a request, what could be parsed of it (at least the
-        headers a response copies) when C{status} is not L{None}; else
-        L{None}.
+    @ivar message: for a request, the L{Request} holding what could be
+        parsed of it (its header lines, so the Via, From, To, Call-ID and
+        CSeq a response copies); L{None} for responses and empty data.
     """
 
     def __init__(self, reason: str, status: Optional[int] = 400, message: Optional["Request"] = None) -> None:
@@ -366,6 +366,9 @@ class Message:
         The message on the wire.  Content-Length is made to match the body
         (RFC 3261 section 20.14: mandatory on stream transports, and a
         mismatch would break framing).
+
+        @raise ValueError: when a header value or the start line holds a CR
+            or LF (a bug above this layer; sending it would inject headers).
         """
         body = self.body
         lines = [self.start_line()]
@@ -381,7 +384,14 @@ class Message:
             lines.append(f"Content-Length: {len(body)}")
         lines.append("")
         lines.append("")
-        return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+        text = "\r\n".join(lines)
+        if text.count("\n") != len(lines) - 1 or text.count("\r") != len(lines) - 1:
+            # A CR or LF inside a value would end the header early and let
+            # the rest be read as headers of its own (header injection).
+            for line in lines:
+                if "\r" in line or "\n" in line:
+                    raise ValueError(f"CR or LF inside a header value or start line: {line[:60]!r}")
+        return text.encode("utf-8", "surrogateescape") + body
 
     def copy_headers(self) -> list:
         """A shallow copy of the header list, safe to edit."""

@@ -376,6 +376,15 @@ class BuildTests(SynchronousTestCase):
         self.assertEqual(out.count(b"Content-Length"), 1)
         self.assertNotIn(b"\r\nl:", out)
 
+    def test_no_header_injection(self):
+        """to_bytes() refuses a value or reason phrase holding CR or LF
+        rather than send headers nobody meant to send."""
+        m = parse_message(INVITE)
+        m.add("Subject", "hi\r\nX-Injected: 1")
+        self.assertRaises(ValueError, m.to_bytes)
+        r = Response(400, "Bad\nRequest")
+        self.assertRaises(ValueError, r.to_bytes)
+
     def test_response_default_reason(self):
         """A Response without reason takes the standard phrase."""
         self.assertEqual(Response(404).reason, "Not Found")
