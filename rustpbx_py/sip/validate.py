@@ -370,8 +370,12 @@ def _check_request(
 
 
 def _strict_top_via(value: str) -> Via:
-    top = split_list(value)[0] if "," in value else value
-    return Via.parse(top, strict=True)
+    if "," in value:
+        parts = split_list(value)
+        if not parts or not value.lstrip().split(",", 1)[0].strip():
+            raise HeaderError(f"empty Via element in {value!r}")
+        value = parts[0]
+    return Via.parse(value, strict=True)
 
 
 def _lenient_top_via(value: str) -> Via:
