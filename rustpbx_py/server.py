@@ -162,7 +162,7 @@ class PbxService(service.MultiService):
         config = self.config
         proxy = config.proxy
         for warning in config.warnings + pending_features(config):
-            self.log.warn("{warning}", warning=warning)
+            self.log.warn("{message}", message=warning)
         self.store = Database(config.database_url)
         yield self.store.migrate()
         from rustpbx_py.users import build_user_backends

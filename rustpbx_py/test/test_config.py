@@ -1236,7 +1236,7 @@ class CheckConfigTests(ConfigTestMixin, SynchronousTestCase):
 
     def test_ok(self) -> None:
         """A good file prints FILE: OK and its warnings, exit status 0."""
-        base = self.tree({"pbx.toml": 'log_level = "info"\n'})
+        base = self.tree({"pbx.toml": 'log_level = "info"\n[proxy]\nmedia_proxy = "none"\n'})
         path = os.path.join(base, "pbx.toml")
         code, out, err = self.run_main("check-config", path)
         self.assertEqual(code, 0)
@@ -1245,6 +1245,15 @@ class CheckConfigTests(ConfigTestMixin, SynchronousTestCase):
         self.assertEqual(len(lines), 2)
         self.assertIn("log_level", lines[1])
         self.assertEqual(err, "")
+
+    def test_pending_feature_warning(self) -> None:
+        """check-config also names settings that have no effect yet (the
+        default media_proxy = "auto" needs the media relay)."""
+        base = self.tree({"pbx.toml": "[proxy]\n"})
+        code, out, err = self.run_main("check-config", os.path.join(base, "pbx.toml"))
+        self.assertEqual(code, 0)
+        self.assertIn("proxy.media_proxy", out)
+        self.assertIn("not implemented yet", out)
 
     def test_problems(self) -> None:
         """A bad file prints every problem on stderr, exit status 1."""
