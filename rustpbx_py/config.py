@@ -18,7 +18,7 @@ existing RustPBX file still loads; a key that neither knows is an error with a
 
 Every TOML key maps to an attribute of the same name.  The dataclass field
 metadata of each key holds its reader (type check and conversion) and a
-one-line description; C{docs/configuration.md} is the long form of the same
+one-line description; the README's configuration reference is the long form of the same
 reference.
 
 This module does no I/O beyond reading the configuration files it is pointed
