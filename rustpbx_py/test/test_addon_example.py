@@ -7,6 +7,7 @@ to rustpbx_py.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -52,9 +53,12 @@ class ExampleAddonTests(SynchronousTestCase):
             raise SkipTest("examples/ is not part of an installed package")
         target = os.path.abspath(self.mktemp())
         workdir = os.path.abspath(self.mktemp())
-        os.makedirs(workdir)
+        # Build from a copy: setuptools writes build/ and egg-info next to
+        # the sources.
+        source = os.path.join(workdir, "src")
+        shutil.copytree(EXAMPLE, source)
         build = subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", target, EXAMPLE],
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", target, source],
             capture_output=True,
             text=True,
             timeout=300,
