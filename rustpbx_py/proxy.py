@@ -90,8 +90,8 @@ class SipCore:
         self.counters["parse_errors"] += 1
         if error.status is None or data[:4].upper() == b"SIP/":
             return
-        request = salvage_request(data)
-        if request is None:
+        request = error.message
+        if request is None or request.top_via is None:
             return
         if request.method == "ACK":
             return
@@ -223,6 +223,8 @@ class SipCore:
 
     def send_stateless(self, message, flow) -> None:
         """Send a message outside any transaction (ACK for 2xx, 2xx retransmissions)."""
+        if message.is_request and self.useragent and not message.has("user-agent"):
+            message.add("User-Agent", self.useragent)
         flow.send(message.to_bytes())
 
     def resolve(self, transport: str, host: str, port: Optional[int]) -> defer.Deferred:
@@ -284,37 +286,3 @@ def _split_first_via(value: str) -> Tuple[str, str, str]:
     if len(parts) <= 1:
         return value, "", ""
     return parts[0], ", ", ", ".join(parts[1:])
-
-
-_SALVAGE = {"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq"}
-
-
-def salvage_request(data: bytes) -> Optional[Request]:
-    """
-    The parts of an unparsable request needed to answer it: its method and
-    the Via, From, To, Call-ID and CSeq lines that do parse.  None when
-    there is no Via to send a response to.
-    """
-    text = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    lines = text.replace("\r\n", "\n").split("\n")
-    while lines and not lines[0].strip():
-        lines.pop(0)
-    if not lines:
-        return None
-    method = lines[0].split(" ", 1)[0] or "UNKNOWN"
-    request = Request(method, "sip:invalid")
-    for line in lines[1:]:
-        if ":" not in line or line[:1] in " \t":
-            continue
-        name, value = line.split(":", 1)
-        name = name.strip()
-        if name.lower() in _SALVAGE:
-            request.add(name, value.strip())
-    top = request.top_via
-    if top is None:
-        return None
-    try:
-        Via.parse(top)
-    except HeaderError:
-        return None
-    return request

@@ -148,7 +148,10 @@ class ClientTransaction:
             self.state = COMPLETED
             self.final = response
             self.timers.stop_all()
-            self.ack_data = build_ack(self.request, response).to_bytes()
+            ack = build_ack(self.request, response)
+            if self.layer.server_header:
+                ack.add("User-Agent", self.layer.server_header)
+            self.ack_data = ack.to_bytes()
             self.flow.send(self.ack_data)
             self.timers.start("D", 0 if self.flow.reliable else 32.0, self.terminate)
             self.on_response(self, response)

@@ -213,3 +213,44 @@ class WebSocketTests(TestCase):
         """A client offering only the chat subprotocol is refused."""
         outcome = yield self.connect(["chat"])
         self.assertEqual(outcome[0], "closed")
+
+
+class IPv6Tests(TestCase):
+    """With an IPv6 addr the listeners bind IPv6 and answer over it."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_udp_and_tcp_over_ipv6(self):
+        import socket
+
+        try:
+            probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            probe.bind(("::1", 0))
+            probe.close()
+        except OSError:
+            from twisted.trial.unittest import SkipTest
+
+            raise SkipTest("no IPv6 loopback here")
+        pbx = yield start_pbx(self, addr="::1", modules=[])
+
+        def client():
+            answers = []
+            udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            udp.settimeout(5)
+            udp.sendto(options_request("UDP", pbx.ports["UDP"]).replace(b"127.0.0.1:5999", b"[::1]:5999"), ("::1", pbx.ports["UDP"]))
+            answers.append(udp.recv(65536))
+            udp.close()
+            with socket.create_connection(("::1", pbx.ports["TCP"]), timeout=5) as tcp:
+                tcp.sendall(options_request("TCP", pbx.ports["TCP"], branch="z9hG4bKinterop2").replace(b"127.0.0.1:5999", b"[::1]:5999"))
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += tcp.recv(4096)
+                answers.append(data)
+            return answers
+
+        from twisted.internet.threads import deferToThread
+
+        answers = yield deferToThread(client)
+        for data in answers:
+            self.assertEqual(parse_message(data).status, 200)

@@ -1,0 +1,217 @@
+"""
+Tests for the transports in L{rustpbx_py.protocols}: framing, keep-alives,
+idle reaping, the flow table and the WebSocket handshake rules, each driven
+through Twisted's test doubles.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import task
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from rustpbx_py.protocols.flow import DatagramFlow
+from rustpbx_py.protocols.stream import SipStreamFactory
+from rustpbx_py.protocols.transports import TransportLayer
+from rustpbx_py.protocols.udp import SipDatagramProtocol
+
+OPTIONS = (
+    b"OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bKa\r\n"
+    b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n"
+    b"Max-Forwards: 70\r\nContent-Length: 4\r\n\r\nbody"
+)
+
+
+class Controller:
+    """Records what a transport hands up."""
+
+    def __init__(self):
+        self.messages = []
+        self.errors = []
+        self.opened = []
+        self.closed = []
+
+    def message_received(self, message, flow):
+        self.messages.append((message, flow))
+
+    def parse_error(self, error, data, flow):
+        self.errors.append((error.status, data))
+
+    def flow_opened(self, flow):
+        self.opened.append(flow)
+
+    def flow_closed(self, flow):
+        self.closed.append(flow)
+
+    def send_failed(self, listener, addr, error):
+        self.errors.append(("send", addr))
+
+
+class FakeUDPTransport:
+    """Enough of a UDP port for the protocol: records writes."""
+
+    def __init__(self):
+        self.written = []
+
+    def write(self, data, addr):
+        self.written.append((data, addr))
+
+    def getHost(self):
+        return IPv4Address("UDP", "127.0.0.1", 5060)
+
+
+class DatagramTests(SynchronousTestCase):
+    def setUp(self):
+        self.controller = Controller()
+        self.protocol = SipDatagramProtocol(self.controller)
+        self.transport = FakeUDPTransport()
+        self.protocol.transport = self.transport
+        self.protocol.startProtocol()
+
+    def test_message_with_flow(self):
+        """A datagram is one message, handed up with a flow back to its source."""
+        self.protocol.datagramReceived(OPTIONS.replace(b"TCP", b"UDP"), ("10.0.0.1", 5062))
+        (message, flow), = self.controller.messages
+        self.assertEqual(message.method, "OPTIONS")
+        self.assertEqual(message.body, b"body")
+        self.assertEqual(flow.remote, ("10.0.0.1", 5062))
+        flow.send(b"hello")
+        self.assertEqual(self.transport.written, [(b"hello", ("10.0.0.1", 5062))])
+
+    def test_keepalive_ignored(self):
+        """A CRLF keep-alive datagram is not a message (RFC 5626 3.5.1)."""
+        self.protocol.datagramReceived(b"\r\n\r\n", ("10.0.0.1", 5062))
+        self.assertEqual((self.controller.messages, self.controller.errors), ([], []))
+
+    def test_garbage_reported(self):
+        """A datagram that does not parse goes to parse_error, not up as a message."""
+        self.protocol.datagramReceived(b"HELLO\r\n\r\n", ("10.0.0.1", 5062))
+        self.assertEqual(self.controller.messages, [])
+        self.assertEqual(len(self.controller.errors), 1)
+
+    def test_flow_cache_bounded(self):
+        """The per-address flow cache cannot grow without bound under a scan."""
+        for i in range(10050):
+            self.protocol.flow_for(("10.1.%d.%d" % (i // 250, i % 250), 5060))
+        self.assertLessEqual(len(self.protocol._flows), 10001)
+
+
+class StreamTests(SynchronousTestCase):
+    def setUp(self):
+        self.controller = Controller()
+        self.clock = task.Clock()
+        self.factory = SipStreamFactory(self.controller, "TCP", 60, self.clock)
+        self.protocol = self.factory.buildProtocol(None)
+        self.transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 5060), peerAddress=IPv4Address("TCP", "10.0.0.1", 40000)
+        )
+        self.protocol.makeConnection(self.transport)
+
+    def test_two_messages_one_chunk(self):
+        """Content-Length frames several messages arriving in one read."""
+        self.protocol.dataReceived(OPTIONS + OPTIONS)
+        self.assertEqual(len(self.controller.messages), 2)
+
+    def test_split_message(self):
+        """A message split over reads is handed up once it is whole."""
+        self.protocol.dataReceived(OPTIONS[:50])
+        self.protocol.dataReceived(OPTIONS[50:-2])
+        self.assertEqual(self.controller.messages, [])
+        self.protocol.dataReceived(OPTIONS[-2:])
+        (message, flow), = self.controller.messages
+        self.assertEqual(message.body, b"body")
+        self.assertEqual(flow.transport, "TCP")
+        self.assertEqual(flow.remote, ("10.0.0.1", 40000))
+
+    def test_ping_pong(self):
+        """A double-CRLF ping is answered with a single CRLF pong (RFC 5626 4.4.1)."""
+        self.protocol.dataReceived(b"\r\n\r\n")
+        self.assertEqual(self.transport.value(), b"\r\n")
+        self.protocol.dataReceived(OPTIONS)
+        self.assertEqual(len(self.controller.messages), 1)
+
+    def test_pong_between_messages(self):
+        """A lone CRLF between messages is skipped."""
+        self.protocol.dataReceived(b"\r\n" + OPTIONS)
+        self.assertEqual(len(self.controller.messages), 1)
+        self.assertEqual(self.transport.value(), b"")
+
+    def test_missing_content_length_body_less(self):
+        """A body-less message without Content-Length (sipsak over TCP) is read as length 0."""
+        self.protocol.dataReceived(OPTIONS.replace(b"Content-Length: 4\r\n", b"")[:-4])
+        self.assertEqual(len(self.controller.messages), 1)
+
+    def test_oversized_closes(self):
+        """A header section larger than the limit is refused and the connection closed."""
+        self.protocol.dataReceived(b"OPTIONS sip:x SIP/2.0\r\nX: " + b"a" * 70000)
+        self.assertEqual(self.controller.errors[0][0], 513)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_idle_reaped(self):
+        """A connection silent for the idle timeout is closed; traffic resets it."""
+        self.clock.advance(59)
+        self.protocol.dataReceived(b"\r\n\r\n")
+        self.clock.advance(59)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(2)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_flow_table(self):
+        """The connection's flow is registered while open and marked closed after."""
+        layer = TransportLayer(self.clock)
+        flow = self.controller.opened[0]
+        layer.flow_opened(flow)
+        self.assertIs(layer.flow_by_id(flow.id), flow)
+        self.protocol.connectionLost(None)
+        layer.flow_closed(flow)
+        self.assertFalse(flow.connected)
+        self.assertIsNone(layer.flow_by_id(flow.id))
+        self.assertEqual(self.controller.closed, [flow])
+
+
+class FlowIdTests(SynchronousTestCase):
+    def test_udp_flow_from_id(self):
+        """A UDP flow id (as a registration stores it) gives back a flow
+        through the same listener to the same address."""
+        layer = TransportLayer(task.Clock())
+        listener = SipDatagramProtocol(Controller())
+        listener.transport = FakeUDPTransport()
+        listener.startProtocol()
+        layer.udp.append(listener)
+        flow = DatagramFlow(listener, ("10.0.0.9", 5099))
+        again = layer.flow_by_id(flow.id)
+        self.assertEqual((again.remote, again.listener), (("10.0.0.9", 5099), listener))
+
+
+class WebSocketHandshakeTests(SynchronousTestCase):
+    def handshake(self, path, protocols):
+        from autobahn.websocket.types import ConnectionRequest
+
+        from rustpbx_py.protocols.ws import SipWebSocketFactory
+
+        factory = SipWebSocketFactory(Controller(), "/ws")
+        protocol = factory.buildProtocol(None)
+        request = ConnectionRequest(
+            peer="tcp:127.0.0.1:1", headers={}, host="127.0.0.1", path=path, params={}, version=13,
+            origin=None, protocols=protocols, extensions=[],
+        )
+        return protocol.onConnect(request)
+
+    def test_sip_chosen(self):
+        """The sip subprotocol is accepted and chosen (RFC 7118)."""
+        self.assertEqual(self.handshake("/ws", ["chat", "sip"]), "sip")
+
+    def test_no_sip_refused(self):
+        """An offer without sip is refused."""
+        from autobahn.websocket.types import ConnectionDeny
+
+        self.assertRaises(ConnectionDeny, self.handshake, "/ws", ["chat"])
+
+    def test_wrong_path_refused(self):
+        """Another path than ws_handler is refused with 404."""
+        from autobahn.websocket.types import ConnectionDeny
+
+        e = self.assertRaises(ConnectionDeny, self.handshake, "/other", ["sip"])
+        self.assertEqual(e.code, 404)

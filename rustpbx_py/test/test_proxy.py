@@ -1,0 +1,229 @@
+"""
+Tests for L{rustpbx_py.proxy.SipCore}: what the core answers itself, how it
+stamps Vias, and how it hands requests to the pipeline.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import task
+from twisted.trial.unittest import SynchronousTestCase
+
+from rustpbx_py.config import default_config
+from rustpbx_py.interfaces import ABORT, CONTINUE
+from rustpbx_py.pipeline import Pipeline
+from rustpbx_py.proxy import SipCore
+from rustpbx_py.sip.message import SipParseError, parse_message
+
+
+class Flow:
+    """A UDP-like flow that records what is sent and where."""
+
+    transport = "UDP"
+    reliable = False
+    connected = True
+
+    def __init__(self, remote=("203.0.113.7", 40000)):
+        self.remote = remote
+        self.local = ("127.0.0.1", 5060)
+        self.id = "udp:test"
+        self.sent = []
+
+    def send(self, data):
+        self.sent.append((self.remote, parse_message(data)))
+
+    def to(self, remote):
+        other = Flow(remote)
+        other.sent = self.sent
+        return other
+
+
+class Module:
+    """A pipeline module that records what it saw and answers as told."""
+
+    name = "probe"
+
+    def __init__(self, action=CONTINUE, methods=("*",), spam=False, status=None):
+        self.action = action
+        self.methods = list(methods)
+        self.spam = spam
+        self.status = status
+        self.seen = []
+
+    def allow_methods(self):
+        return self.methods
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def on_transaction_begin(self, tx):
+        self.seen.append(tx.request)
+        if self.spam:
+            tx.context.spam = True
+        if self.status:
+            tx.reply(self.status)
+        return self.action
+
+    def on_transaction_end(self, tx):
+        pass
+
+
+def request(method="OPTIONS", uri="sip:127.0.0.1", via="SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKx1;rport", extra=""):
+    return (
+        f"{method} {uri} SIP/2.0\r\n"
+        f"Via: {via}\r\n"
+        "Max-Forwards: 70\r\n"
+        "From: <sip:alice@example.com>;tag=a\r\n"
+        "To: <sip:bob@example.com>\r\n"
+        "Call-ID: core-1\r\n"
+        f"CSeq: 1 {method}\r\n"
+        f"{extra}"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def core(modules=(), **proxy):
+    proxy.setdefault("useragent", "CoreTest/1")
+    c = SipCore(default_config(**proxy), task.Clock(), Pipeline(list(modules)))
+    c.accepting = True
+    return c
+
+
+def feed(c, data, flow=None):
+    flow = flow or Flow()
+    c.message_received(parse_message(data), flow)
+    return flow
+
+
+class CoreAnswerTests(SynchronousTestCase):
+    def test_options_to_self(self):
+        """OPTIONS to the PBX gets 200 with Allow (from the modules), Accept,
+        Supported and the configured Server header."""
+        flow = feed(core([Module(methods=["REGISTER"])]), request())
+        (addr, response), = flow.sent
+        self.assertEqual(response.status, 200)
+        self.assertIn("REGISTER", response.get("allow"))
+        self.assertEqual(response.get("accept"), "application/sdp")
+        self.assertIn("timer", response.get("supported"))
+        self.assertEqual(response.get("server"), "CoreTest/1")
+
+    def test_unhandled_is_501(self):
+        """A request no module answers gets 501 with Allow."""
+        flow = feed(core([Module()]), request("SUBSCRIBE", "sip:bob@example.com"))
+        self.assertEqual(flow.sent[0][1].status, 501)
+
+    def test_spam_gets_nothing(self):
+        """A request a module marks as spam gets no answer at all."""
+        flow = feed(core([Module(action=ABORT, spam=True)]), request())
+        self.assertEqual(flow.sent, [])
+
+    def test_module_error_is_500(self):
+        """A module that raises answers 500."""
+
+        class Broken(Module):
+            def on_transaction_begin(self, tx):
+                raise RuntimeError("boom")
+
+        flow = feed(core([Broken()]), request())
+        self.assertEqual(flow.sent[0][1].status, 500)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_module_order_and_abort(self):
+        """Modules run in order; after one aborts, later ones do not see it."""
+        first, second = Module(action=ABORT, status=403), Module()
+        feed(core([first, second]), request())
+        self.assertEqual((len(first.seen), len(second.seen)), (1, 0))
+
+    def test_max_forwards_zero(self):
+        """Max-Forwards: 0 gets 483 before any module sees the request."""
+        probe = Module()
+        flow = feed(core([probe]), request().replace(b"Max-Forwards: 70", b"Max-Forwards: 0"))
+        self.assertEqual(flow.sent[0][1].status, 483)
+        self.assertEqual(probe.seen, [])
+
+    def test_unsupported_require(self):
+        """Require: with an unknown option tag gets 420 listing it in Unsupported."""
+        flow = feed(core(), request(extra="Require: foo, timer\r\n"))
+        response = flow.sent[0][1]
+        self.assertEqual(response.status, 420)
+        self.assertEqual(response.get("unsupported"), "foo")
+
+    def test_overload(self):
+        """More server transactions in flight than max_concurrency: 503 with Retry-After."""
+        c = core([Module(action=ABORT)], max_concurrency=2)
+        for i in range(2):
+            feed(c, request("INVITE", "sip:bob@example.com", via=f"SIP/2.0/UDP 10.0.0.5;branch=z9hG4bKo{i}"))
+        flow = feed(c, request("INVITE", "sip:bob@example.com", via="SIP/2.0/UDP 10.0.0.5;branch=z9hG4bKo9"))
+        self.assertEqual(flow.sent[-1][1].status, 503)
+        self.assertEqual(flow.sent[-1][1].get("retry-after"), "5")
+
+    def test_cancel_without_invite(self):
+        """A CANCEL matching no INVITE gets 481."""
+        flow = feed(core(), request("CANCEL", "sip:bob@example.com"))
+        self.assertEqual(flow.sent[0][1].status, 481)
+
+    def test_dropped_until_started(self):
+        """Before the modules have started the core answers nothing."""
+        c = core()
+        c.accepting = False
+        self.assertEqual(feed(c, request()).sent, [])
+
+
+class ViaTests(SynchronousTestCase):
+    def test_received_and_rport(self):
+        """The top Via gets received= and rport= from the real source, and the
+        response goes to that address (RFC 3581), not to the Via's."""
+        flow = feed(core(), request())
+        addr, response = flow.sent[0]
+        self.assertEqual(addr, ("203.0.113.7", 40000))
+        self.assertIn("received=203.0.113.7", response.top_via)
+        self.assertIn("rport=40000", response.top_via)
+
+    def test_no_rport(self):
+        """Without rport, received= is added when the host differs, and the
+        response goes to the received address and the Via's port."""
+        flow = feed(core(), request(via="SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKy"))
+        addr, response = flow.sent[0]
+        self.assertEqual(addr, ("203.0.113.7", 5070))
+        self.assertNotIn("rport", response.top_via)
+
+    def test_same_host_untouched(self):
+        """A Via that already says where the request came from is left as is."""
+        flow = Flow(remote=("10.0.0.5", 5060))
+        feed(core(), request(via="SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKz"), flow)
+        self.assertEqual(flow.sent[0][1].top_via, "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKz")
+
+
+class ParseErrorTests(SynchronousTestCase):
+    def test_bad_request_answered(self):
+        """A request that does not parse but has a usable Via gets 400."""
+        c = core()
+        data = request().replace(b"CSeq: 1 OPTIONS", b"CSeq: 1 OPTIONS\r\nContent-Length: abc")
+        flow = Flow()
+        try:
+            parse_message(data)
+        except SipParseError as e:
+            c.parse_error(e, data, flow)
+        else:  # pragma: no cover
+            self.fail("the message should not parse")
+        self.assertEqual(flow.sent[0][1].status, 400)
+        self.assertEqual(flow.sent[0][1].call_id, "core-1")
+
+    def test_bad_version_is_505(self):
+        """SIP/7.0 gets 505 (RFC 4475 badvers)."""
+        c = core()
+        data = request().replace(b"sip:127.0.0.1 SIP/2.0", b"sip:127.0.0.1 SIP/7.0")
+        flow = Flow()
+        with self.assertRaises(SipParseError) as cm:
+            parse_message(data)
+        c.parse_error(cm.exception, data, flow)
+        self.assertEqual(flow.sent[0][1].status, 505)
+
+    def test_response_garbage_dropped(self):
+        """An unparsable response is dropped: nothing can be answered."""
+        c = core()
+        flow = Flow()
+        c.parse_error(SipParseError("bad", None), b"SIP/2.0 abc\r\n\r\n", flow)
+        self.assertEqual(flow.sent, [])
