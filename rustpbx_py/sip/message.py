@@ -358,9 +358,6 @@ class Message:
         @raise HeaderError: when it does not parse."""
         return self._cached("to", NameAddr.parse)
 
-    def start_line(self) -> str:
-        raise NotImplementedError("Request and Response define their start line")
-
     def to_bytes(self) -> bytes:
         """
         The message on the wire.  Content-Length is made to match the body
