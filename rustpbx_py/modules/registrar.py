@@ -31,7 +31,7 @@ from rustpbx_py.registrar import (
     make_aor,
     needs_nat_fix,
 )
-from rustpbx_py.sip.headers import HeaderError, NameAddr
+from rustpbx_py.sip.headers import HeaderError, NameAddr, split_outside_quotes
 
 #: RustPBX's default C{registrar_expires}.
 DEFAULT_EXPIRES = 3600
@@ -63,23 +63,7 @@ def _delta_seconds(text: str, where: str) -> int:
 
 def _split_params(text: str) -> List[str]:
     """C{;a=b;c="x;y"} into its parameters, leaving quoted C{;} alone."""
-    parts = []
-    quoted = False
-    start = 0
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if quoted and ch == "\\":
-            i += 2
-            continue
-        if ch == '"':
-            quoted = not quoted
-        elif ch == ";" and not quoted:
-            parts.append(text[start:i])
-            start = i + 1
-        i += 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
+    return [p.strip() for p in split_outside_quotes(text, ";") if p.strip()]
 
 
 def contact_params_text(element: str) -> str:

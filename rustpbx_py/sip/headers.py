@@ -74,7 +74,7 @@ def parse_params(text: str, strict: bool = False) -> Dict[str, Optional[str]]:
     params: Dict[str, Optional[str]] = {}
     if not text:
         return params
-    parts = _split_outside_quotes(text, ";")
+    parts = split_outside_quotes(text, ";")
     if strict:
         if parts[0].strip():
             raise HeaderError(f"text before the first ';' in parameters {text!r}")
@@ -130,7 +130,9 @@ def _quotes_balanced(text: str) -> bool:
     return not quoted
 
 
-def _split_outside_quotes(text: str, sep: str) -> List[str]:
+def split_outside_quotes(text: str, sep: str) -> List[str]:
+    """Split C{text} on C{sep} where it stands outside double quotes
+    (backslash escapes inside quotes respected)."""
     if '"' not in text:
         return text.split(sep)
     pieces = text.split('"')
@@ -636,7 +638,7 @@ def parse_auth_params(value: str) -> Tuple[str, Dict[str, str]]:
     value = value.strip()
     scheme, _, rest = value.partition(" ")
     params: Dict[str, str] = {}
-    for part in _split_outside_quotes(rest, ","):
+    for part in split_outside_quotes(rest, ","):
         part = part.strip()
         if not part or "=" not in part:
             continue
