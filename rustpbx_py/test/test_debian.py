@@ -5,8 +5,8 @@ with apt, run the PBX the way its systemd unit does, run the suite on
 bookworm's python3-twisted & co., purge it and look for leftovers.
 
 This installs and purges a system package, so it only runs when asked:
-C{RUSTPBX_DEB_TEST=1} (as root, on Debian, from a source tree; C{.ci/run}
-sets it). Everyone else's C{make test} skips it in no time.
+C{RUSTPBX_DEB_TEST=1} (as root, on Debian, from a source tree; meant for
+C{.ci/run}). Everyone else's C{make test} skips it in no time.
 
 C{RUSTPBX_DEB=path/to/rustpbx-py_X_all.deb} tests that package instead of
 building one (C{make deb} leaves it in C{dist/}).
@@ -149,7 +149,7 @@ class _Machine:
         if not _requested():
             raise SkipTest(
                 "installs and purges the .deb on this machine: set "
-                "RUSTPBX_DEB_TEST=1 to run it (as root, on Debian; .ci/run does)"
+                "RUSTPBX_DEB_TEST=1 to run it (as root, on Debian; meant for CI)"
             )
         if not os.path.exists(os.path.join(_SOURCE, "debian", "build-deb.sh")):
             raise SkipTest("not a source tree (no debian/build-deb.sh): nothing to build")
