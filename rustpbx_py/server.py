@@ -287,14 +287,12 @@ class PbxService(service.MultiService):
 class StartupError(SystemExit):
     """
     Start-up cannot go on (a port is taken, a certificate unreadable): the
-    message is printed and twistd exits with status 1, without a traceback.
+    message is printed on standard error and twistd exits with status 1,
+    without a traceback.
     """
 
     def __init__(self, message: str) -> None:
-        import sys
-
-        sys.stderr.write(message + "\n")
-        SystemExit.__init__(self, 1)
+        SystemExit.__init__(self, message)
         self.message = message
 
 

@@ -15,6 +15,23 @@ from rustpbx_py import __version__
 from rustpbx_py.config import Config, ConfigError, load_config
 
 
+class ConfigRefused(SystemExit):
+    """
+    The configuration is refused: twistd exits with status 1 after printing
+    the message (one line per problem) on standard error, and no traceback.
+    A L{usage.UsageError} would do the same on current Twisted, but twistd
+    before 2026 (Debian bookworm's 22.4 among them) exits 0 after a usage
+    error, and systemd would not see the failure.
+    """
+
+    def __init__(self, message: str) -> None:
+        SystemExit.__init__(self, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class Options(usage.Options):
     """Command line of C{twistd pbx}."""
 
@@ -34,12 +51,12 @@ class Options(usage.Options):
         try:
             config = load_config(self["config"])
         except ConfigError as e:
-            raise usage.UsageError(str(e))
+            raise ConfigRefused(str(e))
         from rustpbx_py.server import check_plugins
 
         problems = check_plugins(config)
         if problems:
-            raise usage.UsageError("\n".join(problems))
+            raise ConfigRefused("\n".join(problems))
         self["loaded"] = config
 
     def opt_version(self) -> None:

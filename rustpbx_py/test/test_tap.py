@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 
-from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from rustpbx_py import tap
@@ -31,25 +30,26 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["loaded"].proxy.udp_port, 0)
 
     def test_bad_value(self):
-        """A wrong value is a UsageError naming the file and the key."""
+        """A wrong value is refused (exit status 1) naming the file and the key."""
         path = write(self, '[proxy]\nmedia_proxy = "sometimes"\n')
         options = tap.Options()
-        e = self.assertRaises(usage.UsageError, options.parseOptions, ["--config", path])
+        e = self.assertRaises(tap.ConfigRefused, options.parseOptions, ["--config", path])
         self.assertIn(path, str(e))
         self.assertIn("proxy.media_proxy", str(e))
+        self.assertEqual(e.code, str(e))  # SystemExit(message): printed, status 1
 
     def test_unknown_module(self):
         """A module no plugin provides stops start-up listing those that exist."""
         path = write(self, '[proxy]\nmodules = ["acl", "nosuch"]\n')
         options = tap.Options()
-        e = self.assertRaises(usage.UsageError, options.parseOptions, ["--config", path])
+        e = self.assertRaises(tap.ConfigRefused, options.parseOptions, ["--config", path])
         self.assertIn("'nosuch'", str(e))
         self.assertIn("registrar", str(e))
 
     def test_unknown_addon(self):
         """An addon no plugin provides stops start-up too."""
         path = write(self, '[proxy]\naddons = ["wholesale-nope"]\n')
-        e = self.assertRaises(usage.UsageError, tap.Options().parseOptions, ["--config", path])
+        e = self.assertRaises(tap.ConfigRefused, tap.Options().parseOptions, ["--config", path])
         self.assertIn("proxy.addons", str(e))
 
 
@@ -79,7 +79,7 @@ class TwistdTests(SynchronousTestCase):
         path = write(self, "[proxy]\nudp_port = \"abc\"\nudp_prot = 1\n")
         result = self.twistd("-n", "--pidfile=", "pbx", "--config", path)
         output = result.stdout + result.stderr
-        self.assertNotEqual(result.returncode, 0)
+        self.assertEqual(result.returncode, 1, output)
         self.assertIn("proxy.udp_port", output)
         self.assertIn("did you mean", output)
         self.assertNotIn("Traceback", output)
