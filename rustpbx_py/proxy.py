@@ -11,16 +11,16 @@ layer what it needs to send requests and catch ACKs and stray responses.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from rustpbx_py.pipeline import Pipeline
-from rustpbx_py.protocols.transports import TransportError, TransportLayer
-from rustpbx_py.sip.headers import HeaderError, URI, Via, bare_host, format_params
-from rustpbx_py.sip.message import Request, Response, SipParseError, parse_message
-from rustpbx_py.sip.validate import check_request
+from rustpbx_py.protocols.transports import TransportLayer
+from rustpbx_py.sip.headers import HeaderError, URI, Via, bare_host
+from rustpbx_py.sip.message import Request, Response, SipParseError
+from rustpbx_py.sip.validate import check_request, strict_top_via
 from rustpbx_py.transaction.layer import TransactionLayer
 from rustpbx_py.transaction.responses import build_response, new_branch
 from rustpbx_py.transaction.timers import TimerValues
@@ -178,7 +178,7 @@ class SipCore:
         Request-URI without a user part, or naming our contact user.
         """
         try:
-            uri = URI.parse(request.uri)
+            uri = request.ruri
         except HeaderError:
             return False
         if uri.user is None:
@@ -243,29 +243,34 @@ class SipCore:
         differs from what it says (RFC 3261 18.2.1, RFC 3581).  False when
         the request has no usable Via and must be dropped.
         """
-        for h in request.headers:
-            if h[0] == "via":
-                break
-        else:
-            return False
-        value = h[2]
-        first, sep, rest = _split_first_via(value)
+        strict = True
         try:
-            via = Via.parse(first)
+            via = strict_top_via(request)
         except HeaderError:
+            # Lenient parse: check_request will refuse it with 400, and the
+            # 400 must still reach the sender.
+            strict = False
+            top = request.top_via
+            if top is None:
+                return False
+            try:
+                via = Via.parse(top)
+            except HeaderError:
+                return False
+        if via is None:
             return False
         src_host, src_port = flow.remote
-        changed = False
-        if bare_host(via.host) != src_host:
-            via.params["received"] = src_host
-            changed = True
-        if "rport" in via.params and not via.params["rport"]:
-            via.params["rport"] = str(src_port)
-            if "received" not in via.params:
-                via.params["received"] = src_host
-            changed = True
-        if changed:
-            h[2] = str(via) + sep + rest
+        params = via.params
+        add_received = bare_host(via.host) != src_host
+        fill_rport = "rport" in params and not params["rport"]
+        if not (add_received or fill_rport):
+            return True
+        params = dict(params)
+        if add_received or fill_rport:
+            params["received"] = src_host
+        if fill_rport:
+            params["rport"] = str(src_port)
+        request.set_top_via(Via(via.transport, via.host, via.port, params, via.protocol), remember=strict)
         return True
 
     def _send_stateless(self, response: Response, request: Request, flow) -> None:
@@ -275,14 +280,3 @@ class SipCore:
             except HeaderError:
                 pass
         flow.send(response.to_bytes())
-
-
-def _split_first_via(value: str) -> Tuple[str, str, str]:
-    if "," not in value:
-        return value, "", ""
-    from rustpbx_py.sip.message import split_list
-
-    parts = split_list(value)
-    if len(parts) <= 1:
-        return value, "", ""
-    return parts[0], ", ", ", ".join(parts[1:])

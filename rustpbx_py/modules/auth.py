@@ -308,8 +308,8 @@ class AuthModule:
         context = tx.context
         if context.trunk or method in NEVER_CHALLENGED:
             return CONTINUE
-        from_na = _name_addr(request.get("from"))
-        to_na = _name_addr(request.get("to"))
+        from_na = _cached_addr(request, "from_addr")
+        to_na = _cached_addr(request, "to_addr")
         in_dialog = to_na is not None and bool(to_na.tag)
         if method == "OPTIONS" and not in_dialog and self._to_self(request):
             return CONTINUE
@@ -336,12 +336,12 @@ class AuthModule:
         host: Optional[str] = None
         if request.method.upper() == "REGISTER":
             try:
-                host = URI.parse(request.uri).host
+                host = request.ruri.host
             except HeaderError:
                 host = None
         else:
             if from_na is None:
-                from_na = _name_addr(request.get("from"))
+                from_na = _cached_addr(request, "from_addr")
             if from_na is not None and from_na.uri is not None:
                 host = from_na.uri.host
         return select_realm(self.realms, host)
@@ -482,11 +482,10 @@ class AuthModule:
             self.dialog_cache.put(call_id, from_tag, _source_key(flow), user, realm)
 
 
-def _name_addr(value: Optional[str]) -> Optional[NameAddr]:
-    if not value:
-        return None
+def _cached_addr(request: Any, attribute: str) -> Optional[NameAddr]:
+    """From or To parsed once per message (C{from_addr}/C{to_addr}), or None."""
     try:
-        return NameAddr.parse(value)
+        return getattr(request, attribute)
     except HeaderError:
         return None
 

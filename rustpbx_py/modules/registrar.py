@@ -173,7 +173,7 @@ class RegistrarModule:
         if not to_text:
             raise RegisterRejected(400, "Bad Request: missing To header")
         try:
-            to_uri = NameAddr.parse(to_text).uri
+            to_uri = request.to_addr.uri
         except HeaderError:
             raise RegisterRejected(400, "Bad Request: malformed To header")
         if to_uri is None or to_uri.scheme not in ("sip", "sips") or not to_uri.user:

@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
 from twisted.logger import Logger
 
-from rustpbx_py.protocols.flow import DatagramFlow, StreamFlow
+from rustpbx_py.protocols.flow import StreamFlow
 
 Address = Tuple[str, int]
 

@@ -344,6 +344,28 @@ class Message:
         """
         return self._cached("via", _parse_top_via)
 
+    def set_top_via(self, via: Via, remember: bool = True) -> None:
+        """
+        Replace the first Via element (a proxy stamping C{received} and
+        C{rport}), keeping the elements after it; with C{remember}, C{via}
+        becomes the cached parse of the new top Via, so nobody parses the
+        text just printed from it.
+        """
+        for h in self.headers:
+            if h[0] == "via":
+                value = h[2]
+                text = str(via)
+                if "," in value:
+                    rest = split_list(value)[1:]
+                    if rest:
+                        text = text + ", " + ", ".join(rest)
+                h[2] = text
+                if remember:
+                    if self._parsed is None:
+                        self._parsed = {}
+                    self._parsed["via"] = (text, via)
+                return
+
     @property
     def from_addr(self) -> Optional[NameAddr]:
         """The From header parsed (cached; read-only), or L{None}.

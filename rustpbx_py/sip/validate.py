@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
-from rustpbx_py.sip.headers import URI, HeaderError, NameAddr, Via, parse_content_type
+from rustpbx_py.sip.headers import HeaderError, NameAddr, Via, parse_content_type
 from rustpbx_py.sip.message import Request, Response, SipMessage, split_list
 
 __all__ = [
@@ -367,6 +367,16 @@ def _check_request(
                 # RFC 4475 sdp01: our answer would carry SDP it cannot read.
                 return Rejection(406, "Not Acceptable", [("Accept", "application/sdp")])
     return None
+
+
+def strict_top_via(req) -> Optional[Via]:
+    """
+    The top Via of C{req} parsed strictly, once: the parse is cached on the
+    message, where the transaction layer and L{check_request} find it.
+
+    @raise HeaderError: when it does not parse strictly.
+    """
+    return req._cached("via", _strict_top_via)
 
 
 def _strict_top_via(value: str) -> Via:

@@ -13,7 +13,7 @@ from rustpbx_py.modules.auth import AuthModule, DialogAuthCache, NonceManager, s
 from rustpbx_py.pipeline import Pipeline
 from rustpbx_py.sip import digest
 from rustpbx_py.sip.headers import parse_auth_params
-from rustpbx_py.test.fakes import FakeServerContext, make_request, make_tx, proxy_config
+from rustpbx_py.test.fakes import FakeServerContext, make_tx, proxy_config
 from rustpbx_py.users import MemoryUserBackend, SipUser, SpamDetected, UserBackendError
 
 ALICE = SipUser("alice", password="wonderland")

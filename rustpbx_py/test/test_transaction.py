@@ -7,7 +7,6 @@ from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 
 from rustpbx_py.sip.message import Request, Response, parse_message
-from rustpbx_py.transaction import client as C
 from rustpbx_py.transaction import server as S
 from rustpbx_py.transaction.client import build_ack, build_cancel
 from rustpbx_py.transaction.layer import TransactionLayer, server_key

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, Optional, Tuple
 
-from rustpbx_py.sip.headers import HeaderError, NameAddr, Via
+from rustpbx_py.sip.headers import HeaderError
 from rustpbx_py.sip.message import Request, Response
 from rustpbx_py.transaction.client import ClientTransaction
 from rustpbx_py.transaction.responses import MAGIC_COOKIE
@@ -43,17 +43,17 @@ def server_key(request: Request, method: Optional[str] = None) -> Optional[Tuple
         branch = top[j:end]
         if branch.startswith(MAGIC_COOKIE):
             try:
-                sent_by = Via.parse(top).sent_by().lower()
+                sent_by = request.via.sent_by().lower()
             except HeaderError:
                 return None
             return (branch, sent_by, method)
     from_tag = None
-    f = request.get("from")
-    if f:
-        try:
-            from_tag = NameAddr.parse(f).tag
-        except HeaderError:
-            pass
+    try:
+        from_addr = request.from_addr
+    except HeaderError:
+        from_addr = None
+    if from_addr is not None:
+        from_tag = from_addr.tag
     return ("2543", request.call_id, from_tag, request.cseq[0], method, top)
 
 

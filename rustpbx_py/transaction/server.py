@@ -16,7 +16,7 @@ from zope.interface import implementer
 
 from rustpbx_py.interfaces import IServerTransaction
 from rustpbx_py.pipeline import TransactionContext
-from rustpbx_py.sip.headers import HeaderError, Via
+from rustpbx_py.sip.headers import HeaderError
 from rustpbx_py.sip.message import Request, Response
 from rustpbx_py.transaction.responses import build_response, new_tag
 from rustpbx_py.transaction.timers import TimerSet
@@ -56,12 +56,11 @@ class ServerTransaction:
         flow = self.flow
         if flow.reliable:
             return flow
-        top = self.request.top_via
-        if top is None:
-            return flow
         try:
-            via = Via.parse(top)
+            via = self.request.via
         except HeaderError:
+            return flow
+        if via is None:
             return flow
         return flow.to(via.response_address())
 

@@ -15,7 +15,6 @@ from rustpbx_py.test.interop.support import (
     SippMixin,
     free_udp_port,
     require_tool,
-    run_tool,
     scenario,
     start_pbx_toml,
 )

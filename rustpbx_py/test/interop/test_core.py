@@ -12,7 +12,7 @@ import ssl
 import textwrap
 
 from twisted.internet import defer, protocol, reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial.unittest import TestCase
 
 from rustpbx_py.sip.message import parse_message
