@@ -261,12 +261,13 @@ class PbxService(service.MultiService):
 
     @defer.inlineCallbacks
     def stopService(self):
+        """
+        Stop addons and modules while the listeners are still bound and the
+        transactions alive: the call module hangs up live calls with BYE
+        and un-REGISTERs trunks, and waits for their answers and records.
+        Then the listeners close and the transaction timers stop.
+        """
         yield defer.maybeDeferred(service.MultiService.stopService, self)
-        for port in self.listeners:
-            yield defer.maybeDeferred(port.stopListening)
-        self.listeners = []
-        if self.core is not None:
-            self.core.shutdown()
         for addon in reversed(self.addons):
             try:
                 yield defer.maybeDeferred(addon.stop)
@@ -277,6 +278,11 @@ class PbxService(service.MultiService):
                 yield defer.maybeDeferred(module.stop)
             except Exception:
                 self.log.failure("module {name} failed to stop", name=module.name)
+        for port in self.listeners:
+            yield defer.maybeDeferred(port.stopListening)
+        self.listeners = []
+        if self.core is not None:
+            self.core.shutdown()
         users = getattr(self.context, "users", None)
         if users is not None and hasattr(users, "close"):
             yield defer.maybeDeferred(users.close)

@@ -5,27 +5,32 @@ UAS) and the INVITEs we send to the callee's contacts or a trunk (the B
 forks, where we are the UAC).  The first 2xx wins and every other fork is
 cancelled; after that, the call relays in-dialog requests between the two
 dialogs until a BYE, a CANCEL, a timeout or an expired session ends it.
+
+Each leg keeps its own session timer (RFC 4028, see
+L{rustpbx_py.call.session_timer}); reliable provisional responses and
+their PRACKs (RFC 3262) are relayed end to end when both sides do 100rel.
 """
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+import random
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.logger import Logger
 
 from rustpbx_py.call import record as R
-from rustpbx_py.call.dialog import Leg, tag_of, uac_leg_from_response, uas_leg_from_request
+from rustpbx_py.call import session_timer as ST
 from rustpbx_py.call.credentials import build_authorization
-from rustpbx_py.sip.headers import HeaderError, NameAddr, parse_params
+from rustpbx_py.call.dialog import Leg, tag_of, uac_leg_from_response, uas_leg_from_request
+from rustpbx_py.sip.headers import HeaderError, NameAddr
 from rustpbx_py.sip.message import Request, Response
 from rustpbx_py.transaction.client import build_cancel
-from rustpbx_py.transaction.responses import new_branch, new_call_id, new_tag
+from rustpbx_py.transaction.responses import new_call_id, new_tag
 
 #: Headers of the caller's INVITE that the B leg carries over.
 COPIED_TO_B = (
     "content-type",
     "content-disposition",
-    "allow",
     "accept",
     "subject",
     "priority",
@@ -37,9 +42,26 @@ COPIED_TO_B = (
     "user-to-user",
 )
 #: Headers of a response or in-dialog request relayed to the other leg.
-RELAYED = ("content-type", "content-disposition", "event", "subscription-state", "allow", "rseq", "info-package", "recv-info")
+RELAYED = (
+    "content-type",
+    "content-disposition",
+    "event",
+    "subscription-state",
+    "info-package",
+    "recv-info",
+    "refer-to",
+    "referred-by",
+    "retry-after",
+    "warning",
+    "unsupported",
+)
+#: What we accept inside our dialogs (our Allow on both legs).
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIFY, REFER"
+#: Option-tags never passed to the callee: they name dialogs or contacts
+#: on the caller's side of the B2BUA.
+_NOT_COPIED_TAGS = ("replaces", "gruu", "100rel", "timer")
 
-MIN_SE = 90
+MIN_SE = ST.MIN_SE
 
 
 class Target:
@@ -68,21 +90,61 @@ class Target:
 
 
 class Fork:
-    """One INVITE we sent for a call."""
+    """
+    One INVITE we sent for a call.  A fork answered with 401/407 or 422 is
+    I{replaced} by the retry we send for it: its final response no longer
+    counts when the call picks the answer for the caller.
+    """
 
-    def __init__(self, target: Target, request: Request) -> None:
+    def __init__(self, target: Target, request: Request, group: int = 0) -> None:
         self.target = target
         self.request = request
+        self.group = group
         self.tx = None
         self.provisional = False
         self.final: Optional[Response] = None
         self.cancel_pending = False
         self.cancelled = False
         self.auth_tried = False
+        self.timer_retried = False
+        self.replaced = False
+        #: Early dialogs (by the callee's To tag) of this fork.
+        self.early: Dict[str, Leg] = {}
+        #: To tags of extra 2xx dialogs we ACKed and hung up.
+        self.released: set = set()
 
     @property
     def done(self) -> bool:
         return self.final is not None
+
+
+class _Unacked:
+    """A 2xx of ours to an INVITE, repeated until its ACK (13.3.1.4)."""
+
+    __slots__ = ("tx", "response", "cseq", "interval", "deadline", "timer")
+
+    def __init__(self, tx, response: Response, cseq: int) -> None:
+        self.tx = tx
+        self.response = response
+        self.cseq = cseq
+        self.interval = 0.0
+        self.deadline = 0.0
+        self.timer = None
+
+
+class _AckRelay:
+    """
+    The ACK we owe the other leg for its 2xx: sent at once when our INVITE
+    carried the offer, else when the peer's ACK brings the answer.
+    """
+
+    __slots__ = ("leg", "cseq", "ack", "auth")
+
+    def __init__(self, leg: Leg, cseq: int, auth=()) -> None:
+        self.leg = leg
+        self.cseq = cseq
+        self.ack: Optional[Request] = None
+        self.auth = auth
 
 
 def _is_2xx(status: int) -> bool:
@@ -93,7 +155,7 @@ def best_response(responses: List[Response]) -> Optional[Response]:
     """
     The response a forking element passes on when no fork succeeded
     (RFC 3261 16.7 step 6): a 6xx wins, else the lowest class, preferring
-    specific 4xx over 408/503.
+    specific 4xx over 408/480/500/503.
     """
     if not responses:
         return None
@@ -106,6 +168,22 @@ def best_response(responses: List[Response]) -> Optional[Response]:
         return (r.status // 100, generic, r.status)
 
     return sorted(responses, key=rank)[0]
+
+
+def hangup_reason_for(status: int) -> str:
+    """The hangup reason of a call that failed with C{status} from the callee side."""
+    if status == 487:
+        return R.CANCELED
+    if status in (408, 480):
+        return R.NO_ANSWER
+    if 500 <= status < 600:
+        return R.FAILED
+    return R.REJECTED
+
+
+def _fails_over(status: int) -> bool:
+    """Whether a group that ended with C{status} lets the next group try (5xx, 408)."""
+    return status == 408 or 500 <= status < 600
 
 
 class Call:
@@ -121,25 +199,37 @@ class Call:
         self.record = record
         self.state = "routing"
         self.forks: List[Fork] = []
+        self.group = 0
         self.pending_targets: List[List[Target]] = []
         self.a: Optional[Leg] = None
         self.b: Optional[Leg] = None
         self.b_call_id = new_call_id(module.config.proxy.callid_suffix)
         self.b_tag = new_tag()
         self.winner: Optional[Fork] = None
-        self.answer: Optional[Response] = None
-        self.answer_timer = None
-        self.answer_interval = 0.0
+        self.winner_response: Optional[Response] = None
         self.ring_timer = None
-        self.session_interval: Optional[int] = None
-        self.a_refresher = False  # the caller refreshes the session
-        self.b_refresher_us = False  # we refresh towards the callee
-        self.b_refresher_peer = False
-        self.expiry_timers: dict = {}
-        self.refresh_timer = None
+        self.ring_time: Optional[float] = None
         self.end_reason: Optional[str] = None
         self.on_end: List[Callable] = []
-        self.pending_relays: dict = {}
+        # Session timers (RFC 4028): the caller's plan, then one per leg.
+        self.a_plan: Optional[ST.Plan] = None
+        self.timers: Dict[str, ST.SessionTimer] = {}
+        # Our 2xx waiting for an ACK, per leg name; the ACKs we owe the
+        # other leg (by a key naming the INVITE), and those waiting for the
+        # peer's ACK to carry its answer (leg name -> (CSeq, relay)).
+        self.unacked: Dict[str, _Unacked] = {}
+        self.ack_relays: Dict[str, _AckRelay] = {}
+        self.ack_waits: Dict[str, Tuple[int, _AckRelay]] = {}
+        # An offer/answer exchange relayed and not finished (14.1: 491).
+        self.offer_pending = False
+        # Reliable provisionals (RFC 3262).
+        supported = ST.option_tags(tx.request, "supported")
+        required = ST.option_tags(tx.request, "require")
+        self.a_100rel = "100rel" in supported or "100rel" in required
+        self.a_requires_100rel = "100rel" in required
+        self.rseq = random.randint(1, 2**30)
+        self.reliable: Dict[int, Tuple[Fork, Leg, int]] = {}
+        self.reliable_by_b: Dict[Tuple[int, str, int], int] = {}
         tx.on_cancel(self._caller_cancelled)
 
     # -- setting up ----------------------------------------------------------
@@ -147,11 +237,17 @@ class Call:
     def trace(self, leg: str, direction: str, peer, message) -> None:
         self.record.sip_flow.add(self.clock.seconds(), leg, direction, peer, message)
 
-    def start(self, targets: List[Target], fallbacks: List[List[Target]] = ()) -> None:
-        """Fork to every target at once; C{fallbacks} are tried in order if all fail."""
+    def start(self, targets: List[Target], fallbacks: List[List[Target]] = (), ring_time: Optional[int] = None) -> None:
+        """
+        Fork to every target at once; C{fallbacks} are tried in order when
+        a group fails with 5xx or 408.  C{ring_time} (seconds, 0 = none)
+        bounds how long the callee side may ring.
+        """
+        if self.state != "routing":
+            return
         self.pending_targets = list(fallbacks)
         self.state = "calling"
-        ring = self.module.ring_time_for(targets)
+        ring = self.module.ring_time_for(targets) if ring_time is None else ring_time
         if ring:
             self.ring_timer = self.clock.callLater(ring, self._ring_timeout)
         for target in targets:
@@ -161,13 +257,11 @@ class Call:
         a = target.template or self.tx.request
         core = self.core
         flow = target.flow
+        proxy = self.module.config.proxy
         req = Request("INVITE", target.uri)
         req.add("Via", core.via_for(flow))
-        try:
-            mf = int(a.get("max-forwards") or "70")
-        except ValueError:
-            mf = 70
-        req.add("Max-Forwards", str(max(mf - 1, 0)))
+        mf = a.max_forwards
+        req.add("Max-Forwards", str(max((70 if mf is None else mf) - 1, 0)))
         req.add("From", self._b_from(a))
         req.add("To", target.to)
         req.add("Call-ID", self.b_call_id)
@@ -178,15 +272,17 @@ class Call:
         for h in a.headers:
             if h[0] in COPIED_TO_B or h[0].startswith("x-"):
                 req.headers.append(list(h))
-        supported = [s for s in a.get_all("supported") if s.lower() not in ("100rel", "replaces", "gruu")]
-        if self.session_interval and "timer" not in [s.lower() for s in supported]:
+        req.add("Allow", ALLOW)
+        supported = [s for s in a.get_all("supported") if s.lower() not in _NOT_COPIED_TAGS]
+        if self.a_100rel:
+            supported.append("100rel")
+        if proxy.session_timer:
             supported.append("timer")
+            for name, value in ST.uac_headers(proxy.session_expires, None):
+                req.add(name, value)
         if supported:
             req.add("Supported", ", ".join(supported))
-        if self.session_interval:
-            req.add("Session-Expires", str(self.session_interval))
-            req.add("Min-SE", str(MIN_SE))
-        req.add("User-Agent", self.module.config.proxy.useragent)
+        req.add("User-Agent", proxy.useragent)
         req.body = a.body
         return req
 
@@ -202,7 +298,7 @@ class Call:
 
     def _fork(self, target: Target) -> Fork:
         request = self._build_invite(target)
-        fork = Fork(target, request)
+        fork = Fork(target, request, self.group)
         self.forks.append(fork)
         self.module.index_b(self, fork)
         self._send_fork(fork)
@@ -225,33 +321,53 @@ class Call:
                 self._cancel_fork(fork)
                 return
             if self.state in ("calling", "ringing") and not self.tx.completed:
-                if self.record.ring_time is None:
-                    self.record.ring_time = self.clock.seconds()
-                    self.module.event("ringing", self)
-                self.state = "ringing"
-                self._reply_a(status, response.reason, response)
+                self._b_provisional(fork, response)
             return
         if _is_2xx(status):
             self._b_answered(fork, response)
             return
         fork.final = response
+        if self.state not in ("calling", "ringing"):
+            return
         if status in (401, 407) and fork.target.trunk is not None and not fork.auth_tried:
             if self._retry_with_credentials(fork, response):
                 return
-        if self.state in ("ended", "answered"):
+        if status == 422 and not fork.timer_retried and self._retry_with_interval(fork, response):
             return
-        if status >= 500 or status == 408:
+        if _fails_over(status):
             self.module.trunk_failed(fork.target.trunk)
-        if all(f.done for f in self.forks):
-            if self.pending_targets and self.state in ("calling", "ringing") and (status >= 500 or status == 408):
-                nxt = self.pending_targets.pop(0)
-                for target in nxt:
-                    self._fork(target)
-                return
-            self._fail_a([f.final for f in self.forks if f.final is not None])
+        if not all(f.done for f in self.forks):
+            return
+        group = [f.final for f in self.forks if f.group == self.group and not f.replaced and f.final is not None]
+        best = best_response(group)
+        if self.pending_targets and best is not None and _fails_over(best.status):
+            self.group += 1
+            for target in self.pending_targets.pop(0):
+                self._fork(target)
+            return
+        self._fail_a([f.final for f in self.forks if not f.replaced and f.final is not None])
+
+    def _retry(self, fork: Fork, headers: List[Tuple[str, str]], drop: Tuple[str, ...] = ()) -> Fork:
+        """Send C{fork}'s INVITE again with the next CSeq, a new branch and C{headers}."""
+        req = fork.request
+        retry = Request("INVITE", req.uri, req.copy_headers(), req.body)
+        retry.remove("via")
+        for name in drop:
+            retry.remove(name)
+        retry.insert("Via", self.core.via_for(fork.target.flow))
+        retry.set("CSeq", f"{req.cseq[0] + 1} INVITE")
+        for name, value in headers:
+            retry.set(name, value)
+        new = Fork(fork.target, retry, fork.group)
+        new.auth_tried = fork.auth_tried
+        new.timer_retried = fork.timer_retried
+        fork.replaced = True
+        self.forks.append(new)
+        self._send_fork(new)
+        return new
 
     def _retry_with_credentials(self, fork: Fork, response: Response) -> bool:
-        """Answer a carrier's 401/407 with the trunk's username and password."""
+        """Answer a carrier's 401/407 with the trunk's username and password (once)."""
         trunk = fork.target.trunk
         username = getattr(trunk, "username", None)
         password = getattr(trunk, "password", None)
@@ -262,74 +378,152 @@ class Call:
         if not challenge:
             return False
         req = fork.request
-        number = req.cseq[0] + 1
-        retry = Request("INVITE", req.uri, req.copy_headers(), req.body)
-        retry.remove("via")
-        retry.insert("Via", self.core.via_for(fork.target.flow))
-        retry.set("CSeq", f"{number} INVITE")
         authorization = build_authorization(challenge, "INVITE", req.uri, username, password)
-        retry.add("Authorization" if response.status == 401 else "Proxy-Authorization", authorization)
-        new = Fork(fork.target, retry)
-        new.auth_tried = True
+        name = "Authorization" if response.status == 401 else "Proxy-Authorization"
         fork.auth_tried = True
-        self.forks.append(new)
-        self._send_fork(new)
+        self._retry(fork, [(name, authorization)])
         return True
 
-    def _b_answered(self, fork: Fork, response: Response) -> None:
-        if self.winner is not None:
-            if fork is self.winner or fork.request.call_id == self.b_call_id and tag_of(response.get("to")) == tag_of(self.winner_response.get("to")):
-                # A 2xx retransmission: ACK it again (13.2.2.4).
-                self._ack_b(fork, response)
+    def _retry_with_interval(self, fork: Fork, response: Response) -> bool:
+        """A 422 to our INVITE: ask again with the callee's Min-SE (RFC 4028 7.4)."""
+        min_se = ST.parse_min_se(response)
+        if not fork.request.has("session-expires"):
+            return False
+        fork.timer_retried = True
+        self._retry(fork, ST.uac_headers(min_se, None, min_se))
+        return True
+
+    def _b_provisional(self, fork: Fork, response: Response) -> None:
+        status = response.status
+        reliable = "100rel" in ST.option_tags(response, "require") and response.get("rseq")
+        extra: List[Tuple[str, str]] = []
+        if reliable:
+            try:
+                b_rseq = int((response.get("rseq") or "").strip())
+            except ValueError:
                 return
-            # A second fork answered too: take it and hang it up.
-            leg = uac_leg_from_response("b2", fork.request, response, fork.target.flow)
-            self._ack_b(fork, response, leg)
-            self._send_in_dialog(leg, "BYE")
+            leg = self._early_leg(fork, response)
+            if self.a_100rel:
+                key = (id(fork), tag_of(response.get("to")) or "", b_rseq)
+                a_rseq = self.reliable_by_b.get(key)
+                if a_rseq is None:
+                    self.rseq += 1
+                    a_rseq = self.rseq
+                    self.reliable_by_b[key] = a_rseq
+                    self.reliable[a_rseq] = (fork, leg, b_rseq)
+                extra = [("Require", "100rel"), ("RSeq", str(a_rseq))]
+                self._a_early()
+            else:
+                # The caller cannot PRACK: we do, and pass it on unreliably.
+                key = (id(fork), tag_of(response.get("to")) or "", b_rseq)
+                if key in self.reliable_by_b:
+                    return
+                self.reliable_by_b[key] = 0
+                self._send_in_dialog(leg, "PRACK", [("RAck", f"{b_rseq} {fork.request.cseq[0]} INVITE")])
+        elif self.a_requires_100rel:
+            return  # the caller insists on reliability we cannot give this one
+        if self.record.ring_time is None and status >= 180:
+            self.record.ring_time = self.clock.seconds()
+            self.module.event("ringing", self)
+        self.state = "ringing"
+        self._reply_a(status, response.reason, response, extra)
+
+    def _early_leg(self, fork: Fork, response: Response) -> Leg:
+        """The early dialog a provisional with a To tag opens (12.1.2)."""
+        tag = tag_of(response.get("to")) or ""
+        leg = fork.early.get(tag)
+        if leg is None:
+            leg = fork.early[tag] = uac_leg_from_response("b", fork.request, response, fork.target.flow)
+        return leg
+
+    def _a_early(self) -> Leg:
+        """Our early dialog with the caller (for its PRACKs)."""
+        if self.a is None:
+            self.a = uas_leg_from_request("a", self.tx.request, self.tx.local_tag(), self.tx.reply_flow)
+            self.module.index_leg(self, self.a)
+        return self.a
+
+    def _b_answered(self, fork: Fork, response: Response) -> None:
+        tag = tag_of(response.get("to")) or ""
+        if self.winner is not None and fork is self.winner and tag == tag_of(self.winner_response.get("to")):
+            # A 2xx retransmission: ACK it again (13.2.2.4), once we have.
+            relay = self.ack_relays.get("b-initial")
+            if relay is not None and relay.ack is not None:
+                self.trace("b", "out", relay.leg.flow.remote, relay.ack)
+                self.core.send_stateless(relay.ack, relay.leg.flow)
             return
-        if self.state == "ended":
-            leg = uac_leg_from_response("b", fork.request, response, fork.target.flow)
-            self._ack_b(fork, response, leg)
+        if self.winner is not None or self.state not in ("calling", "ringing"):
+            # Another fork (or another dialog of the same fork) answered too,
+            # or the call is over: take that dialog and hang it up.
+            fork.final = fork.final or response
+            if tag in fork.released:
+                return
+            fork.released.add(tag)
+            leg = fork.early.get(tag) or uac_leg_from_response("b2", fork.request, response, fork.target.flow)
+            leg.confirm(response)
+            self._send_ack(leg, fork.request.cseq[0], b"", self._auth_headers(fork.request))
             self._send_in_dialog(leg, "BYE")
             return
         self.winner = fork
         self.winner_response = response
         fork.final = response
-        self.b = uac_leg_from_response("b", fork.request, response, fork.target.flow)
-        self.b.cseq = fork.request.cseq[0]
+        leg = fork.early.get(tag)
+        if leg is None:
+            leg = uac_leg_from_response("b", fork.request, response, fork.target.flow)
+        else:
+            leg.confirm(response)
+        leg.cseq = max(leg.cseq, fork.request.cseq[0])
+        leg.local_sdp = fork.request.body
+        self.b = leg
         self.module.index_leg(self, self.b)
         self.module.trust_callee(self.b)
-        self._ack_b(fork, response)
         for other in self.forks:
             if other is not fork and not other.done:
                 self._cancel_fork(other)
         self._stop_ring_timer()
-        self._negotiate_b_timer(response)
         self.state = "answered"
         self.record.answer_time = self.clock.seconds()
         self.record.status_code = response.status
         self.record.trunk = getattr(fork.target.trunk, "name", self.record.trunk)
-        extra = self._session_headers_for_a()
+        # The B leg's ACK: now when our INVITE had the offer, else with the
+        # caller's answer from its ACK.
+        relay = self.ack_relays["b-initial"] = _AckRelay(leg, fork.request.cseq[0], self._auth_headers(fork.request))
+        if fork.request.body:
+            self._complete_ack(relay, None)
+        else:
+            self.ack_waits["a"] = (self.tx.request.cseq[0], relay)
+        b_plan = ST.uac_result(response) if self.module.config.proxy.session_timer else None
+        self._set_timer("b", b_plan)
+        extra = ST.uas_headers(self.a_plan) if self.a_plan is not None else []
         self._reply_a(response.status, response.reason, response, extra)
+        self._set_timer("a", self.a_plan)
         self.module.event("answered", self)
-        self._start_answer_retransmission()
-        self._arm_session_timers()
 
-    def _ack_b(self, fork: Fork, response: Response, leg: Optional[Leg] = None) -> None:
-        leg = leg or self.b
-        if leg is None:
-            return
-        ack = leg.request("ACK", self.core.via_for(leg.flow), cseq=fork.request.cseq[0])
-        for name in ("proxy-authorization", "authorization"):
-            value = fork.request.get(name)
-            if value:
-                ack.add(name, value)
-        self.trace("b", "out", leg.flow.remote, ack)
+    def _auth_headers(self, request: Request) -> Tuple[Tuple[str, str], ...]:
+        return tuple((name, request.get(name)) for name in ("proxy-authorization", "authorization") if request.get(name))
+
+    def _send_ack(self, leg: Leg, cseq: int, body: bytes = b"", headers=(), content_type: Optional[str] = None) -> Request:
+        extra = list(headers)
+        if body:
+            extra.append(("Content-Type", content_type or "application/sdp"))
+        ack = leg.request("ACK", self.core.via_for(leg.flow), headers=extra, body=body, cseq=cseq)
+        self.trace(leg.name, "out", leg.flow.remote, ack)
         self.core.send_stateless(ack, leg.flow)
+        return ack
+
+    def _complete_ack(self, relay: _AckRelay, from_peer: Optional[Request]) -> None:
+        """Send the ACK we owe C{relay.leg}, with the answer C{from_peer}'s ACK carries."""
+        if relay.ack is not None:
+            return
+        body = from_peer.body if from_peer is not None else b""
+        content_type = from_peer.get("content-type") if from_peer is not None else None
+        if body:
+            relay.leg.local_sdp = body
+        relay.ack = self._send_ack(relay.leg, relay.cseq, body, relay.auth, content_type)
 
     def _cancel_fork(self, fork: Fork) -> None:
         """CANCEL a pending fork once it has sent a provisional (9.1)."""
-        if fork.done or fork.cancelled:
+        if fork.done or fork.cancelled or fork.replaced:
             return
         if not fork.provisional:
             fork.cancel_pending = True
@@ -337,11 +531,13 @@ class Call:
         fork.cancelled = True
         cancel = build_cancel(fork.request)
         self.trace("b", "out", fork.target.flow.remote, cancel)
-        self.core.send_request(cancel, fork.target.flow, lambda tx, r: None)
+        self.core.send_request(cancel, fork.target.flow, lambda tx, r, fork=fork: self.trace("b", "in", fork.target.flow.remote, r))
 
     # -- toward the caller ---------------------------------------------------
 
-    def _reply_a(self, status: int, reason: str, source: Optional[Response] = None, extra=()) -> None:
+    def _reply_a(self, status: int, reason: str, source: Optional[Response] = None, extra=()) -> Optional[Response]:
+        if self.tx.completed:
+            return None
         headers = []
         body = b""
         if source is not None:
@@ -349,97 +545,127 @@ class Call:
                 if h[0] in RELAYED:
                     headers.append((h[1], h[2]))
             body = source.body
-        if status > 100 and status < 300 or status >= 300 and status < 400:
+        if 100 < status < 300:
             headers.append(("Contact", self.core.contact_for(self.tx.flow)))
+        if 100 < status < 300:
+            headers.append(("Allow", ALLOW))
         headers.extend(extra)
         response = self.tx.reply(status, reason, headers, body)
         self.trace("a", "out", self.tx.reply_flow.remote, response)
         if _is_2xx(status):
-            self.answer = response
-            self.a = uas_leg_from_request("a", self.tx.request, self.tx.local_tag(), self.tx.reply_flow)
-            self.module.index_leg(self, self.a)
+            leg = self._a_early()
+            if body:
+                leg.local_sdp = body
+            self._await_ack(leg, self.tx, response)
+        return response
 
     def _fail_a(self, responses: List[Response]) -> None:
         best = best_response(responses)
         if best is None:
             status, reason = 480, "Temporarily Unavailable"
+        elif best.status in (401, 407):
+            # A challenge for our (trunk) credentials: the caller cannot
+            # answer it, the carrier refused us.
+            status, reason = 403, "Forbidden"
         else:
             status, reason = best.status, best.reason
+        hangup = hangup_reason_for(status)
         if not self.module.config.proxy.passthrough_failure and status != 487:
             status, reason = 480, "Temporarily Unavailable"
-        if not self.tx.completed:
-            self._reply_a(status, reason)
+        extra = []
+        if best is not None and best.status == status:
+            # A redirect keeps the callee's Contacts: the caller may follow them.
+            names = ("retry-after", "warning", "reason", "contact") if 300 <= status < 400 else ("retry-after", "warning", "reason")
+            extra = [(h[1], h[2]) for h in best.headers if h[0] in names]
+        self._reply_a(status, reason, None, extra)
         self.record.status_code = status
-        reason_code = R.REJECTED
-        if status in (408, 480) and best is not None and best.status == 408:
-            reason_code = R.NO_ANSWER
-        elif status >= 500 and status < 600:
-            reason_code = R.FAILED
-        self.end(reason_code)
+        self.end(hangup)
 
     def fail(self, status: int, reason: str, hangup: str = R.FAILED, headers=()) -> None:
         """Refuse the call before any fork (routing said no)."""
+        if self.state == "ended":
+            return
         if not self.tx.completed:
             response = self.tx.reply(status, reason, headers)
             self.trace("a", "out", self.tx.reply_flow.remote, response)
         self.record.status_code = status
         self.end(hangup)
 
-    def _start_answer_retransmission(self) -> None:
-        """Repeat our 2xx to the caller until its ACK (13.3.1.4)."""
-        if self.tx.reply_flow.reliable:
-            self.answer_timer = self.clock.callLater(self.module.timers.t1x64, self._answer_not_acked)
-            return
-        self.answer_interval = self.module.timers.t1
-        self.answer_deadline = self.clock.seconds() + self.module.timers.t1x64
-        self.answer_timer = self.clock.callLater(self.answer_interval, self._retransmit_answer)
+    # -- our 2xx and its ACK ---------------------------------------------------
 
-    def _retransmit_answer(self) -> None:
-        if self.answer is None or self.state != "answered":
+    def _await_ack(self, leg: Leg, tx, response: Response) -> None:
+        """Repeat our 2xx to an INVITE on C{leg} until its ACK (13.3.1.4):
+        T1, 2*T1, ... up to T2; no ACK within 64*T1 ends the call."""
+        timers = self.module.timers
+        pending = _Unacked(tx, response, tx.request.cseq[0])
+        old = self.unacked.get(leg.name)
+        if old is not None and old.timer is not None and old.timer.active():
+            old.timer.cancel()
+        self.unacked[leg.name] = pending
+        pending.deadline = self.clock.seconds() + timers.t1x64
+        if tx.reply_flow.reliable:
+            pending.timer = self.clock.callLater(timers.t1x64, self._not_acked, leg.name, pending)
             return
-        if self.clock.seconds() >= self.answer_deadline:
-            self._answer_not_acked()
-            return
-        self.tx.respond(self.answer)
-        self.answer_interval = min(self.answer_interval * 2, self.module.timers.t2)
-        self.answer_timer = self.clock.callLater(self.answer_interval, self._retransmit_answer)
+        pending.interval = timers.t1
+        pending.timer = self.clock.callLater(pending.interval, self._retransmit_2xx, leg.name, pending)
 
-    def _answer_not_acked(self) -> None:
-        self.answer_timer = None
-        if self.state == "answered" and self.answer is not None:
+    def _retransmit_2xx(self, name: str, pending: _Unacked) -> None:
+        if self.unacked.get(name) is not pending:
+            return
+        if self.clock.seconds() >= pending.deadline - 1e-9:
+            self._not_acked(name, pending)
+            return
+        pending.tx.respond(pending.response)
+        pending.interval = min(pending.interval * 2, self.module.timers.t2)
+        delay = min(pending.interval, max(pending.deadline - self.clock.seconds(), 0.0))
+        pending.timer = self.clock.callLater(delay, self._retransmit_2xx, name, pending)
+
+    def _not_acked(self, name: str, pending: _Unacked) -> None:
+        if self.unacked.get(name) is not pending:
+            return
+        del self.unacked[name]
+        if self.state == "answered":
             self.log.info("call {id}: no ACK for our 2xx, hanging up", id=self.tx.request.call_id)
             self.hangup(R.FAILED)
 
-    def a_acked(self) -> None:
-        """The caller's ACK for our 2xx arrived."""
-        self.answer = None
-        if self.answer_timer is not None and self.answer_timer.active():
-            self.answer_timer.cancel()
-        self.answer_timer = None
+    def acked(self, leg: Leg, ack: Request) -> None:
+        """An ACK for our 2xx arrived on C{leg}."""
+        pending = self.unacked.get(leg.name)
+        if pending is not None and pending.cseq == ack.cseq[0]:
+            del self.unacked[leg.name]
+            if pending.timer is not None and pending.timer.active():
+                pending.timer.cancel()
+            if pending.tx is not self.tx:
+                self.offer_pending = False
+        wait = self.ack_waits.get(leg.name)
+        if wait is not None and wait[0] == ack.cseq[0]:
+            del self.ack_waits[leg.name]
+            self._complete_ack(wait[1], ack)
 
     # -- cancel, timeouts, hangup -------------------------------------------
 
     def _caller_cancelled(self, tx) -> None:
+        if self.state not in ("routing", "calling", "ringing"):
+            return
+        self._give_up(487, "Request Terminated", R.CANCELED)
+
+    def _give_up(self, status: int, reason: str, hangup: str) -> None:
+        """End a call nobody answered: CANCEL the forks, answer the caller."""
         for fork in self.forks:
             self._cancel_fork(fork)
         self._stop_ring_timer()
         if not self.tx.completed:
-            response = self.tx.reply(487, "Request Terminated")
+            response = self.tx.reply(status, reason)
             self.trace("a", "out", self.tx.reply_flow.remote, response)
-        self.record.status_code = 487
-        self.end(R.CANCELED)
+        self.record.status_code = status
+        self.end(hangup)
 
     def _ring_timeout(self) -> None:
+        """max_ring_time passed: RustPBX answers 408 (reason noAnswer)."""
         self.ring_timer = None
         if self.state not in ("calling", "ringing"):
             return
-        for fork in self.forks:
-            self._cancel_fork(fork)
-        if not self.tx.completed:
-            response = self.tx.reply(480, "Temporarily Unavailable")
-            self.trace("a", "out", self.tx.reply_flow.remote, response)
-        self.record.status_code = 480
-        self.end(R.NO_ANSWER)
+        self._give_up(408, "Request Timeout", R.NO_ANSWER)
 
     def _stop_ring_timer(self) -> None:
         if self.ring_timer is not None and self.ring_timer.active():
@@ -447,18 +673,26 @@ class Call:
         self.ring_timer = None
 
     def hangup(self, reason: str) -> None:
-        """End an answered call from our side: BYE to both legs."""
+        """
+        End the call from our side: BYE to both legs of an answered call;
+        an unanswered one is cancelled and the caller gets 503 (480 when
+        the reason is noAnswer).
+        """
         if self.state == "ended":
             return
-        for leg in (self.a, self.b):
-            if leg is not None:
-                self._send_in_dialog(leg, "BYE")
-        if self.state in ("calling", "ringing"):
-            for fork in self.forks:
-                self._cancel_fork(fork)
-            if not self.tx.completed:
-                self.tx.reply(503, "Service Unavailable")
-        self.end(reason)
+        if self.state == "answered":
+            for leg in (self.a, self.b):
+                if leg is not None:
+                    try:
+                        self._send_in_dialog(leg, "BYE")
+                    except Exception:
+                        self.log.failure("call {id}: could not send BYE", id=self.tx.request.call_id)
+            self.end(reason)
+            return
+        if reason == R.NO_ANSWER:
+            self._give_up(480, "Temporarily Unavailable", reason)
+        else:
+            self._give_up(503, "Service Unavailable", reason)
 
     def end(self, reason: str) -> None:
         if self.state == "ended":
@@ -466,12 +700,12 @@ class Call:
         self.state = "ended"
         self.end_reason = reason
         self._stop_ring_timer()
-        self.a_acked()
-        for call in list(self.expiry_timers.values()) + [self.refresh_timer]:
-            if call is not None and call.active():
-                call.cancel()
-        self.expiry_timers.clear()
-        self.refresh_timer = None
+        for pending in self.unacked.values():
+            if pending.timer is not None and pending.timer.active():
+                pending.timer.cancel()
+        self.unacked.clear()
+        for timer in self.timers.values():
+            timer.stop()
         self.record.end_time = self.clock.seconds()
         self.record.hangup_reason = reason
         self.module.call_ended(self)
@@ -486,179 +720,261 @@ class Call:
         request = tx.request
         self.trace(leg.name, "in", tx.flow.remote, request)
         number = request.cseq[0]
-        if number and number < leg.remote_cseq and request.method != "ACK":
-            tx.reply(500, "Server Internal Error", [("Retry-After", "1")])
+        method = request.method
+        if number and number < leg.remote_cseq:
+            # 12.2.2: a CSeq lower than the last one is out of order.
+            self._answer(tx, leg, 500, "Server Internal Error", [("Retry-After", "1")])
             return
         leg.remote_cseq = max(leg.remote_cseq, number)
-        method = request.method
         if method == "BYE":
-            response = tx.reply(200, "OK")
-            self.trace(leg.name, "out", tx.reply_flow.remote, response)
-            other = self.other(leg)
-            if other is not None and self.state != "ended":
-                self._send_in_dialog(other, "BYE")
-            if self.state != "ended":
+            self._answer(tx, leg, 200, "OK")
+            if self.state in ("routing", "calling", "ringing") and leg is self.a:
+                # The caller left its early dialog: like a CANCEL.
+                self._give_up(487, "Request Terminated", R.CANCELED)
+            elif self.state == "answered":
+                other = self.other(leg)
+                if other is not None:
+                    self._send_in_dialog(other, "BYE")
                 self.end(R.BY_CALLER if leg is self.a else R.BY_CALLEE)
             return
+        if self.state == "ended":
+            self._answer(tx, leg, 481, "Call/Transaction Does Not Exist")
+            return
+        if method == "PRACK":
+            self._relay_prack(tx, leg)
+            return
         if self.state != "answered":
-            tx.reply(481 if self.state == "ended" else 491, "")
+            self._answer(tx, leg, 491 if method in ("INVITE", "UPDATE") else 481, "")
             return
         other = self.other(leg)
         if other is None:
-            tx.reply(481, "Call/Transaction Does Not Exist")
+            self._answer(tx, leg, 481, "Call/Transaction Does Not Exist")
             return
+        plan = None
         if method in ("INVITE", "UPDATE"):
-            self._refreshed(leg, request)
+            proxy = self.module.config.proxy
+            plan = ST.uas_plan(request, proxy.session_timer, self._interval_for(leg))
+            if isinstance(plan, ST.Refusal):
+                self._answer(tx, leg, plan.status, plan.reason, list(plan.headers))
+                return
+            if method == "UPDATE" and not request.body:
+                # A session refresh (or a target refresh) without an offer:
+                # it concerns this leg only, we answer it ourselves.
+                leg.refresh_target(request)
+                self._set_timer(leg.name, plan)
+                headers = [("Contact", self.core.contact_for(leg.flow))]
+                headers += ST.uas_headers(plan) if plan is not None else []
+                self._answer(tx, leg, 200, "OK", headers)
+                return
+            if self.offer_pending:
+                self._answer(tx, leg, 491, "Request Pending", [("Retry-After", str(random.randint(1, 4)))])
+                return
+            self.offer_pending = True
+            leg.refresh_target(request)
+        self._relay(tx, leg, other, plan)
+
+    def _answer(self, tx, leg: Leg, status: int, reason: str, headers=(), body: bytes = b"") -> Response:
+        response = tx.reply(status, reason, headers, body)
+        self.trace(leg.name, "out", tx.reply_flow.remote, response)
+        return response
+
+    def _interval_for(self, leg: Leg) -> int:
+        timer = self.timers.get(leg.name)
+        return timer.interval if timer is not None else self.module.config.proxy.session_expires
+
+    def _relay(self, tx, leg: Leg, other: Leg, plan) -> None:
+        request = tx.request
+        method = request.method
+        if method == "UPDATE" and not other.allows("UPDATE"):
+            method = "INVITE"  # an offer in UPDATE becomes a re-INVITE there
         headers = [(h[1], h[2]) for h in request.headers if h[0] in RELAYED]
-        if method in ("INVITE", "UPDATE") and self.session_interval:
-            headers.append(("Session-Expires", f"{self.session_interval};refresher={'uas' if other is self.b and self.b_refresher_peer else 'uac'}"))
-            headers.append(("Supported", "timer"))
+        if method in ("INVITE", "UPDATE"):
+            headers.append(("Allow", ALLOW))
+            timer = self.timers.get(other.name)
+            if timer is not None:
+                headers += ST.uac_headers(timer.interval, timer.we_refresh)
+            if self.module.config.proxy.session_timer:
+                headers.append(("Supported", "timer"))
+            if request.body:
+                other.local_sdp = request.body
         relay = other.request(method, self.core.via_for(other.flow), self.core.contact_for(other.flow), headers, request.body)
         self.trace(other.name, "out", other.flow.remote, relay)
-        self.core.send_request(relay, other.flow, lambda ctx, r: self._relayed_response(tx, leg, other, relay, r))
+        self.core.send_request(relay, other.flow, lambda ctx, r: self._relayed_response(tx, leg, other, relay, r, plan))
 
-    def _relayed_response(self, tx, leg: Leg, other: Leg, relay: Request, response: Response) -> None:
+    def _relayed_response(self, tx, leg: Leg, other: Leg, relay: Request, response: Response, plan) -> None:
         self.trace(other.name, "in", other.flow.remote, response)
-        if relay.method == "INVITE" and _is_2xx(response.status):
-            ack = other.request("ACK", self.core.via_for(other.flow), cseq=relay.cseq[0])
-            self.trace(other.name, "out", other.flow.remote, ack)
-            self.core.send_stateless(ack, other.flow)
-        if tx.completed or response.status == 100:
+        status = response.status
+        if status == 100:
             return
+        if relay.method == "INVITE" and _is_2xx(status):
+            key = f"relay-{other.name}-{relay.cseq[0]}"
+            ack = self.ack_relays.get(key)
+            if ack is None:
+                ack = self.ack_relays[key] = _AckRelay(other, relay.cseq[0])
+                if relay.body or tx.request.method != "INVITE":
+                    self._complete_ack(ack, None)
+                else:
+                    self.ack_waits[leg.name] = (tx.request.cseq[0], ack)
+            elif ack.ack is not None:
+                self.core.send_stateless(ack.ack, other.flow)
+        if tx.completed or self.state == "ended":
+            return
+        if relay.method in ("INVITE", "UPDATE") and status >= 200:
+            if not _is_2xx(status) or tx.request.method != "INVITE":
+                self.offer_pending = False
         headers = [(h[1], h[2]) for h in response.headers if h[0] in RELAYED]
-        if relay.method in ("INVITE", "UPDATE") and _is_2xx(response.status):
+        if relay.method in ("INVITE", "UPDATE") and _is_2xx(status):
+            other.refresh_target(response)
+            other.learn_peer(response)
+            if self.module.config.proxy.session_timer:
+                self._set_timer(other.name, ST.uac_result(response))
+            self._set_timer(leg.name, plan)
             headers.append(("Contact", self.core.contact_for(tx.flow)))
-            if self.session_interval:
-                who = "uac" if leg is self.a and self.a_refresher else "uas"
-                headers.append(("Session-Expires", f"{self.session_interval};refresher={who}"))
-                headers.append(("Require", "timer"))
-        out = tx.reply(response.status, response.reason, headers, response.body)
-        self.trace(leg.name, "out", tx.reply_flow.remote, out)
+            headers.append(("Allow", ALLOW))
+            if plan is not None:
+                headers += ST.uas_headers(plan)
+            if response.body:
+                leg.local_sdp = response.body
+        elif status in (405, 501) and relay.method == "UPDATE":
+            other.refused.add("UPDATE")
+        if status < 200 and tx.request.method != "INVITE":
+            return
+        out = self._answer(tx, leg, status, response.reason, headers, response.body)
+        if tx.request.method == "INVITE" and _is_2xx(status):
+            self._await_ack(leg, tx, out)
 
-    def _send_in_dialog(self, leg: Leg, method: str) -> None:
-        request = leg.request(method, self.core.via_for(leg.flow), self.core.contact_for(leg.flow))
+    def _relay_prack(self, tx, leg: Leg) -> None:
+        """The caller's PRACK for a reliable provisional we relayed: PRACK the callee's."""
+        parts = (tx.request.get("rack") or "").split()
+        entry = None
+        if len(parts) == 3 and parts[0].isdigit():
+            entry = self.reliable.get(int(parts[0]))
+        if entry is None or leg is not self.a:
+            self._answer(tx, leg, 481, "Call/Transaction Does Not Exist")
+            return
+        fork, b_leg, b_rseq = entry
+        headers = [(h[1], h[2]) for h in tx.request.headers if h[0] in RELAYED]
+        headers.append(("RAck", f"{b_rseq} {fork.request.cseq[0]} INVITE"))
+        relay = b_leg.request("PRACK", self.core.via_for(b_leg.flow), None, headers, tx.request.body)
+        self.trace(b_leg.name, "out", b_leg.flow.remote, relay)
+
+        def answered(ctx, response: Response) -> None:
+            self.trace(b_leg.name, "in", b_leg.flow.remote, response)
+            if tx.completed or response.status < 200:
+                return
+            out = [(h[1], h[2]) for h in response.headers if h[0] in RELAYED]
+            self._answer(tx, leg, response.status, response.reason, out, response.body)
+
+        self.core.send_request(relay, b_leg.flow, answered)
+
+    def _send_in_dialog(self, leg: Leg, method: str, headers=(), body: bytes = b"", on_response=None) -> Request:
+        request = leg.request(method, self.core.via_for(leg.flow), self.core.contact_for(leg.flow), headers, body)
         self.trace(leg.name, "out", leg.flow.remote, request)
-        self.core.send_request(request, leg.flow, lambda tx, r, leg=leg: self.trace(leg.name, "in", leg.flow.remote, r))
+
+        def answered(tx, response: Response, leg=leg) -> None:
+            self.trace(leg.name, "in", leg.flow.remote, response)
+            if on_response is not None:
+                on_response(request, response)
+
+        self.core.send_request(request, leg.flow, answered)
+        return request
 
     # -- session timers (RFC 4028) -------------------------------------------
 
     def negotiate_a_timer(self) -> Optional[Tuple[int, str]]:
         """
-        Read the caller's Session-Expires; a value below our minimum is
-        refused with 422 (returned as (status, Min-SE)).
+        Read the caller's Session-Expires (RFC 4028 section 9).  A value
+        below our minimum is refused: returns (422, Min-SE value) or
+        (400, reason) for the caller to answer; None otherwise.
         """
-        if not self.module.config.proxy.session_timer:
-            return None
-        request = self.tx.request
-        value = request.get("session-expires")
-        supported = [s.lower() for s in request.get_all("supported")]
-        if value:
-            number, _, params = value.partition(";")
-            try:
-                interval = int(number.strip())
-            except ValueError:
-                return (400, "Bad Session-Expires")
-            if interval < MIN_SE:
+        proxy = self.module.config.proxy
+        plan = ST.uas_plan(self.tx.request, proxy.session_timer, proxy.session_expires)
+        if isinstance(plan, ST.Refusal):
+            if plan.status == 422:
                 return (422, str(MIN_SE))
-            refresher = parse_params(params).get("refresher")
-            self.session_interval = interval
-            # The caller refreshes unless it named us, or cannot do it.
-            self.a_refresher = refresher != "uas" and "timer" in supported
-            return None
-        if "timer" in supported:
-            self.session_interval = self.module.config.proxy.session_expires
-            self.a_refresher = True
+            return (plan.status, plan.reason)
+        self.a_plan = plan
         return None
 
-    def _session_headers_for_a(self) -> list:
-        if not self.session_interval:
-            return []
-        who = "uac" if self.a_refresher else "uas"
-        headers = [("Session-Expires", f"{self.session_interval};refresher={who}")]
-        if "timer" in [s.lower() for s in self.tx.request.get_all("supported")]:
-            headers.append(("Require", "timer"))
-        return headers
-
-    def _negotiate_b_timer(self, response: Response) -> None:
-        if not self.session_interval:
+    def _set_timer(self, name: str, plan: Optional[ST.Plan]) -> None:
+        """Start, renegotiate (a refresh succeeded) or stop a leg's session timer."""
+        if self.state == "ended":
             return
-        value = response.get("session-expires")
-        if not value:
-            return  # the callee does not do session timers: nothing to watch on B
-        number, _, params = value.partition(";")
-        try:
-            self.session_interval = max(MIN_SE, min(self.session_interval, int(number.strip())))
-        except ValueError:
+        timer = self.timers.get(name)
+        if plan is None:
+            if timer is not None:
+                timer.stop()
+                del self.timers[name]
             return
-        refresher = parse_params(params).get("refresher")
-        if refresher == "uas":
-            self.b_refresher_peer = True
+        if timer is None:
+            timer = self.timers[name] = ST.SessionTimer(
+                self.clock, name, plan.interval, not plan.peer_refreshes, self._refresh, self._expired
+            )
+            timer.start()
         else:
-            self.b_refresher_us = True
+            timer.refreshed(plan)
 
-    def _arm_session_timers(self) -> None:
-        interval = self.session_interval
-        if not interval:
-            return
-        if self.a_refresher:
-            self._arm_expiry("a")
-        if self.b_refresher_peer:
-            self._arm_expiry("b")
-        if not self.a_refresher or self.b_refresher_us:
-            self.refresh_timer = self.clock.callLater(interval / 2.0, self._refresh)
+    def _leg(self, name: str) -> Optional[Leg]:
+        return self.a if name == "a" else self.b
 
-    def _arm_expiry(self, name: str) -> None:
-        interval = self.session_interval or 0
-        old = self.expiry_timers.get(name)
-        if old is not None and old.active():
-            old.cancel()
-        # RFC 4028 10: expire at interval minus min(32, interval / 3).
-        delay = interval - min(32.0, interval / 3.0)
-        self.expiry_timers[name] = self.clock.callLater(delay, self._expired, name)
-
-    def _refreshed(self, leg: Leg, request: Request) -> None:
-        if leg is self.a and self.a_refresher:
-            self._arm_expiry("a")
-        elif leg is self.b and self.b_refresher_peer:
-            self._arm_expiry("b")
-
-    def _expired(self, name: str) -> None:
-        self.expiry_timers.pop(name, None)
+    def _expired(self, timer: ST.SessionTimer) -> None:
         if self.state == "answered":
-            self.log.info("call {id}: session expired unrefreshed", id=self.tx.request.call_id)
+            self.log.info(
+                "call {id}: session on leg {leg} expired unrefreshed", id=self.tx.request.call_id, leg=timer.name
+            )
             self.hangup(R.SESSION_EXPIRED)
 
-    def _refresh(self) -> None:
-        """Refresh the legs where we are the refresher: UPDATE when the peer
-        allows it, else a re-INVITE with the last SDP."""
-        self.refresh_timer = None
-        if self.state != "answered":
+    def _refresh(self, timer: ST.SessionTimer) -> None:
+        """
+        Refresh the session on a leg where we are the refresher: UPDATE
+        when the peer allows it, else a re-INVITE offering the same SDP
+        again (RFC 4028 section 7.4, RFC 3264 section 8).
+        """
+        leg = self._leg(timer.name)
+        if leg is None or self.state != "answered":
             return
-        legs = []
-        if not self.a_refresher and self.a is not None:
-            legs.append((self.a, self.answer_body_for_a()))
-        if self.b_refresher_us and self.b is not None:
-            legs.append((self.b, self.tx.request.body))
-        for leg, body in legs:
-            method = "UPDATE" if leg.allows("UPDATE") else "INVITE"
-            headers = [("Session-Expires", f"{self.session_interval};refresher=uac"), ("Supported", "timer")]
-            if method == "INVITE" and body:
+        if self.offer_pending:
+            timer.retry(2.0)
+            return
+        method = "UPDATE" if leg.allows("UPDATE") else "INVITE"
+        headers = ST.uac_headers(timer.interval, True) + [("Supported", "timer"), ("Allow", ALLOW)]
+        body = b""
+        if method == "INVITE":
+            self.offer_pending = True
+            body = leg.local_sdp
+            if body:
                 headers.append(("Content-Type", "application/sdp"))
+        self._send_in_dialog(leg, method, headers, body, lambda req, r: self._refresh_answered(timer, leg, req, r))
+
+    def _refresh_answered(self, timer: ST.SessionTimer, leg: Leg, request: Request, response: Response) -> None:
+        status = response.status
+        if status < 200:
+            return
+        if request.method == "INVITE":
+            if _is_2xx(status):
+                self._send_ack(leg, request.cseq[0])
+            self.offer_pending = False
+        if self.state != "answered" or self.timers.get(timer.name) is not timer:
+            return
+        if _is_2xx(status):
+            leg.refresh_target(response)
+            plan = ST.uac_result(response)
+            if plan is None:
+                self._set_timer(timer.name, None)
             else:
-                body = b""
-            req = leg.request(method, self.core.via_for(leg.flow), self.core.contact_for(leg.flow), headers, body)
-            self.trace(leg.name, "out", leg.flow.remote, req)
-            self.core.send_request(req, leg.flow, lambda tx, r, leg=leg, req=req: self._refresh_answered(leg, req, r))
-        self.refresh_timer = self.clock.callLater((self.session_interval or 0) / 2.0, self._refresh)
-
-    def _refresh_answered(self, leg: Leg, request: Request, response: Response) -> None:
-        self.trace(leg.name, "in", leg.flow.remote, response)
-        if request.method == "INVITE" and _is_2xx(response.status):
-            ack = leg.request("ACK", self.core.via_for(leg.flow), cseq=request.cseq[0])
-            self.core.send_stateless(ack, leg.flow)
-        if response.status in (408, 481) and self.state == "answered":
+                timer.refreshed(plan)
+            return
+        if status in (408, 481):
+            # The dialog is gone (RFC 5057): end the call.
             self.hangup(R.SESSION_EXPIRED)
-
-    def answer_body_for_a(self) -> bytes:
-        response = getattr(self, "winner_response", None)
-        return response.body if response is not None else b""
+            return
+        if status == 422:
+            timer.interval = max(timer.interval, ST.parse_min_se(response))
+            timer.retry(0)
+            return
+        if status in (405, 501) and request.method == "UPDATE":
+            leg.refused.add("UPDATE")
+            timer.retry(0)
+            return
+        # 491 and the like: try again shortly; the deadline still holds.
+        timer.retry(2.0 if status == 491 else min(timer.interval / 4.0, 30.0))

@@ -9,11 +9,13 @@ from rustpbx_py.sip.digest import compute_ha1, compute_response, normalize_algor
 from rustpbx_py.sip.headers import parse_auth_params
 
 
-def build_authorization(challenge: str, method: str, uri: str, username: str, password: str) -> str:
+def build_authorization(challenge: str, method: str, uri: str, username: str, password: str, nc: int = 1) -> str:
     """
     The Authorization / Proxy-Authorization value answering C{challenge}
     (a WWW-Authenticate or Proxy-Authenticate value), RFC 7616 client side:
-    C{qop=auth} when offered, else the RFC 2069 form.
+    C{qop=auth} when offered, else the RFC 2069 form.  C{nc} is the
+    nonce-count: 1 for a fresh challenge, one more for each later request
+    that reuses the same nonce.
     """
     _, params = parse_auth_params(challenge)
     realm = params.get("realm", "")
@@ -21,10 +23,10 @@ def build_authorization(challenge: str, method: str, uri: str, username: str, pa
     algorithm = normalize_algorithm(params.get("algorithm"))
     qops = [q.strip() for q in params.get("qop", "").split(",") if q.strip()]
     qop = "auth" if "auth" in qops else None
-    nc = "00000001" if qop else None
+    nc_text = f"{nc:08x}" if qop else None
     cnonce = os.urandom(8).hex() if qop or algorithm.endswith("-sess") else None
     ha1 = compute_ha1(algorithm, username, realm, password)
-    response = compute_response(algorithm, ha1, method, uri, nonce, nc, cnonce, qop)
+    response = compute_response(algorithm, ha1, method, uri, nonce, nc_text, cnonce, qop)
     parts = [
         f'username="{username}"',
         f'realm="{realm}"',
@@ -34,7 +36,7 @@ def build_authorization(challenge: str, method: str, uri: str, username: str, pa
         f"algorithm={params.get('algorithm') or 'MD5'}",
     ]
     if qop:
-        parts += [f"qop={qop}", f"nc={nc}", f'cnonce="{cnonce}"']
+        parts += [f"qop={qop}", f"nc={nc_text}", f'cnonce="{cnonce}"']
     if "opaque" in params:
         parts.append(f'opaque="{params["opaque"]}"')
     return "Digest " + ", ".join(parts)

@@ -47,6 +47,11 @@ class Leg:
         self.remote_cseq = 0
         self.peer_allow: Tuple[str, ...] = ()
         self.peer_supported: Tuple[str, ...] = ()
+        #: The last session description we sent the peer (an offer or an
+        #: answer): what a refreshing re-INVITE offers again, unchanged.
+        self.local_sdp = b""
+        #: Methods the peer refused with 405/501 although it listed them.
+        self.refused: set = set()
 
     @property
     def key(self) -> Tuple[str, str]:
@@ -54,6 +59,8 @@ class Leg:
 
     def allows(self, method: str) -> bool:
         """Whether the peer said it accepts C{method} (no Allow: assume yes for the RFC 3261 core)."""
+        if method in self.refused:
+            return False
         if not self.peer_allow:
             return method in ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
         return method in self.peer_allow
@@ -96,6 +103,22 @@ class Leg:
         supported = message.get_all("supported")
         if supported:
             self.peer_supported = tuple(s.strip().lower() for s in supported)
+
+    def refresh_target(self, message) -> None:
+        """A target refresh (12.2): the peer's new Contact, if it sent one."""
+        target = contact_target(message)
+        if target:
+            self.target = target
+
+    def confirm(self, response: Response) -> None:
+        """
+        The 2xx that confirms an early dialog (12.1.2): the route set and
+        the remote target are taken again from it.
+        """
+        self.routes = list(reversed(response.get_all("record-route")))
+        self.remote = response.get("to") or self.remote
+        self.refresh_target(response)
+        self.learn_peer(response)
 
     def __repr__(self) -> str:
         return f"<Leg {self.name} {self.call_id} {self.local_tag}>"

@@ -107,27 +107,53 @@ class CallRecordStore:
 
     def __init__(self, db) -> None:
         self.db = db
+        self._opening: dict = {}
 
     def opened(self, record: CallRecord) -> defer.Deferred:
         """Insert the row of a call that just started."""
-        return self._guard(
+        d = self._guard(
             self.db.run_operation(
                 f"INSERT INTO call_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 record.as_row(),
             )
         )
+        self._opening[record.id] = d
+
+        def inserted(result):
+            if self._opening.get(record.id) is d:
+                del self._opening[record.id]
+            return result
+
+        return d.addBoth(inserted)
 
     def save(self, record: CallRecord) -> defer.Deferred:
-        """Write the final state of a call (insert or replace its row)."""
+        """
+        Write the final state of a call (replace its row), after the row's
+        insert when that is still under way: with a pool of several
+        connections the two could otherwise run in either order.
+        """
         row = record.as_row()
-        return self._guard(
-            self.db.run_many(
+
+        def write(_=None):
+            return self.db.run_many(
                 [
                     ("DELETE FROM call_records WHERE id = ?", (record.id,)),
                     (f"INSERT INTO call_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row),
                 ]
             )
-        )
+
+        opening = self._opening.get(record.id)
+        if opening is None:
+            return self._guard(write())
+        after: defer.Deferred = defer.Deferred()
+
+        def go_on(result):
+            after.callback(None)
+            return result
+
+        opening.addBoth(go_on)
+        after.addCallback(write)
+        return self._guard(after)
 
     def close_orphans(self, now: float) -> defer.Deferred:
         """Close the rows a previous run left open (it stopped or crashed)."""

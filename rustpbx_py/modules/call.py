@@ -66,6 +66,8 @@ class CallModule:
         self.trunks = None
         self._saving: set = set()
         self._forgets: dict = {}
+        self.trunk_registrar = None
+        self.stopping = False
 
     # -- IProxyModule --------------------------------------------------------
 
@@ -73,11 +75,29 @@ class CallModule:
         return ["INVITE", "ACK", "BYE", "CANCEL", "UPDATE", "INFO", "MESSAGE", "NOTIFY", "REFER", "OPTIONS"]
 
     def start(self):
+        """
+        Take ACKs and dialog look-ups from the core, build the routes and
+        trunks, close the call records a previous run left open (reason
+        bySystem), then start registering the trunks that ask for it.
+        """
+        from rustpbx_py.call.trunk_registration import TrunkRegistrar
+
+        self.stopping = False
         self.core.ack_handlers.append(self._ack_received)
         self.core.dialog_lookup = self.in_known_dialog
         self._build_routing()
+        self.trunk_registrar = TrunkRegistrar(self.config.proxy, self.trunks, self.core, self.clock)
+
+        def register(result=None):
+            # On the next turn: the core accepts responses once every
+            # module has started.
+            if not self.stopping:
+                self._register_later = self.clock.callLater(0, self.trunk_registrar.start)
+            return result
+
         if self.records is not None:
-            return self.records.close_orphans(self.clock.seconds())
+            return self.records.close_orphans(self.clock.seconds()).addCallback(register)
+        register()
         return None
 
     def _build_routing(self) -> None:
@@ -89,15 +109,29 @@ class CallModule:
         self.router = Router(self.config.proxy.routes, self.trunks, self.clock)
 
     def stop(self):
-        """Hang up every call (reason bySystem) and wait for their records."""
+        """
+        Refuse new calls, hang up every call (reason bySystem), un-REGISTER
+        the trunks, and fire once every call record is written.
+        """
+        self.stopping = True
+        later = getattr(self, "_register_later", None)
+        if later is not None and later.active():
+            later.cancel()
         for call in list(self.calls):
-            call.hangup(R.BY_SYSTEM)
+            try:
+                call.hangup(R.BY_SYSTEM)
+            except Exception:
+                self.log.failure("hanging up call {id} failed", id=call.tx.request.call_id)
+                call.end(R.BY_SYSTEM)
         for delayed in self._forgets.values():
             if delayed.active():
                 delayed.cancel()
         self._forgets.clear()
-        if self._saving:
-            return defer.DeferredList(list(self._saving))
+        waits = list(self._saving)
+        if self.trunk_registrar is not None:
+            waits.append(self.trunk_registrar.stop())
+        if waits:
+            return defer.DeferredList(waits, consumeErrors=True)
         return None
 
     def on_transaction_begin(self, tx):
@@ -153,8 +187,7 @@ class CallModule:
             return False
         call, leg = entry
         call.trace(leg.name, "in", flow.remote, ack)
-        if leg is call.a:
-            call.a_acked()
+        call.acked(leg, ack)
         return True
 
     # -- new calls -----------------------------------------------------------
@@ -171,6 +204,9 @@ class CallModule:
         )
         call = Call(self, tx, record)
         call.trace("a", "in", tx.flow.remote, request)
+        if self.stopping:
+            call.fail(503, "Service Unavailable", R.BY_SYSTEM, [("Retry-After", "5")])
+            return
         self.calls.add(call)
         trying = tx.reply(100, "Trying")
         call.trace("a", "out", tx.reply_flow.remote, trying)
@@ -292,6 +328,8 @@ class CallModule:
     @defer.inlineCallbacks
     def _apply_decision(self, call: Call, decision):
         """Carry out what the routes decided (see L{rustpbx_py.call.routing})."""
+        if call.state != "routing":
+            return  # cancelled while we looked things up
         call.record.route = decision.route
         action = decision.action
         if action == "reject":
@@ -314,7 +352,7 @@ class CallModule:
             if not targets:
                 call.fail(480, "Temporarily Unavailable", R.FAILED)
                 return
-            call.start(targets)
+            call.start(targets, ring_time=self.ring_time_for(targets, decision.config))
             return
         groups: List[List[Target]] = []
         refusal = None
@@ -334,6 +372,8 @@ class CallModule:
                     self.log.info("trunk {trunk}: {error}", trunk=name, error=e)
                     continue
                 groups.append([Target(outbound.uri, flow, strip_tag(outbound.get("to") or ""), trunk=trunk, label=name, template=outbound)])
+        if call.state != "routing":
+            return
         if not groups:
             status, reason = refusal or (503, "Service Unavailable")
             call.fail(status, reason, R.FAILED)
@@ -342,7 +382,7 @@ class CallModule:
         call.record.trunk = first
         self.trunks.call_started(first)
         call.on_end.append(lambda c: self.trunks.call_ended(first))
-        call.start(groups[0], groups[1:])
+        call.start(groups[0], groups[1:], ring_time=self.ring_time_for(groups[0], decision.config))
 
     @defer.inlineCallbacks
     def _uri_targets(self, request):
@@ -360,8 +400,20 @@ class CallModule:
             return []
         return [Target(request.uri, flow, strip_tag(request.get("to") or ""), template=request)]
 
-    def ring_time_for(self, targets: List[Target]) -> int:
-        return self.config.proxy.max_ring_time
+    def ring_time_for(self, targets: List[Target], route=None) -> int:
+        """
+        How long a call may ring, seconds (0 = no limit): the route's
+        max_ring_time, else the first trunk's, else proxy.max_ring_time.
+        """
+        value = getattr(route, "max_ring_time", None)
+        if value is None:
+            for target in targets:
+                value = getattr(target.trunk, "max_ring_time", None)
+                if value is not None:
+                    break
+        if value is None:
+            value = self.config.proxy.max_ring_time
+        return value
 
     def trunk_failed(self, trunk) -> None:
         """A trunk answered 5xx or timed out; the call fails over (see Call)."""
