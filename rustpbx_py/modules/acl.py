@@ -26,6 +26,7 @@ scanner learns nothing, not even that a SIP server is here.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -57,12 +58,15 @@ class AclError(ValueError):
     """An ACL rule, trunk host or limiter setting we cannot use."""
 
 
+@functools.lru_cache(maxsize=4096)
 def source_address(host: str) -> Optional[IPAddress]:
     """
     The address a request came from, as an C{ipaddress} object: IPv6
     brackets and zone ids removed, and an IPv4-mapped IPv6 address (what a
     dual-stack socket reports for IPv4 peers) turned back into IPv4 so that
     IPv4 rules match it.  None for something that is not an address.
+    Cached: the same peers send most requests, and parsing an address costs
+    more than every rule check after it.
     """
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

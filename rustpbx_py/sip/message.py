@@ -216,7 +216,10 @@ class Message:
     def has(self, name: str) -> bool:
         """Whether at least one C{name} header is present."""
         key = header_key(name)
-        return any(h[0] == key for h in self.headers)
+        for h in self.headers:
+            if h[0] == key:
+                return True
+        return False
 
     def header_items(self) -> Iterator[Tuple[str, str]]:
         """(name, value) of every header line, in order, as they will be sent."""
