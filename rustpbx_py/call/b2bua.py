@@ -970,11 +970,11 @@ class Call:
             return
         if status == 422:
             timer.interval = max(timer.interval, ST.parse_min_se(response))
-            timer.retry(0)
+            self._refresh(timer)
             return
         if status in (405, 501) and request.method == "UPDATE":
             leg.refused.add("UPDATE")
-            timer.retry(0)
+            self._refresh(timer)
             return
         # 491 and the like: try again shortly; the deadline still holds.
         timer.retry(2.0 if status == 491 else min(timer.interval / 4.0, 30.0))

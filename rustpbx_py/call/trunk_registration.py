@@ -316,6 +316,9 @@ class TrunkRegistrar:
         self.core = core
         self.clock = clock
         self.registrations: Dict[str, TrunkRegistration] = {}
+        #: Called with a registration after each of its answered attempts
+        #: (shared by every registration; the console and tests watch it).
+        self.observers: List[Callable] = []
 
     def start(self) -> None:
         for name, config in self.proxy.trunks.items():
@@ -330,6 +333,7 @@ class TrunkRegistrar:
                 self.clock,
                 self.proxy,
             )
+            registration.observers = self.observers
             self.registrations[name] = registration
             registration.start()
 
