@@ -171,14 +171,20 @@ def best_response(responses: List[Response]) -> Optional[Response]:
 
 
 def hangup_reason_for(status: int) -> str:
-    """The hangup reason of a call that failed with C{status} from the callee side."""
+    """
+    The hangup reason of a call that failed with C{status} from the callee
+    side, as RustPBX maps them: busy and decline are rejected, timeouts and
+    unavailable callees noAnswer, 5xx serverUnavailable, the rest failed.
+    """
+    if status in (486, 600, 603):
+        return R.REJECTED
     if status == 487:
         return R.CANCELED
-    if status in (408, 480):
+    if status in (408, 480, 484, 485, 604):
         return R.NO_ANSWER
     if 500 <= status < 600:
-        return R.FAILED
-    return R.REJECTED
+        return R.SERVER_UNAVAILABLE
+    return R.FAILED
 
 
 def _fails_over(status: int) -> bool:
@@ -800,12 +806,27 @@ class Call:
         relay = other.request(method, self.core.via_for(other.flow), self.core.contact_for(other.flow), headers, request.body)
         self.trace(other.name, "out", other.flow.remote, relay)
         self.core.send_request(relay, other.flow, lambda ctx, r: self._relayed_response(tx, leg, other, relay, r, plan))
+        if request.method == "INVITE":
+            tx.on_cancel(lambda t: self._relay_cancelled(t, leg, other, relay))
+
+    def _relay_cancelled(self, tx, leg: Leg, other: Leg, relay: Request) -> None:
+        """The re-INVITE we relayed was cancelled: CANCEL ours, answer 487."""
+        cancel = build_cancel(relay)
+        self.trace(other.name, "out", other.flow.remote, cancel)
+        self.core.send_request(cancel, other.flow, lambda ctx, r: self.trace(other.name, "in", other.flow.remote, r))
+        if not tx.completed:
+            self._answer(tx, leg, 487, "Request Terminated")
 
     def _relayed_response(self, tx, leg: Leg, other: Leg, relay: Request, response: Response, plan) -> None:
         self.trace(other.name, "in", other.flow.remote, response)
         status = response.status
         if status == 100:
             return
+        if status >= 200 and relay.method in ("INVITE", "UPDATE"):
+            if not _is_2xx(status) or tx.request.method != "INVITE" or tx.completed:
+                # The exchange is over (a 2xx relayed to an INVITE ends
+                # with the peer's ACK, see acked()).
+                self.offer_pending = False
         if relay.method == "INVITE" and _is_2xx(status):
             key = f"relay-{other.name}-{relay.cseq[0]}"
             ack = self.ack_relays.get(key)
@@ -819,9 +840,6 @@ class Call:
                 self.core.send_stateless(ack.ack, other.flow)
         if tx.completed or self.state == "ended":
             return
-        if relay.method in ("INVITE", "UPDATE") and status >= 200:
-            if not _is_2xx(status) or tx.request.method != "INVITE":
-                self.offer_pending = False
         headers = [(h[1], h[2]) for h in response.headers if h[0] in RELAYED]
         if relay.method in ("INVITE", "UPDATE") and _is_2xx(status):
             other.refresh_target(response)

@@ -26,6 +26,7 @@ CANCELED = "canceled"
 NO_ANSWER = "noAnswer"
 REJECTED = "rejected"
 FAILED = "failed"
+SERVER_UNAVAILABLE = "serverUnavailable"
 SESSION_EXPIRED = "sessionExpired"
 BY_SYSTEM = "bySystem"
 

@@ -56,7 +56,9 @@ class BestResponseTests(SynchronousTestCase):
         self.assertEqual(hangup_reason_for(480), R.NO_ANSWER)
         self.assertEqual(hangup_reason_for(486), R.REJECTED)
         self.assertEqual(hangup_reason_for(603), R.REJECTED)
-        self.assertEqual(hangup_reason_for(503), R.FAILED)
+        self.assertEqual(hangup_reason_for(503), R.SERVER_UNAVAILABLE)
+        self.assertEqual(hangup_reason_for(488), R.FAILED)
+        self.assertEqual(hangup_reason_for(403), R.FAILED)
 
 
 class ForkTests(CallHarness, SynchronousTestCase):
@@ -397,6 +399,22 @@ class RelayTests(CallHarness, SynchronousTestCase):
         self.caller_request(call, "INVITE", 3, body=SDP_OFFER)
         self.assertEqual(self.core.last("INVITE").request.get("cseq"), "3 INVITE")
 
+    def test_cancelled_reinvite(self):
+        """A CANCEL for a relayed re-INVITE: CANCEL to the callee's leg,
+        487 to the caller, and the next re-INVITE is not refused as glare."""
+        tx, call, fork = self.answered_call()
+        reinvite = self.caller_request(call, "INVITE", 2, body=SDP_OFFER)
+        out = self.core.last("INVITE")
+        out.answer(100, to_tag=None)
+        reinvite.cancel()
+        self.assertEqual(reinvite.statuses(), [487])
+        cancel = self.core.last("CANCEL").request
+        self.assertEqual((cancel.top_via, cancel.get("cseq")), (out.request.top_via, "2 CANCEL"))
+        out.answer(487)
+        again = self.caller_request(call, "INVITE", 3, body=SDP_OFFER)
+        self.assertEqual(self.core.last("INVITE").request.get("cseq"), "3 INVITE")
+        self.assertEqual(again.statuses(), [])
+
     def test_request_in_early_dialog(self):
         """Before the answer, a request in the caller's early dialog gets 481."""
         self.setup_module(toml="", contacts=TWO)
@@ -524,12 +542,19 @@ class FailureTests(CallHarness, SynchronousTestCase):
         self.core.last("INVITE").answer(480)
         self.assertEqual(call.record.hangup_reason, R.NO_ANSWER)
 
-    def test_server_error_is_failed(self):
-        """500 from the callee: reason failed."""
+    def test_server_error(self):
+        """500 from the callee: reason serverUnavailable."""
         self.setup_module()
         tx, call = self.invite()
         self.core.last("INVITE").answer(500)
-        self.assertEqual((tx.last.status, call.record.hangup_reason), (500, R.FAILED))
+        self.assertEqual((tx.last.status, call.record.hangup_reason), (500, R.SERVER_UNAVAILABLE))
+
+    def test_not_acceptable_is_failed(self):
+        """488 from the callee: reason failed."""
+        self.setup_module()
+        tx, call = self.invite()
+        self.core.last("INVITE").answer(488)
+        self.assertEqual((tx.last.status, call.record.hangup_reason), (488, R.FAILED))
 
     def test_redirect_keeps_contact(self):
         """A 302 reaches the caller with the callee's Contact, not ours."""
@@ -603,12 +628,12 @@ class TrunkCallTests(CallHarness, SynchronousTestCase):
         self.assertEqual(tx.last.status, 603)
 
     def test_all_fail(self):
-        """dest and backup_dest both 503: the caller gets 503, reason failed."""
+        """dest and backup_dest both 503: the caller gets 503, reason serverUnavailable."""
         tx, call = self.invite(uri="sip:9555@example.com")
         self.core.last("INVITE").answer(503)
         self.core.last("INVITE").answer(503)
         self.assertEqual(tx.last.status, 503)
-        self.assertEqual(call.record.hangup_reason, R.FAILED)
+        self.assertEqual(call.record.hangup_reason, R.SERVER_UNAVAILABLE)
 
     def assert_digest(self, request, header, method="INVITE"):
         _, params = parse_auth_params(request.get(header))
@@ -634,7 +659,7 @@ class TrunkCallTests(CallHarness, SynchronousTestCase):
         second.answer(407, headers=[("Proxy-Authenticate", 'Digest realm="carrier", nonce="def", algorithm=MD5')])
         self.assertEqual(len(self.core.requests("INVITE")), 2)
         self.assertEqual(tx.last.status, 403)
-        self.assertEqual(call.record.hangup_reason, R.REJECTED)
+        self.assertEqual(call.record.hangup_reason, R.FAILED)
 
     def test_www_challenge(self):
         """A 401 is answered with Authorization; the ACK for the 2xx carries it too."""
