@@ -9,7 +9,7 @@ CONFIG ?= etc/pbx.toml
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q --config-settings editable_mode=compat -e .
+	$(PY) -m pip install -q --config-settings editable_mode=compat -e '.[postgresql]'
 	rm -f twisted/plugins/dropin.cache rustpbx_py/plugins/dropin.cache
 	touch $@
 

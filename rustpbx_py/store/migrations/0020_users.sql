@@ -2,6 +2,8 @@
 -- database (proxy.user_backends entry with type = "database" and no url).
 -- A row with an empty or NULL realm answers for every realm.  Either password
 -- or the HA1 hashes (MD5 and SHA-256 of username:realm:password) are set.
+-- enabled is 1 or 0; times are Unix seconds (DOUBLE PRECISION, as in
+-- 0010).  The id numbers itself (an IDENTITY column on PostgreSQL).
 CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     username TEXT NOT NULL,
@@ -14,7 +16,7 @@ CREATE TABLE IF NOT EXISTS users (
     email TEXT,
     phone TEXT,
     note TEXT,
-    created_at REAL,
-    updated_at REAL
+    created_at DOUBLE PRECISION,
+    updated_at DOUBLE PRECISION
 );
 CREATE UNIQUE INDEX IF NOT EXISTS users_username_realm ON users (username, realm);

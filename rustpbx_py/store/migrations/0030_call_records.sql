@@ -1,5 +1,6 @@
 -- One row per call, written when the call starts and completed when it
 -- ends, so a crash leaves a row that the next start closes as bySystem.
+-- Times are Unix seconds (DOUBLE PRECISION, as in 0010).
 CREATE TABLE IF NOT EXISTS call_records (
     id TEXT PRIMARY KEY,
     call_id TEXT NOT NULL,
@@ -8,10 +9,10 @@ CREATE TABLE IF NOT EXISTS call_records (
     direction TEXT,
     route TEXT,
     trunk TEXT,
-    start_time REAL NOT NULL,
-    ring_time REAL,
-    answer_time REAL,
-    end_time REAL,
+    start_time DOUBLE PRECISION NOT NULL,
+    ring_time DOUBLE PRECISION,
+    answer_time DOUBLE PRECISION,
+    end_time DOUBLE PRECISION,
     status_code INTEGER,
     hangup_reason TEXT,
     sip_flow TEXT
