@@ -72,7 +72,7 @@ class CallModule:
     # -- IProxyModule --------------------------------------------------------
 
     def allow_methods(self) -> List[str]:
-        return ["INVITE", "ACK", "BYE", "CANCEL", "UPDATE", "INFO", "MESSAGE", "NOTIFY", "REFER", "OPTIONS"]
+        return ["INVITE", "ACK", "BYE", "CANCEL", "PRACK", "UPDATE", "INFO", "MESSAGE", "NOTIFY", "REFER", "OPTIONS"]
 
     def start(self):
         """

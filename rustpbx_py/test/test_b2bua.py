@@ -854,6 +854,16 @@ class RecordTests(CallHarness, SynchronousTestCase):
         self.assertEqual(seen, ["ringing", "answered", "hangup", ("record", R.BY_CALLER)])
 
 
+class AllowTests(CallHarness, SynchronousTestCase):
+    def test_in_dialog_methods_reach_the_module(self):
+        """Every method the call module handles inside dialogs (PRACK
+        included) is in its allow_methods, so the pipeline offers it."""
+        from rustpbx_py.modules.call import IN_DIALOG_METHODS
+
+        module = self.setup_module()
+        self.assertEqual(set(IN_DIALOG_METHODS) - set(module.allow_methods()), set())
+
+
 class NameAddrSanity(SynchronousTestCase):
     def test_from_keeps_display_name(self):
         """The B leg's From keeps the caller's display name with our tag."""
