@@ -226,15 +226,15 @@ class PbxService(service.MultiService):
         if proxy.ssl_certificate and proxy.ssl_private_key:
             tls_options = tls_server_options(proxy.ssl_certificate, proxy.ssl_private_key)
 
+        # Stream factories serve outbound connections (trunks over TCP or
+        # TLS) even where no listener of that transport is configured.
+        for name in ("TCP", "TLS"):
+            core.transports.stream_factory[name] = SipStreamFactory(core, name, idle, reactor)
         if proxy.tcp_port is not None:
-            factory = SipStreamFactory(core, "TCP", idle, reactor)
-            core.transports.stream_factory["TCP"] = factory
-            port = reactor.listenTCP(proxy.tcp_port, factory, interface=interface)
+            port = reactor.listenTCP(proxy.tcp_port, core.transports.stream_factory["TCP"], interface=interface)
             self._bound("TCP", port)
         if proxy.tls_port is not None and tls_options is not None:
-            factory = SipStreamFactory(core, "TLS", idle, reactor)
-            core.transports.stream_factory["TLS"] = factory
-            port = reactor.listenSSL(proxy.tls_port, factory, tls_options, interface=interface)
+            port = reactor.listenSSL(proxy.tls_port, core.transports.stream_factory["TLS"], tls_options, interface=interface)
             self._bound("TLS", port)
         if proxy.ws_port is not None:
             from rustpbx_py.protocols.ws import SipWebSocketFactory
@@ -282,6 +282,7 @@ class PbxService(service.MultiService):
             yield defer.maybeDeferred(port.stopListening)
         self.listeners = []
         if self.core is not None:
+            yield self.core.transports.close_all()
             self.core.shutdown()
         users = getattr(self.context, "users", None)
         if users is not None and hasattr(users, "close"):

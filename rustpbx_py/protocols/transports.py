@@ -46,6 +46,7 @@ class TransportLayer:
         self.by_remote: Dict[Tuple[str, str, int], StreamFlow] = {}
         self._route_cache: Dict[str, str] = {}
         self.stream_factory = {}  # transport name -> factory (for outbound)
+        self._closing: Dict[str, defer.Deferred] = {}
 
     # -- flow table ----------------------------------------------------------
 
@@ -55,9 +56,22 @@ class TransportLayer:
 
     def flow_closed(self, flow: StreamFlow) -> None:
         self.flows.pop(flow.id, None)
+        waiting = self._closing.pop(flow.id, None)
+        if waiting is not None:
+            waiting.callback(None)
         key = (flow.transport, flow.remote[0], flow.remote[1])
         if self.by_remote.get(key) is flow:
             del self.by_remote[key]
+
+    def close_all(self) -> defer.Deferred:
+        """Close every connection (the service is stopping); fires once all
+        of them are gone."""
+        waits = []
+        for flow_id, flow in list(self.flows.items()):
+            d = self._closing[flow_id] = defer.Deferred()
+            waits.append(d)
+            flow.close()
+        return defer.DeferredList(waits)
 
     def flow_by_id(self, flow_id: str):
         """A live flow by its id; UDP flows are made up again from the id."""

@@ -254,3 +254,53 @@ class IPv6Tests(TestCase):
         answers = yield deferToThread(client)
         for data in answers:
             self.assertEqual(parse_message(data).status, 200)
+
+
+class TlsOutboundTests(TestCase):
+    """Outbound TLS (to a carrier over TLS) verifies the peer's certificate
+    with service-identity: an untrusted one fails the request with 503, a
+    trusted one for the right address carries it."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def exchange(self, trust: bool):
+        from twisted.internet import ssl as tssl
+
+        from rustpbx_py.sip.message import Request
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        cert, key = write_self_signed(base, "127.0.0.1")
+        server = yield start_pbx(self, tls_port=0, ssl_certificate=cert, ssl_private_key=key, modules=[])
+        client = yield start_pbx(self, modules=[])
+        core = client.core
+        if trust:
+            with open(cert, "rb") as f:
+                root = tssl.Certificate.loadPEM(f.read())
+            core.transports.tls_client_options = tssl.optionsForClientTLS("127.0.0.1", trustRoot=root)
+        flow = yield core.resolve("TLS", "127.0.0.1", server.ports["TLS"])
+        request = Request("OPTIONS", f"sip:127.0.0.1:{server.ports['TLS']};transport=tls")
+        request.add("Via", core.via_for(flow))
+        request.add("Max-Forwards", "70")
+        request.add("From", "<sip:probe@127.0.0.1>;tag=t1")
+        request.add("To", f"<sip:127.0.0.1:{server.ports['TLS']}>")
+        request.add("Call-ID", f"tls-out-{trust}")
+        request.add("CSeq", "1 OPTIONS")
+        answered: defer.Deferred = defer.Deferred()
+        core.send_request(request, flow, lambda tx, response: answered.callback(response) if response.status >= 200 and not answered.called else None)
+        response = yield answered
+        return response.status
+
+    @defer.inlineCallbacks
+    def test_untrusted_refused(self):
+        """A certificate the platform does not trust: the handshake fails and
+        the request gets 503 (RFC 3261 17.1.4)."""
+        status = yield self.exchange(trust=False)
+        self.assertEqual(status, 503)
+
+    @defer.inlineCallbacks
+    def test_trusted_answered(self):
+        """With the server's certificate as trust root the OPTIONS gets 200."""
+        status = yield self.exchange(trust=True)
+        self.assertEqual(status, 200)
