@@ -759,7 +759,8 @@ class Call:
         plan = None
         if method in ("INVITE", "UPDATE"):
             proxy = self.module.config.proxy
-            plan = ST.uas_plan(request, proxy.session_timer, self._interval_for(leg))
+            current = self.timers.get(leg.name)
+            plan = ST.uas_plan(request, proxy.session_timer, proxy.session_expires, current and current.interval)
             if isinstance(plan, ST.Refusal):
                 self._answer(tx, leg, plan.status, plan.reason, list(plan.headers))
                 return
@@ -783,10 +784,6 @@ class Call:
         response = tx.reply(status, reason, headers, body)
         self.trace(leg.name, "out", tx.reply_flow.remote, response)
         return response
-
-    def _interval_for(self, leg: Leg) -> int:
-        timer = self.timers.get(leg.name)
-        return timer.interval if timer is not None else self.module.config.proxy.session_expires
 
     def _relay(self, tx, leg: Leg, other: Leg, plan) -> None:
         request = tx.request

@@ -73,7 +73,7 @@ class Refusal(NamedTuple):
     headers: Tuple[Tuple[str, str], ...]
 
 
-def uas_plan(request, enabled: bool, our_expires: int) -> Union[Plan, Refusal, None]:
+def uas_plan(request, enabled: bool, our_expires: int, current: Optional[int] = None) -> Union[Plan, Refusal, None]:
     """
     The session timer of a dialog where we answer C{request} (an INVITE or
     UPDATE) as the UAS, RFC 4028 section 9:
@@ -86,7 +86,8 @@ def uas_plan(request, enabled: bool, our_expires: int) -> Union[Plan, Refusal, N
       - the refresher is the one the request names; when it names none,
         the caller refreshes if it supports timers, else we do;
       - a request without Session-Expires from a UA that supports timers
-        gets our interval, refreshed by that UA;
+        gets the C{current} interval of the dialog (a refresh), else
+        C{our_expires}, refreshed by that UA;
       - a request from a UA that neither asks for nor supports timers has
         no session timer (None), as when C{enabled} is false.
     """
@@ -107,7 +108,7 @@ def uas_plan(request, enabled: bool, our_expires: int) -> Union[Plan, Refusal, N
             return Plan(interval, False, supports)
         return Plan(interval, True, supports)
     if supports:
-        return Plan(max(our_expires, floor), True, True)
+        return Plan(max(current or our_expires, floor), True, True)
     return None
 
 

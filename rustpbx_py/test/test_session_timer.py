@@ -80,8 +80,10 @@ class UasPlanTests(SynchronousTestCase):
         self.assertEqual(self.plan(("Session-Expires", "120"), ("Supported", "timer")).interval, 120)
 
     def test_supported_without_session_expires(self):
-        """A UA that supports timers but asks for none gets ours, and refreshes."""
+        """A UA that supports timers but asks for none gets ours (or, in a
+        refresh, the dialog's current interval), and refreshes."""
         self.assertEqual(self.plan(("Supported", "timer")), ST.Plan(1800, True, True))
+        self.assertEqual(ST.uas_plan(request(("Supported", "timer")), True, 1800, 120), ST.Plan(120, True, True))
 
     def test_none(self):
         """No Session-Expires and no support, or timers off: no timer."""
@@ -249,6 +251,14 @@ class CallTimerTests(CallHarness, SynchronousTestCase):
         self.caller_ack(call, 2)
         self.clock.advance(59)
         self.assertEqual(call.state, "answered")
+
+    def test_refresh_may_lengthen(self):
+        """A refresh asking for more than the current interval gets it, up
+        to our session_expires."""
+        tx, call, fork = self.answered_call(caller_headers=[("Session-Expires", "90"), TIMER])
+        update = self.caller_request(call, "UPDATE", 2, headers=[("Session-Expires", "7200;refresher=uac"), TIMER])
+        self.assertEqual(update.last.get("session-expires"), "1800;refresher=uac")
+        self.assertEqual(call.timers["a"].interval, 1800)
 
     def test_in_dialog_422(self):
         """A re-INVITE asking for 30 s is refused with 422 and not relayed."""
