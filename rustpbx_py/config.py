@@ -1173,7 +1173,7 @@ class ProxyConfig:
     session_expires: int = _key(_int(90, what="an integer >= 90 (RFC 4028 minimum)"), 1800, doc="Session-Expires in seconds.")
     t1_timer: int = _key(_int(1), 500, doc="RFC 3261 T1 in milliseconds.")
     t1x64_timer: int = _key(_int(1), 32000, doc="RFC 3261 64*T1 (transaction timeout) in milliseconds.")
-    max_ring_time: int = _key(_int(0), 60, doc="Seconds an outgoing leg may ring before the call fails with 408; 0 = no limit. Routes and trunks can override it.")
+    max_ring_time: int = _key(_int(0), 60, doc="Seconds an outgoing leg may ring before the call fails with 480; 0 = no limit. Routes and trunks can override it.")
     # Modules
     modules: list[str] = _key(_str_list, factory=lambda: ["acl", "auth", "registrar", "call"], doc="Proxy modules, in pipeline order.")
     addons: list[str] = _key(_str_list, factory=list, doc="Addons to load (plugins in rustpbx_py.plugins).")

@@ -667,11 +667,15 @@ class Call:
         self.end(hangup)
 
     def _ring_timeout(self) -> None:
-        """max_ring_time passed: RustPBX answers 408 (reason noAnswer)."""
+        """
+        max_ring_time passed: the caller gets 480 Temporarily Unavailable
+        (reason noAnswer), which phones show as "no answer" where RustPBX's
+        408 reads as a network failure.
+        """
         self.ring_timer = None
         if self.state not in ("calling", "ringing"):
             return
-        self._give_up(408, "Request Timeout", R.NO_ANSWER)
+        self._give_up(480, "Temporarily Unavailable", R.NO_ANSWER)
 
     def _stop_ring_timer(self) -> None:
         if self.ring_timer is not None and self.ring_timer.active():

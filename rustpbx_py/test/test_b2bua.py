@@ -469,11 +469,11 @@ class AnswerRetransmissionTests(CallHarness, SynchronousTestCase):
 
 
 class TimeoutTests(CallHarness, SynchronousTestCase):
-    """max_ring_time: RustPBX gives up with 408 after the ring time."""
+    """max_ring_time: the call gives up with 480 after the ring time."""
 
     def test_ring_timeout(self):
         """After proxy.max_ring_time the forks are cancelled and the caller
-        gets 408; the record says noAnswer."""
+        gets 480; the record says noAnswer."""
         self.setup_module(toml="max_ring_time = 20\n", contacts=TWO)
         tx, call = self.invite()
         f1, f2 = self.core.requests("INVITE")
@@ -481,9 +481,9 @@ class TimeoutTests(CallHarness, SynchronousTestCase):
         self.clock.advance(19.9)
         self.assertEqual(tx.statuses(), [100, 180])
         self.clock.advance(0.1)
-        self.assertEqual(tx.last.status, 408)
+        self.assertEqual(tx.last.status, 480)
         self.assertEqual([c.request.uri for c in self.core.requests("CANCEL")], [f1.request.uri])
-        self.assertEqual((call.record.status_code, call.record.hangup_reason), (408, R.NO_ANSWER))
+        self.assertEqual((call.record.status_code, call.record.hangup_reason), (480, R.NO_ANSWER))
 
     def test_no_limit(self):
         """max_ring_time = 0 rings for ever."""
@@ -679,7 +679,7 @@ class TrunkCallTests(CallHarness, SynchronousTestCase):
         tx, call = self.invite(uri="sip:9555@example.com")
         self.core.last("INVITE").answer(180)
         self.clock.advance(5)
-        self.assertEqual(tx.last.status, 408)
+        self.assertEqual(tx.last.status, 480)
 
 
 class PrackTests(CallHarness, SynchronousTestCase):
