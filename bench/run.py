@@ -346,6 +346,9 @@ class SippResult:
     rc: Optional[int]
     stats: Dict[str, str]
     rtts: List[float]
+    #: Seconds from SIPp's start to the last response time traced (the
+    #: last 200 of a setup or registration).
+    last_rtt: float
     first_error: str
     wall: float
     directory: str
@@ -417,8 +420,11 @@ def read_stats(path: str) -> Dict[str, str]:
     return dict(zip(header, values))
 
 
-def read_rtts(directory: str) -> List[float]:
+def read_rtts(directory: str) -> Tuple[List[float], float]:
+    """The response times (ms) SIPp traced, and when the last one ended
+    (seconds since SIPp started)."""
     values: List[float] = []
+    last = 0.0
     for path in glob.glob(os.path.join(directory, "*_rtt.csv")):
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -426,9 +432,10 @@ def read_rtts(directory: str) -> List[float]:
                 if len(parts) >= 2:
                     try:
                         values.append(float(parts[1]))
+                        last = max(last, float(parts[0]) / 1000.0)
                     except ValueError:
                         pass
-    return values
+    return values, last
 
 
 _EVENT = re.compile(r"\d{9,}\.\d+: (.*)")
@@ -444,8 +451,8 @@ def first_error(path: str) -> str:
         return ""
     for line in text.splitlines():
         m = _EVENT.search(line)
-        if not m:
-            continue
+        if not m or "jumping to label" in line:
+            continue  # the end of every hold (a timeout with a jump)
         event = m.group(1).strip().replace("received '", "received: ")
         return event[:240]
     return ""
@@ -455,14 +462,14 @@ SIPP = shutil.which("sipp") or "sipp"
 
 
 def sipp_args(scenario: str, directory: str, local_port: int, transport: str, *, remote: Optional[str] = None,
-              calls: int, rate: Optional[float] = None, hold_ms: Optional[int] = None,
+              calls: int, rate: Optional[float] = None,
               injection: Optional[str] = None, service: Optional[str] = None, uac: bool = True,
               timeout: float = 60.0) -> List[str]:
     args = [SIPP]
     if remote:
         args.append(remote)
     args += [
-        "-sf", os.path.join(SCENARIOS, scenario),
+        "-sf", scenario if os.path.isabs(scenario) else os.path.join(SCENARIOS, scenario),
         "-i", LOCAL, "-p", str(local_port), "-t", transport,
         "-m", str(calls), "-nostdin",
         "-trace_stat", "-stf", os.path.join(directory, "stats.csv"), "-fd", "1",
@@ -476,13 +483,31 @@ def sipp_args(scenario: str, directory: str, local_port: int, transport: str, *,
     if rate is not None:
         # -r is calls per -rp milliseconds: keep fractional rates exact.
         args += ["-r", str(max(1, int(round(rate * 10)))), "-rp", "10000"]
-    if hold_ms is not None:
-        args += ["-d", str(int(hold_ms))]
     if injection:
         args += ["-inf", injection]
     if service:
         args += ["-s", service]
     return args
+
+
+#: The hold of the caller scenarios as written in them (ms).
+SCENARIO_HOLD = 'timeout="1000" ontimeout="hangup"'
+
+
+def caller_scenario(raw: str, authenticates: bool, hold_ms: int) -> str:
+    """The caller scenario; for another hold than the 1 s written in it, a
+    copy in the raw directory with the hold's timeout changed."""
+    name = "uac_auth.xml" if authenticates else "uac.xml"
+    if hold_ms == 1000:
+        return name
+    with open(os.path.join(SCENARIOS, name), encoding="iso-8859-1") as f:
+        text = f.read()
+    if SCENARIO_HOLD not in text:
+        raise RuntimeError(f"bench/scenarios/{name}: no '{SCENARIO_HOLD}' to change the hold")
+    path = os.path.join(raw, f"hold{hold_ms}-{name}")
+    with open(path, "w", encoding="iso-8859-1") as f:
+        f.write(text.replace(SCENARIO_HOLD, f'timeout="{int(hold_ms)}" ontimeout="hangup"'))
+    return path
 
 
 def start_sipp(name: str, directory: str, args: List[str]) -> Child:
@@ -498,10 +523,12 @@ def finish_sipp(child: Child, directory: str, limit: float) -> SippResult:
     else:
         child.stop()
     wall = time.monotonic() - child.started
+    rtts, last_rtt = read_rtts(directory)
     return SippResult(
         rc=rc,
         stats=read_stats(os.path.join(directory, "stats.csv")),
-        rtts=read_rtts(directory),
+        rtts=rtts,
+        last_rtt=last_rtt,
         first_error=first_error(os.path.join(directory, "errors.log")),
         wall=wall,
         directory=directory,
@@ -873,8 +900,11 @@ def judge(step: Step, uac: SippResult, uas: Optional[SippResult], hold_s: float,
     step.retransmissions = uac.retransmissions + (uas.retransmissions if uas else 0)
     if uac.rtts:
         step.median_ms = statistics.median(uac.rtts)
-    busy = max(uac.elapsed - hold_s, 1e-3)
-    step.achieved = uac.created / busy if uac.created else 0.0
+    # Achieved rate: calls over the time from SIPp's start until the last
+    # call was set up (its 200), so a server that falls behind the offered
+    # rate shows it; without traced times, until the end less the hold.
+    busy = uac.last_rtt if uac.rtts and len(uac.rtts) == uac.created else max(uac.elapsed - hold_s, 1e-3)
+    step.achieved = uac.created / max(busy, 1e-3) if uac.created else 0.0
     if not uac.stats:
         problems.append("SIPp wrote no statistics (" + last_line(read_text(os.path.join(uac.directory, "sipp.out"))) + ")")
     elif uac.successful < step.calls:
@@ -1096,10 +1126,10 @@ class Bench:
             server.usage.settle()
             server.usage.begin()
         remote = f"{LOCAL}:{callee_port}" if server.key == "sipp" else server.address()
-        scenario = "uac_auth.xml" if server.authenticates else "uac.xml"
+        scenario = caller_scenario(self.raw, server.authenticates, hold_ms)
         mark = server.log_mark()
         uac = run_sipp("sipp-caller", directory, sipp_args(
-            scenario, directory, free_port(), "u1", remote=remote, calls=calls, rate=rate, hold_ms=hold_ms,
+            scenario, directory, free_port(), "u1", remote=remote, calls=calls, rate=rate,
             injection=self.users_csv, service=CALLEE, timeout=limit), limit + 5)
         step = Step(rate=rate, calls=calls, passed=False, raw=os.path.relpath(directory, RESULTS))
         uas = finish_sipp(uas_child, uas_dir, 3.0)
@@ -1192,7 +1222,7 @@ class Bench:
             uas_child = start_sipp("sipp-callee", uas_dir, sipp_args(
                 "uas.xml", uas_dir, callee_port, "u1", calls=total, uac=False, service=CALLEE, timeout=limit))
             time.sleep(0.3)
-            scenario = "uac_auth.xml" if server.authenticates else "uac.xml"
+            scenario = caller_scenario(self.raw, server.authenticates, hold_ms)
             server.usage.begin()
             mark = server.log_mark()
             t0 = time.monotonic()
@@ -1206,7 +1236,7 @@ class Bench:
                 cpu0 = server.usage.cpu()
                 child = start_sipp("sipp-caller", directory, sipp_args(
                     scenario, directory, free_port(), "u1", remote=server.address(), calls=block, rate=rate,
-                    hold_ms=hold_ms, injection=self.users_csv, service=CALLEE, timeout=limit))
+                    injection=self.users_csv, service=CALLEE, timeout=limit))
                 callers.append((child, directory))
                 # Memory and CPU while this block is being set up.
                 end = t0 + (k + 1) * block / rate + 0.5
@@ -1376,7 +1406,7 @@ def tool_versions() -> Dict[str, str]:
     versions = {}
     try:
         out = subprocess.run([SIPP, "-v"], capture_output=True, text=True, timeout=10).stdout
-        m = re.search(r"SIPp v?([\w.\-]+)", out)
+        m = re.search(r"SIPp v?(\d[\w.\-]*\w)", out)
         versions["SIPp"] = m.group(1) if m else "?"
     except Exception:
         versions["SIPp"] = "missing"
