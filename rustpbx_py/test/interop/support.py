@@ -140,6 +140,30 @@ def free_udp_port() -> int:
     return port
 
 
+#: The two users of the call tests: a caller and the callee 1002.
+CALL_USERS = """
+[[proxy.user_backends]]
+type = "memory"
+
+[[proxy.user_backends.users]]
+username = "caller"
+password = "caller-secret"
+
+[[proxy.user_backends.users]]
+username = "1002"
+password = "callee-secret"
+"""
+
+
+def call_pbx_toml(proxy_lines: str = "", tail: str = "") -> str:
+    """
+    The TOML of a PBX for call tests: C{[proxy]} on 127.0.0.1 with an
+    ephemeral UDP port plus C{proxy_lines}, the L{CALL_USERS}, then C{tail}
+    (trunks, routes).
+    """
+    return f'[proxy]\naddr = "127.0.0.1"\nudp_port = 0\n{proxy_lines}\n{CALL_USERS}\n{tail}'
+
+
 class SippMixin:
     """
     Runs SIPp scenarios against the PBX of a test (C{self.sipp} is the
@@ -157,4 +181,12 @@ class SippMixin:
                  "-trace_err", "-error_file", os.path.join(workdir, "errors.log")]
         args += list(extra)
         return run_tool(args, timeout=timeout, cwd=workdir)
+
+    @defer.inlineCallbacks
+    def register_callee(self, port: int):
+        """SIPp registers 1002 (digest) from C{port}, where its UAS will listen."""
+        out, err, code = yield self.sipp_run(
+            "call_register.xml", port, ["-s", "1002", "-au", "1002", "-ap", "callee-secret", "-m", "1"]
+        )
+        self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-2000:])
 

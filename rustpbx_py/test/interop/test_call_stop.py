@@ -12,25 +12,10 @@ from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
 from rustpbx_py.store.db import Database
-from rustpbx_py.test.interop.support import SippMixin, free_udp_port, require_tool
+from rustpbx_py.test.interop.support import SippMixin, call_pbx_toml, free_udp_port, require_tool
 from rustpbx_py.test.interop.test_trunk_register import start_stoppable
 
-TOML = """
-[proxy]
-addr = "127.0.0.1"
-udp_port = 0
-
-[[proxy.user_backends]]
-type = "memory"
-
-[[proxy.user_backends.users]]
-username = "caller"
-password = "caller-secret"
-
-[[proxy.user_backends.users]]
-username = "1002"
-password = "callee-secret"
-"""
+TOML = call_pbx_toml()
 
 
 class Probe:
@@ -70,10 +55,7 @@ class CallStopInteropTests(SippMixin, TestCase):
         probe = Probe()
         pbx.context.addons.append(probe)
         callee_port = free_udp_port()
-        out, err, code = yield self.sipp_run(
-            "call_register.xml", callee_port, ["-s", "1002", "-au", "1002", "-ap", "callee-secret", "-m", "1"]
-        )
-        self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-2000:])
+        yield self.register_callee(callee_port)
         callee = self.sipp_run("call_uas.xml", callee_port, ["-m", "1"], remote=False, timeout=60)
         caller = self.sipp_run(
             "call_uac_wait_bye.xml",

@@ -13,30 +13,14 @@ from twisted.trial.unittest import TestCase
 
 from rustpbx_py.test.interop.support import (
     SippMixin,
+    call_pbx_toml,
     free_udp_port,
     require_tool,
     scenario,
     start_pbx_toml,
 )
 
-PBX_TOML = """
-[proxy]
-addr = "127.0.0.1"
-udp_port = 0
-passthrough_failure = {passthrough}
-max_ring_time = {ring}
-
-[[proxy.user_backends]]
-type = "memory"
-
-[[proxy.user_backends.users]]
-username = "caller"
-password = "caller-secret"
-
-[[proxy.user_backends.users]]
-username = "1002"
-password = "callee-secret"
-"""
+PBX_TOML = call_pbx_toml("passthrough_failure = {passthrough}\nmax_ring_time = {ring}\n")
 
 
 class CallTests(SippMixin, TestCase):
@@ -51,10 +35,7 @@ class CallTests(SippMixin, TestCase):
         self.pbx = yield start_pbx_toml(self, text)
         self.port = self.pbx.ports["UDP"]
         self.callee_port = free_udp_port()
-        out, err, code = yield self.sipp_run(
-            "call_register.xml", self.callee_port, ["-s", "1002", "-au", "1002", "-ap", "callee-secret", "-m", "1"]
-        )
-        self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-2000:])
+        yield self.register_callee(self.callee_port)
         bindings = self.pbx.context.locator.lookup("1002@127.0.0.1")
         self.assertEqual(len(bindings), 1)
 

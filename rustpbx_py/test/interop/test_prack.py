@@ -31,10 +31,7 @@ class PrackInteropTests(SippMixin, TestCase):
         self.pbx = yield start_pbx_toml(self, PBX_TOML)
         self.port = self.pbx.ports["UDP"]
         callee_port = free_udp_port()
-        out, err, code = yield self.sipp_run(
-            "call_register.xml", callee_port, ["-s", "1002", "-au", "1002", "-ap", "callee-secret", "-m", "1"]
-        )
-        self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-2000:])
+        yield self.register_callee(callee_port)
         callee = self.sipp_run("prack_uas.xml", callee_port, ["-m", "1"], remote=False, timeout=50)
         out, err, code = yield self.sipp_run(
             "prack_uac.xml", free_udp_port(), ["-s", "1002", "-au", "caller", "-ap", "caller-secret", "-m", "1"], timeout=50

@@ -14,26 +14,9 @@ import json
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from rustpbx_py.test.interop.support import SippMixin, free_udp_port, require_tool, start_pbx_toml
+from rustpbx_py.test.interop.support import SippMixin, call_pbx_toml, free_udp_port, require_tool, start_pbx_toml
 
-PBX_TOML = """
-[proxy]
-addr = "127.0.0.1"
-udp_port = 0
-session_timer = true
-session_expires = 1800
-
-[[proxy.user_backends]]
-type = "memory"
-
-[[proxy.user_backends.users]]
-username = "caller"
-password = "caller-secret"
-
-[[proxy.user_backends.users]]
-username = "1002"
-password = "callee-secret"
-"""
+PBX_TOML = call_pbx_toml("session_timer = true\nsession_expires = 1800\n")
 
 
 class SessionTimerInteropTests(SippMixin, TestCase):
@@ -54,10 +37,7 @@ class SessionTimerInteropTests(SippMixin, TestCase):
         self.pbx = yield start_pbx_toml(self, PBX_TOML)
         self.port = self.pbx.ports["UDP"]
         callee_port = free_udp_port()
-        out, err, code = yield self.sipp_run(
-            "call_register.xml", callee_port, ["-s", "1002", "-au", "1002", "-ap", "callee-secret", "-m", "1"]
-        )
-        self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-2000:])
+        yield self.register_callee(callee_port)
         callee = self.sipp_run("call_uas.xml", callee_port, ["-m", "1"], remote=False, timeout=140)
         out, err, code = yield self.sipp_run(
             "st_uac_norefresh.xml",

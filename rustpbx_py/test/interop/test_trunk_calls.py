@@ -11,24 +11,9 @@ import json
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from rustpbx_py.test.interop.support import SippMixin, free_udp_port, require_tool, start_pbx_toml
+from rustpbx_py.test.interop.support import SippMixin, call_pbx_toml, free_udp_port, require_tool, start_pbx_toml
 
-TRUNK_TOML = """
-[proxy]
-addr = "127.0.0.1"
-udp_port = 0
-
-[[proxy.user_backends]]
-type = "memory"
-
-[[proxy.user_backends.users]]
-username = "caller"
-password = "caller-secret"
-
-[[proxy.user_backends.users]]
-username = "1002"
-password = "callee-secret"
-
+TRUNK_TOML = call_pbx_toml() + """
 [proxy.trunks.carrier]
 dest = "sip:127.0.0.1:{carrier_port}"
 username = "carrier"
@@ -107,10 +92,7 @@ class TrunkCallTests(SippMixin, TestCase):
         user without a 407 challenge."""
         yield self.start()
         self.callee_port = free_udp_port()
-        out, err, code = yield self.sipp_run(
-            "call_register.xml", self.callee_port, ["-s", "1002", "-au", "1002", "-ap", "callee-secret", "-m", "1"]
-        )
-        self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-3000:])
+        yield self.register_callee(self.callee_port)
         callee = self.sipp_run("call_uas.xml", self.callee_port, ["-m", "1"], remote=False)
         # The provider's address: SIPp binds 127.0.0.2 (the whole of
         # 127.0.0.0/8 is loopback).
