@@ -438,24 +438,30 @@ def read_rtts(directory: str) -> Tuple[List[float], float]:
     return values, last
 
 
-_EVENT = re.compile(r"\d{9,}\.\d+: (.*)")
+_EVENT = re.compile(r"\d{4}-\d\d-\d\d\t\d\d:\d\d:\d\d\.\d+\t\d+\.\d+: ")
 
 
 def first_error(path: str) -> str:
     """The first event SIPp logged, on one line: what happened and, when a
-    message was involved, its first line."""
+    message was involved, its first line.  The end of a hold (a receive
+    timeout that jumps to the hang-up) is not an error."""
     try:
         with open(path, "rb") as f:
-            text = f.read(65536).decode("utf-8", "replace")
+            text = f.read(1 << 20).decode("utf-8", "replace")
     except OSError:
         return ""
-    for line in text.splitlines():
-        m = _EVENT.search(line)
-        if not m or "jumping to label" in line:
-            continue  # the end of every hold (a timeout with a jump)
-        event = m.group(1).strip().replace("received '", "received: ")
-        return event[:240]
-    return ""
+    # SIPp does not always end an event with a newline: split on the stamps.
+    other = ""
+    for event in _EVENT.split(text)[1:]:
+        head = event.strip().splitlines()[0] if event.strip() else ""
+        if not head or "jumping to label" in head:
+            continue
+        head = head.replace("received '", "received: ")[:240]
+        if re.search(r"abort|timeout|unexpected|fail|error|unable", head, re.I):
+            return head
+        # e.g. "Dead call ... (successful), received: ..." (a late retransmission)
+        other = other or head
+    return other
 
 
 SIPP = shutil.which("sipp") or "sipp"
@@ -962,9 +968,13 @@ class Ramp:
     note: str = ""
     #: The best step is the highest rate tried: the real peak is higher.
     capped: bool = False
+    #: This system does not take part in this benchmark (C{note} says why).
+    skipped: bool = False
 
     @property
     def first_failure(self) -> str:
+        if self.skipped:
+            return f"— ({self.note})"
         if self.best is None and self.steps:
             return f"failed at first step ({fmt_rate(self.steps[0].rate)}/s): {self.steps[0].reason}"
         if self.best is None:
@@ -1268,7 +1278,7 @@ class Bench:
                     break
                 best = step
             if uas.retransmissions and best is not None:
-                note = (note + "; " if note else "") + f"the callee saw {uas.retransmissions} retransmissions"
+                note = (note + "; " if note else "") + f"the callee saw {uas.retransmissions} retransmission(s)"
             for step in steps:
                 log(f"  {server.name} dialogs {step.dialogs}: {'pass' if step.passed else 'FAIL'} "
                     f"memory {fmt_mb(step.peak_rss)} {'' if step.passed else step.reason[:300]}")
@@ -1555,7 +1565,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if "dialogs" in only:
             for key, server in servers.items():
                 if key in ("kamailio", "sipp"):
-                    results["dialogs"][key] = Ramp([], None, server.unable.get("dialogs", ""))
+                    results["dialogs"][key] = Ramp([], None, server.unable.get("dialogs", ""), skipped=True)
                     continue
                 log(f"benchmark 3: concurrent dialogs, {server.name}")
                 target, note = args.dialogs, ""
@@ -1694,9 +1704,7 @@ def summarise(results: dict, servers: Dict[str, Server], parser_result: Optional
         for k, r in dialogs.items():
             idle = results["idle"].get(k)
             if r.best is None:
-                dv[k] = r.first_failure if r.steps or k == "pbx" or k == "sippy" else (r.note or "—")
-                if k in ("kamailio", "sipp"):
-                    dv[k] = "— (" + r.note + ")"
+                dv[k] = r.first_failure
                 mv[k] = "—"
                 per_dialog[k] = None
                 continue
