@@ -454,7 +454,9 @@ def first_error(path: str) -> str:
     other = ""
     for event in _EVENT.split(text)[1:]:
         head = event.strip().splitlines()[0] if event.strip() else ""
-        if not head or "jumping to label" in head:
+        # (SIPp cuts some events short: a receive timeout that does not
+        # say it aborted the call is taken for the end of a hold.)
+        if not head or ("receive timeout" in head and "without label" not in head):
             continue
         head = head.replace("received '", "received: ")[:240]
         if re.search(r"abort|timeout|unexpected|fail|error|unable", head, re.I):
@@ -946,6 +948,15 @@ def judge(step: Step, uac: SippResult, uas: Optional[SippResult], hold_s: float,
             problems.append(errors)
     step.passed = not problems
     step.reason = "; ".join(problems)
+    if step.passed:
+        # SIPp logs the end of every hold: on a passing step that log is
+        # megabytes of nothing.
+        for result in (uac, uas):
+            if result is not None:
+                try:
+                    os.remove(os.path.join(result.directory, "errors.log"))
+                except OSError:
+                    pass
     return step
 
 
@@ -1495,6 +1506,13 @@ def ensure_tools(args) -> None:
     SIPP = shutil.which("sipp") or "sipp"
 
 
+def prune_raw(keep: int) -> None:
+    """Keep the raw data of the last C{keep} runs only."""
+    runs = sorted(glob.glob(os.path.join(RESULTS, "raw", "2*T*Z")))
+    for old in runs[:-keep] if keep else runs:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(BENCHMARKS),
@@ -1516,6 +1534,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     systems = [s for s in ("pbx", "kamailio", "sippy", "sipp") if s in set(args.systems.split(","))]
 
     started = time.monotonic()
+    prune_raw(keep=4)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     raw = os.path.join(RESULTS, "raw", stamp)
     os.makedirs(raw, exist_ok=True)
