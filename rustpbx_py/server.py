@@ -196,6 +196,12 @@ class PbxService(service.MultiService):
             yield defer.maybeDeferred(module.start)
         for addon in self.addons:
             yield defer.maybeDeferred(addon.start)
+            resources = getattr(addon, "web_resources", None)
+            if resources is not None and resources():
+                self.log.warn(
+                    "addon {id}: its web resources are not served: the console (http_addr) is not implemented yet",
+                    id=addon.id,
+                )
         core.accepting = True
         self.log.info(
             "modules: {modules}; addons: {addons}",

@@ -356,7 +356,7 @@ class CallModule:
             return
         groups: List[List[Target]] = []
         refusal = None
-        for name in decision.trunks:
+        for name in self.addon_route_order(call, list(decision.trunks)):
             refused = self.trunks.admit(name) or self.router.check_trunk_policy(
                 name, caller, decision.callee or call.record.callee, call.tx.context.trunk
             )
@@ -399,6 +399,22 @@ class CallModule:
         except TransportError:
             return []
         return [Target(request.uri, flow, strip_tag(request.get("to") or ""), template=request)]
+
+    def addon_route_order(self, call: Call, trunks: List[str]) -> List[str]:
+        """
+        Let addons reorder or filter the trunks a route chose (the
+        C{route_hook} of L{rustpbx_py.interfaces.IAddon}), in config order;
+        an addon that fails is logged and skipped.
+        """
+        for addon in self.context.addons:
+            hook = getattr(addon, "route_hook", None)
+            if hook is None:
+                continue
+            try:
+                trunks = [t for t in hook(call, list(trunks)) if t in self.trunks.names()]
+            except Exception:
+                self.log.failure("addon {id} failed in route_hook", id=addon.id)
+        return trunks
 
     def ring_time_for(self, targets: List[Target], route=None) -> int:
         """

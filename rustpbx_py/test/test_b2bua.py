@@ -873,3 +873,59 @@ class NameAddrSanity(SynchronousTestCase):
         na = NameAddr.parse(harness.core.last("INVITE").request.get("from"))
         self.assertEqual(na.tag, call.b_tag)
         self.assertEqual(str(na.uri), "sip:alice@example.com")
+
+
+class AddonRouteHookTests(CallHarness, SynchronousTestCase):
+    """Addons see and may reorder or filter the trunks a route chose."""
+
+    TOML = TRUNK_TOML + """
+[proxy.trunks.other]
+dest = "sip:198.51.100.7:5060"
+"""
+
+    def test_reorder(self):
+        """An addon's route_hook puts "other" first: the first INVITE goes there."""
+        self.setup_module(toml=self.TOML.replace('dest = "carrier"', 'dest = ["carrier", "other"]\nselect = "rr"'), contacts=())
+        seen = []
+
+        class Prefer:
+            id = "prefer"
+
+            def route_hook(self, call, trunks):
+                seen.append(list(trunks))
+                return ["other"] + [t for t in trunks if t != "other"]
+
+        self.context.addons = [Prefer()]
+        self.invite(uri="sip:9555@example.com")
+        self.assertEqual(seen, [["carrier", "other"]])
+        self.assertEqual(self.core.requests("INVITE")[0].flow.remote, ("198.51.100.7", 5060))
+
+    def test_filter_all(self):
+        """An addon that removes every trunk leaves the call refused with 503."""
+        self.setup_module(toml=TRUNK_TOML, contacts=())
+
+        class Block:
+            id = "block"
+
+            def route_hook(self, call, trunks):
+                return []
+
+        self.context.addons = [Block()]
+        tx, call = self.invite(uri="sip:9555@example.com")
+        self.assertEqual(self.core.requests("INVITE"), [])
+        self.assertEqual(tx.last.status, 503)
+
+    def test_failing_addon_skipped(self):
+        """An addon whose hook raises is logged and the route's order stands."""
+        self.setup_module(toml=TRUNK_TOML, contacts=())
+
+        class Broken:
+            id = "broken"
+
+            def route_hook(self, call, trunks):
+                raise RuntimeError("boom")
+
+        self.context.addons = [Broken()]
+        self.invite(uri="sip:9555@example.com")
+        self.assertEqual(self.core.last("INVITE").flow.remote, ("198.51.100.5", 5060))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
