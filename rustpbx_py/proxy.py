@@ -65,6 +65,10 @@ class SipCore:
         #: auth lets such requests through without a new challenge).
         self.dialog_lookup: Callable = lambda request: False
         self.counters = {"received": 0, "parse_errors": 0, "overload": 0}
+        #: Called with (request, flow) for every request before anything
+        #: else looks at it; one that answers True has it dropped silently
+        #: (the acl module: scanners and floods get no answer at all).
+        self.screens: List[Callable] = []
         #: False until the modules have started: requests are dropped.
         self.accepting = False
 
@@ -75,6 +79,9 @@ class SipCore:
         if not self.accepting:
             return
         if message.is_request:
+            for screen in self.screens:
+                if screen(message, flow):
+                    return
             if not self._stamp_via(message, flow):
                 return
             self.transactions.request_received(message, flow)
@@ -88,11 +95,14 @@ class SipCore:
         address a response (RFC 3261 16.3, 21.4.1); drop it otherwise.
         """
         self.counters["parse_errors"] += 1
-        if error.status is None or data[:4].upper() == b"SIP/":
+        if not self.accepting or error.status is None or data[:4].upper() == b"SIP/":
             return
         request = error.message
         if request is None or request.top_via is None:
             return
+        for screen in self.screens:
+            if screen(request, flow):
+                return
         if request.method == "ACK":
             return
         self._stamp_via(request, flow)

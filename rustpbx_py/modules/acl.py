@@ -304,7 +304,7 @@ class AclModule:
     name = "acl"
     log = Logger()
 
-    def __init__(self, proxy: Any, reactor: Any = None, trunks: Any = None) -> None:
+    def __init__(self, proxy: Any, reactor: Any = None, trunks: Any = None, core: Any = None) -> None:
         """
         @param proxy: the C{[proxy]} config section (a ProxyConfig).
         @param reactor: the clock for the frequency limiter.
@@ -326,6 +326,10 @@ class AclModule:
             trunks = TrunkSet(_get(proxy, "trunks", None) or {}, reactor)
         self.trunks = trunks
         self._any_trunk = bool(trunks.names())
+        #: The SIP core whose screens this module joins at start (see
+        #: L{screen}); without one the checks run in the pipeline.
+        self.core = core
+        self._screening = False
         limit = parse_frequency(_get(proxy, "frequency_limiter", None))
         self.limiter = FrequencyLimiter(limit[0], limit[1], reactor) if limit else None
         # Denied requests are logged once a minute per source and reason.
@@ -341,9 +345,14 @@ class AclModule:
             trunks=len(self.trunks.names()),
             limit=f"{self.limiter.count}/{self.limiter.window}s" if self.limiter else "off",
         )
+        if self.core is not None:
+            self.core.screens.append(self.screen)
+            self._screening = True
 
     def stop(self) -> None:
-        pass
+        if self._screening:
+            self.core.screens.remove(self.screen)
+            self._screening = False
 
     def ip_allowed(self, ip: IPAddress) -> bool:
         """Whether the rules let C{ip} in: first match wins, none denies, no rules allow."""
@@ -368,38 +377,73 @@ class AclModule:
             return any(good in low for good in self.white_list)
         return True
 
-    def _drop(self, tx: Any, host: str, reason: str) -> str:
-        tx.context.spam = True
+    def _log_drop(self, request: Any, host: str, reason: str) -> None:
         if self._log_once((host, reason)):
             self.log.info(
                 "acl: dropping {method} from {host} ({reason})",
-                method=tx.request.method,
+                method=request.method,
                 host=host,
                 reason=reason,
             )
-        return ABORT
+
+    def check(self, request: Any, host: str) -> Tuple[Optional[str], Optional[str]]:
+        """
+        (why to drop the request or None, the trunk it comes from or None):
+        the User-Agent lists, then the trunks' addresses (which bypass the
+        rules), the rules and the frequency limiter.
+        """
+        if not self.ua_allowed(request.get("user-agent")):
+            return "user agent", None
+        ip = source_address(host)
+        if ip is None:
+            return "source is not an IP address", None
+        if self._any_trunk:
+            trunk = self.trunks.for_source(ip, _uri_user(request.get("from")), _uri_user(request.get("to")))
+            if trunk is not None:
+                return None, trunk
+        if not self.ip_allowed(ip):
+            return "acl rules", None
+        if self.limiter is not None and not self.limiter.allow(limiter_key(ip)):
+            # The limiter logs once per window itself.
+            return "", None
+        return None, None
+
+    def screen(self, request: Any, flow: Any) -> bool:
+        """
+        The core's first look at every request, before the transaction
+        layer, the core's own answers (483, 420, 400, 503, OPTIONS) or any
+        module: True drops it without a word, so a scanner or a flood learns
+        nothing at all.
+        """
+        reason, _ = self.check(request, flow.remote[0])
+        if reason is None:
+            return False
+        if reason:
+            self._log_drop(request, flow.remote[0], reason)
+        return True
 
     def on_transaction_begin(self, tx: Any) -> str:
         request = tx.request
         host = tx.flow.remote[0]
-        if not self.ua_allowed(request.get("user-agent")):
-            return self._drop(tx, host, "user agent")
-        ip = source_address(host)
-        if ip is None:
-            return self._drop(tx, host, "source is not an IP address")
-        trunk = None
-        if self._any_trunk:
-            trunk = self.trunks.for_source(ip, _uri_user(request.get("from")), _uri_user(request.get("to")))
+        if self._screening:
+            # screen() already passed this request: only say which trunk.
+            if self._any_trunk:
+                ip = source_address(host)
+                if ip is not None:
+                    tx.context.trunk = self.trunks.for_source(
+                        ip, _uri_user(request.get("from")), _uri_user(request.get("to"))
+                    )
+            return CONTINUE
+        reason, trunk = self.check(request, host)
         if trunk is not None:
             tx.context.trunk = trunk
             return CONTINUE
-        if not self.ip_allowed(ip):
-            return self._drop(tx, host, "acl rules")
-        if self.limiter is not None and not self.limiter.allow(limiter_key(ip)):
-            # The limiter logs once per window itself.
-            tx.context.spam = True
-            return ABORT
-        return CONTINUE
+        if reason is None:
+            return CONTINUE
+        tx.context.spam = True
+        if reason:
+            self._log_drop(request, host, reason)
+        return ABORT
 
     def on_transaction_end(self, tx: Any) -> None:
         pass

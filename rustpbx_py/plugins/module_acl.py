@@ -21,7 +21,7 @@ class AclModuleFactory:
         from rustpbx_py.modules.acl import AclModule
 
         proxy = getattr(context.config, "proxy", context.config)
-        return AclModule(proxy, context.reactor, getattr(context, "trunks", None))
+        return AclModule(proxy, context.reactor, getattr(context, "trunks", None), getattr(context, "core", None))
 
 
 acl = AclModuleFactory()

@@ -324,3 +324,51 @@ class PluginTests(SynchronousTestCase):
         self.assertTrue(IProxyModule.providedBy(module))
         self.assertEqual(module.name, "acl")
         self.assertEqual(module.allow_methods(), ["*"])
+
+
+class ScreenTests(SynchronousTestCase):
+    """With a SIP core the checks run in its screen, before anything answers."""
+
+    class Core:
+        def __init__(self):
+            self.screens = []
+
+    def module(self, **overrides):
+        clock = task.Clock()
+        core = self.Core()
+        module = AclModule(proxy_config(**overrides), clock, core=core)
+        module.start()
+        return module, core
+
+    def test_joins_and_leaves_the_core(self):
+        """start() adds the screen to the core, stop() takes it away."""
+        module, core = self.module()
+        self.assertEqual(core.screens, [module.screen])
+        module.stop()
+        self.assertEqual(core.screens, [])
+
+    def test_screen_drops_scanner(self):
+        """The screen says drop for a black-listed User-Agent and lets others pass."""
+        module, core = self.module()
+        bad = make_tx(user_agent="friendly-scanner")
+        good = make_tx(user_agent="Linphone/5.0")
+        self.assertTrue(module.screen(bad.request, bad.flow))
+        self.assertFalse(module.screen(good.request, good.flow))
+
+    def test_pipeline_only_tags_trunks_after_screen(self):
+        """Once screening, the pipeline stage only names the trunk: the limiter
+        is not counted twice."""
+        module, core = self.module(
+            frequency_limiter="1/60s",
+            trunks={"t": {"dest": "sip:192.0.2.50", "inbound_hosts": ["192.0.2.50"]}},
+        )
+        tx = make_tx(remote=("192.0.2.10", 5060))
+        self.assertFalse(module.screen(tx.request, tx.flow))
+        self.assertEqual(module.on_transaction_begin(tx), CONTINUE)
+        self.assertFalse(tx.context.spam)
+        again = make_tx(remote=("192.0.2.10", 5060))
+        self.assertTrue(module.screen(again.request, again.flow))
+        trunk_tx = make_tx(remote=("192.0.2.50", 5060))
+        self.assertFalse(module.screen(trunk_tx.request, trunk_tx.flow))
+        module.on_transaction_begin(trunk_tx)
+        self.assertEqual(trunk_tx.context.trunk, "t")

@@ -227,3 +227,40 @@ class ParseErrorTests(SynchronousTestCase):
         flow = Flow()
         c.parse_error(SipParseError("bad", None), b"SIP/2.0 abc\r\n\r\n", flow)
         self.assertEqual(flow.sent, [])
+
+
+class ScreenTests(SynchronousTestCase):
+    """Screens (the acl module) see every request before the core answers."""
+
+    def screened(self):
+        c = core([Module()])
+        seen = []
+
+        def screen(request, flow):
+            seen.append(request.method)
+            return request.get("user-agent") == "friendly-scanner"
+
+        c.screens.append(screen)
+        return c, seen
+
+    def test_dropped_before_core_answers(self):
+        """A screened request with Max-Forwards 0 gets no 483: nothing at all."""
+        c, seen = self.screened()
+        data = request(extra="User-Agent: friendly-scanner\r\n").replace(b"Max-Forwards: 70", b"Max-Forwards: 0")
+        self.assertEqual(feed(c, data).sent, [])
+        self.assertEqual(seen, ["OPTIONS"])
+
+    def test_parse_error_screened(self):
+        """An unparsable request from a screened agent gets no 400 either."""
+        c, seen = self.screened()
+        data = request(extra="User-Agent: friendly-scanner\r\nContent-Length: abc\r\n")
+        flow = Flow()
+        with self.assertRaises(SipParseError) as cm:
+            parse_message(data)
+        c.parse_error(cm.exception, data, flow)
+        self.assertEqual(flow.sent, [])
+
+    def test_others_answered(self):
+        """A request the screen lets through is answered as usual."""
+        c, seen = self.screened()
+        self.assertEqual(feed(c, request()).sent[0][1].status, 200)
