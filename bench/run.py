@@ -451,19 +451,23 @@ def first_error(path: str) -> str:
     except OSError:
         return ""
     # SIPp does not always end an event with a newline: split on the stamps.
-    other = ""
+    # Preference: an event that says a call failed; then a receive timeout
+    # cut short (SIPp truncates some events: it may be a failure or the end
+    # of a hold); then anything else, e.g. "Dead call ... (successful),
+    # received: ..." (a retransmission arriving after the call ended).
+    cut, other = "", ""
     for event in _EVENT.split(text)[1:]:
         head = event.strip().splitlines()[0] if event.strip() else ""
-        # (SIPp cuts some events short: a receive timeout that does not
-        # say it aborted the call is taken for the end of a hold.)
-        if not head or ("receive timeout" in head and "without label" not in head):
+        if not head or "jumping to label" in head:
             continue
         head = head.replace("received '", "received: ")[:240]
-        if re.search(r"abort|timeout|unexpected|fail|error|unable", head, re.I):
+        if "receive timeout" in head and "without label" not in head:
+            cut = cut or head
+        elif re.search(r"abort|without label|unexpected|fail|error|unable", head, re.I):
             return head
-        # e.g. "Dead call ... (successful), received: ..." (a late retransmission)
-        other = other or head
-    return other
+        else:
+            other = other or head
+    return cut or other
 
 
 SIPP = shutil.which("sipp") or "sipp"
