@@ -103,3 +103,25 @@ class TwistdTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 1, output)
         self.assertIn("cannot start the SIP listeners", output)
         self.assertNotIn("Traceback", output)
+
+
+class GarbageCollectorTests(SynchronousTestCase):
+    def test_tuning(self):
+        """The twistd service tunes the collector: full collections only after
+        many young ones, start-up objects frozen (checked in a child process
+        so this test process keeps its own settings)."""
+        code = (
+            "import gc; from rustpbx_py.server import tune_garbage_collector, GC_GEN2_THRESHOLD; "
+            "before = gc.get_freeze_count(); tune_garbage_collector(); "
+            "print(gc.get_threshold()[2] == GC_GEN2_THRESHOLD, gc.get_freeze_count() > before)"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        self.assertEqual(result.stdout.split(), ["True", "True"], result.stderr)
+
+    def test_build_service_tunes(self):
+        """buildService (what twistd runs) asks for the tuning; tests' services do not."""
+        from rustpbx_py.config import default_config
+        from rustpbx_py.server import PbxService, buildService
+
+        self.assertTrue(buildService(default_config()).tune_gc)
+        self.assertFalse(PbxService(default_config()).tune_gc)
