@@ -590,19 +590,12 @@ class WriteThroughTests(RegistrarTestsMixin, unittest.SynchronousTestCase):
         self.successResultOf(d)
 
 
-class DatabaseTests(RegistrarTestsMixin, unittest.TestCase):
-    """Persistence on a real SQLite file."""
-
-    @defer.inlineCallbacks
-    def setUp(self):
-        self.path = os.path.abspath(self.mktemp()) + ".sqlite3"
-        self.db = self.open_db()
-        yield self.db.migrate()
-
-    def open_db(self) -> Database:
-        db = Database("sqlite:///" + self.path)
-        self.addCleanup(db.close)
-        return db
+class RestartSurvivalMixin:
+    """
+    Bindings survive a restart on the database C{self.open_db()} opens
+    (C{self.db} is the first connection, migrated): SQLite here, PostgreSQL
+    in L{rustpbx_py.test.interop.test_postgresql}.
+    """
 
     @defer.inlineCallbacks
     def test_restart_survival(self):
@@ -639,6 +632,21 @@ class DatabaseTests(RegistrarTestsMixin, unittest.TestCase):
         rows = yield db.run_query("SELECT aor FROM registrations")
         self.assertEqual(rows, [(ALICE,)])
         yield registry.stop()
+
+
+class DatabaseTests(RestartSurvivalMixin, RegistrarTestsMixin, unittest.TestCase):
+    """Persistence on a real SQLite file."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.path = os.path.abspath(self.mktemp()) + ".sqlite3"
+        self.db = self.open_db()
+        yield self.db.migrate()
+
+    def open_db(self) -> Database:
+        db = Database("sqlite:///" + self.path)
+        self.addCleanup(db.close)
+        return db
 
     @defer.inlineCallbacks
     def test_updates_replace_rows(self):

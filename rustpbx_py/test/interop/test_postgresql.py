@@ -27,8 +27,7 @@ from rustpbx_py.call import record as R
 from rustpbx_py.call.record import CallRecord, CallRecordStore
 from rustpbx_py.registrar import Registry
 from rustpbx_py.store.db import Database, DatabaseError, migrations
-from rustpbx_py.test.fakes import FakeFlow, make_request, proxy_config
-from rustpbx_py.test.test_registrar import ALICE, RegistrarTestsMixin, register_request
+from rustpbx_py.test.test_registrar import ALICE, RegistrarTestsMixin, RestartSurvivalMixin, register_request
 from rustpbx_py.users import DatabaseUserBackend, build_user_backends
 
 PASSWORD = "pbx s3cret/?"  # URL-quoted in the URL: checks userinfo decoding too
@@ -295,7 +294,7 @@ class StoreTests(PostgreSQLTestCase):
         yield self.assertFailure(db.run_query("SELECT 1"), psycopg2.OperationalError)
 
 
-class RegistrarTests(RegistrarTestsMixin, PostgreSQLTestCase):
+class RegistrarTests(RestartSurvivalMixin, RegistrarTestsMixin, PostgreSQLTestCase):
     """The registrar's bindings in PostgreSQL."""
 
     @defer.inlineCallbacks
@@ -304,39 +303,9 @@ class RegistrarTests(RegistrarTestsMixin, PostgreSQLTestCase):
         self.db = self.open()
         yield self.db.migrate()
 
-    @defer.inlineCallbacks
-    def test_restart_survival(self):
-        """
-        A binding acknowledged with 200 is found, every field equal, by a
-        new registry on a new connection pool (a PBX restart); bindings that
-        expired meanwhile are dropped, from the table too.
-        """
-        module = self.make_module(store=self.db)
-        yield module.start()
-        inst = '+sip.instance="<urn:uuid:1>"'
-        flow = FakeFlow(("203.0.113.50", 61000), "TCP", ("198.51.100.1", 5060))
-        req = register_request(f"<sip:alice@10.0.0.2:5060;transport=tcp>;{inst};reg-id=1", expires=600,
-                               headers=[("Path", "<sip:edge.example.net;lr>")])
-        tx = yield self.send(module, req, flow)
-        self.assertEqual(tx.last.status, 200)
-        tx = yield self.send(module, register_request("<sip:bob@192.0.2.9>", expires=60, to="sip:bob@example.com"))
-        self.assertEqual(tx.last.status, 200)
-        [before] = module.registry.lookup(ALICE)
-        yield module.stop()
-        self.db.close()
-
-        self.clock.advance(120)
-        db = self.open()
-        registry = Registry(db, self.clock)
-        count = yield registry.start()
-        self.addCleanup(registry.stop)
-        self.assertEqual(count, 1)
-        [after] = registry.lookup(ALICE)
-        self.assertEqual(after.row(), before.row())
-        self.assertEqual((after.path, after.flow_id, after.nat), (("<sip:edge.example.net;lr>",), flow.id, before.nat))
-        self.assertEqual(registry.lookup("bob@example.com"), [])
-        rows = yield db.run_query("SELECT aor FROM registrations")
-        self.assertEqual(rows, [(ALICE,)])
+    def open_db(self) -> Database:
+        """A new connection pool on the test server (a PBX restart)."""
+        return self.open()
 
     @defer.inlineCallbacks
     def test_updates_and_batches(self):
