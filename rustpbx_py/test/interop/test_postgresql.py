@@ -27,6 +27,7 @@ from rustpbx_py.call import record as R
 from rustpbx_py.call.record import CallRecord, CallRecordStore
 from rustpbx_py.registrar import Registry
 from rustpbx_py.store.db import Database, DatabaseError, migrations
+from rustpbx_py.test.fakes import make_request, proxy_config
 from rustpbx_py.test.test_registrar import ALICE, RegistrarTestsMixin, RestartSurvivalMixin, register_request
 from rustpbx_py.users import DatabaseUserBackend, build_user_backends
 
