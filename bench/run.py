@@ -81,6 +81,8 @@ NAMES = {
     "kamailio": "Kamailio",
     "sippy": "Sippy B2BUA",
     "sipp": "SIPp to SIPp",
+    # Benchmark "workers" only (not a column of the summary).
+    "pbx2": "rustpbx_py, two workers",
 }
 
 LOG_FILE = None  # type: Optional[object]
@@ -722,7 +724,9 @@ class PbxServer(Server):
         self.port = free_port()
         config = os.path.join(self.raw, f"pbx-{tag}.toml")
         db_dir = tempfile.mkdtemp(prefix=f"db-{tag}-", dir=self.tmp)
-        write_pbx_config(config, self.port, os.path.join(db_dir, "pbx.sqlite3"), db_dir, self.modules)
+        # Two workers (benchmark "workers") share one database file.
+        database = options.get("database") or os.path.join(db_dir, "pbx.sqlite3")
+        write_pbx_config(config, self.port, database, db_dir, self.modules)
         args = [self.twistd, "-n", "--pidfile=", "pbx", "--config", config]
         self.child = Child("pbx", args, os.path.join(self.raw, f"pbx-{tag}.log"), cwd=db_dir)
         log_path = self.child.log_path
@@ -1306,6 +1310,205 @@ class Bench:
 
 
 # ---------------------------------------------------------------------------
+# Two PBX workers sharing the database
+# ---------------------------------------------------------------------------
+
+
+class PbxWorkers:
+    """Two PBX processes made from the same template (their own ports)
+    pointing at one SQLite database file.  The "front-end" is the load
+    split: each worker gets its own SIPp with half the rate and half the
+    users, so a phone's traffic stays on one worker."""
+
+    key = "pbx"
+    name = "rustpbx_py, two workers"
+
+    def __init__(self, pbx: PbxServer) -> None:
+        self.raw = pbx.raw
+        self.workers = [PbxServer(pbx.raw), PbxServer(pbx.raw)]
+        for w in self.workers:
+            w.modules = list(pbx.modules)
+            w.unable = dict(pbx.unable)
+        self.tmp = tempfile.mkdtemp(prefix="rustpbx-bench-workers-")
+
+    def start(self, tag: str) -> None:
+        db_dir = tempfile.mkdtemp(prefix=f"db-{tag}-", dir=self.tmp)
+        database = os.path.join(db_dir, "pbx.sqlite3")
+        try:
+            for i, w in enumerate(self.workers):
+                w.start(f"{tag}-worker{i + 1}", database=database)
+        except StartFailed:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for w in self.workers:
+            w.stop()
+
+    def cleanup(self) -> None:
+        for w in self.workers:
+            w.cleanup()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def died(self) -> Optional[str]:
+        return "; ".join(d for d in (w.died() for w in self.workers) if d) or None
+
+
+def combine_steps(rate: float, halves: Sequence[Step], uacs: Sequence[SippResult], directory: str) -> Step:
+    """One step of the two workers from the two halves, each judged against
+    its own worker: it passes when both passed."""
+    step = Step(rate=rate, calls=sum(h.calls for h in halves), passed=all(h.passed for h in halves),
+                raw=os.path.relpath(directory, RESULTS))
+    step.successful = sum(h.successful for h in halves)
+    step.retransmissions = sum(h.retransmissions for h in halves)
+    step.achieved = sum(h.achieved or 0.0 for h in halves)
+    rtts = [x for u in uacs for x in u.rtts]
+    step.median_ms = statistics.median(rtts) if rtts else None
+    cpus = [h.cpu_s for h in halves if h.cpu_s is not None]
+    step.cpu_s = sum(cpus) if cpus else None
+    peaks = [h.peak_rss for h in halves if h.peak_rss]
+    step.peak_rss = sum(peaks) if peaks else None
+    step.reason = "; ".join(f"worker {i + 1}: {h.reason}" for i, h in enumerate(halves) if h.reason)
+    return step
+
+
+def split_users(bench_dir: str) -> List[str]:
+    """Two injection files, the first and the second half of the users."""
+    users = bench_users()
+    half = len(users) // 2
+    return [write_injection(os.path.join(bench_dir, f"users-worker{i + 1}.csv"), part)
+            for i, part in enumerate((users[:half], users[half:]))]
+
+
+class WorkersBench:
+    """Benchmark "workers": the REGISTER/UDP ramp and the call ramp against
+    two workers at once, the total rate split evenly."""
+
+    def __init__(self, bench: "Bench", pair: PbxWorkers) -> None:
+        self.bench = bench
+        self.pair = pair
+        self.base = os.path.join(bench.raw, "workers")
+        os.makedirs(self.base, exist_ok=True)
+        self.csvs = split_users(self.base)
+
+    def _begin(self) -> List[int]:
+        for w in self.pair.workers:
+            w.usage.settle()
+        marks = []
+        for w in self.pair.workers:
+            w.usage.begin()
+            marks.append(w.log_mark())
+        return marks
+
+    def register_step(self, rate: float) -> Step:
+        b = self.bench
+        calls = b.count_for(rate / 2.0)
+        directory = os.path.join(self.base, "register", f"{int(rate):05d}")
+        limit = calls / (rate / 2.0) + 25.0
+        marks = self._begin()
+        children = []
+        for i, w in enumerate(self.pair.workers):
+            d = os.path.join(directory, f"worker{i + 1}")
+            children.append((start_sipp(f"sipp-register-{i + 1}", d, sipp_args(
+                "register.xml", d, free_port(), "u1", remote=w.address(), calls=calls, rate=rate / 2.0,
+                injection=self.csvs[i], timeout=limit)), d))
+        uacs = [finish_sipp(c, d, limit + 5) for c, d in children]
+        halves = []
+        for i, (w, uac) in enumerate(zip(self.pair.workers, uacs)):
+            h = Step(rate=rate / 2.0, calls=calls, passed=False)
+            h.cpu_s, h.peak_rss = w.usage.end()
+            halves.append(judge(h, uac, None, 0.0, w, marks[i]))
+        step = combine_steps(rate, halves, uacs, directory)
+        log(f"  two workers REGISTER/UDP {fmt_rate(rate)}/s x{step.calls}: {'pass' if step.passed else 'FAIL'} "
+            f"achieved {step.achieved or 0:.0f}/s median {fmt_ms(step.median_ms)} cpu {fmt_num(step.cpu_s, 2)} s "
+            f"{'' if step.passed else step.reason[:300]}")
+        return step
+
+    def restart(self, tag: str, callee_port: int = 0) -> Optional[str]:
+        self.pair.stop()
+        try:
+            self.pair.start(tag)
+        except StartFailed as e:
+            return str(e)
+        if callee_port:
+            return self.register_callee(callee_port)
+        return None
+
+    def bench_register(self) -> Ramp:
+        if "register" in self.pair.workers[0].unable:
+            return Ramp([], None, self.pair.workers[0].unable["register"])
+        tag = "workers-register"
+        try:
+            self.pair.start(tag)
+        except StartFailed as e:
+            return Ramp([], None, str(e))
+        try:
+            return ramp(self.register_step, 100, float(self.bench.args.register_cap), 10,
+                        reset=lambda: self.restart(tag))
+        finally:
+            self.pair.stop()
+
+    def register_callee(self, callee_port: int) -> Optional[str]:
+        """The callee registers with both workers, from the same port, so
+        that either can reach it."""
+        for i, w in enumerate(self.pair.workers):
+            why = self.bench.register_callee(w, callee_port, os.path.join(
+                self.base, "calls", f"register-callee-worker{i + 1}-{time.monotonic():.0f}"))
+            if why:
+                return f"worker {i + 1}: {why}"
+        return None
+
+    def call_step(self, callee_port: int, rate: float) -> Step:
+        b = self.bench
+        calls = b.count_for(rate / 2.0)
+        directory = os.path.join(self.base, "calls", f"{rate:08.1f}")
+        limit = calls / (rate / 2.0) + 1.0 + 25.0
+        uas_dir = os.path.join(directory, "callee")
+        uas_child = start_sipp("sipp-callee", uas_dir, sipp_args(
+            "uas.xml", uas_dir, callee_port, "u1", calls=2 * calls, uac=False, service=CALLEE, timeout=limit + 5))
+        time.sleep(0.3)
+        marks = self._begin()
+        scenario = caller_scenario(b.raw, True, 1000)
+        children = []
+        for i, w in enumerate(self.pair.workers):
+            d = os.path.join(directory, f"worker{i + 1}")
+            children.append((start_sipp(f"sipp-caller-{i + 1}", d, sipp_args(
+                scenario, d, free_port(), "u1", remote=w.address(), calls=calls, rate=rate / 2.0,
+                injection=self.csvs[i], service=CALLEE, timeout=limit)), d))
+        uacs = [finish_sipp(c, d, limit + 5) for c, d in children]
+        uas = finish_sipp(uas_child, uas_dir, 3.0)
+        halves = []
+        for i, (w, uac) in enumerate(zip(self.pair.workers, uacs)):
+            h = Step(rate=rate / 2.0, calls=calls, passed=False)
+            h.cpu_s, h.peak_rss = w.usage.end()
+            # The callee is shared: judged once, with the first worker.
+            halves.append(judge(h, uac, uas if i == 0 else None, 1.0, w, marks[i]))
+        step = combine_steps(rate, halves, uacs, directory)
+        log(f"  two workers calls {fmt_rate(rate)}/s x{step.calls}: {'pass' if step.passed else 'FAIL'} "
+            f"achieved {step.achieved or 0:.1f}/s median {fmt_ms(step.median_ms)} cpu {fmt_num(step.cpu_s, 2)} s "
+            f"{'' if step.passed else step.reason[:300]}")
+        return step
+
+    def bench_calls(self) -> Ramp:
+        if "calls" in self.pair.workers[0].unable:
+            return Ramp([], None, self.pair.workers[0].unable["calls"])
+        tag = "workers-calls"
+        callee_port = free_port()
+        try:
+            self.pair.start(tag)
+        except StartFailed as e:
+            return Ramp([], None, str(e))
+        try:
+            why = self.register_callee(callee_port)
+            if why:
+                return Ramp([], None, why)
+            return ramp(lambda r: self.call_step(callee_port, r), 20, float(self.bench.args.calls_cap), 10,
+                        reset=lambda: self.restart(tag, callee_port))
+        finally:
+            self.pair.stop()
+
+
+# ---------------------------------------------------------------------------
 # Parser
 # ---------------------------------------------------------------------------
 
@@ -1495,7 +1698,7 @@ def render(report: dict) -> str:
 # Main
 # ---------------------------------------------------------------------------
 
-BENCHMARKS = ("register", "calls", "dialogs", "rtp", "parser")
+BENCHMARKS = ("register", "calls", "dialogs", "rtp", "parser", "workers")
 
 
 def ensure_tools(args) -> None:
@@ -1574,7 +1777,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "sipp" in servers:
         servers["sipp"].unable["dialogs"] = "no server"
 
-    results: dict = {"register": {}, "calls": {}, "half": {}, "dialogs": {}, "idle": {}}
+    results: dict = {"register": {}, "calls": {}, "half": {}, "dialogs": {}, "idle": {}, "workers": {}}
     try:
         if "register" in only:
             for transport in ("udp", "tcp"):
@@ -1599,6 +1802,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     target, note = args.sippy_dialogs, f"the reference's ramp stops at {args.sippy_dialogs}"
                 results["dialogs"][key], results["idle"][key] = bench.bench_dialogs(
                     server, peak(results["calls"].get(key)), target, note)
+        if "workers" in only and "pbx" in servers:
+            run_workers(bench, servers["pbx"], results)
         parser_result, parser_note = (None, "not run")
         if "parser" in only:
             log("benchmark 5: parser (bench/parser_bench.py)")
@@ -1631,6 +1836,62 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         json.dump(jsonable(results), f, indent=1, default=str)
     log(f"wrote {os.path.relpath(args.output, ROOT)} ({report['duration']}); raw data in {os.path.relpath(raw, ROOT)}")
     return 0
+
+
+def run_workers(bench: Bench, pbx: PbxServer, results: dict) -> None:
+    """Benchmark "workers": REGISTER/UDP and calls against two workers
+    sharing the database, next to one worker's figures of the same run
+    (measured here when benchmarks 1 and 2 did not run)."""
+    w = results["workers"]
+    one = results["register"].get("udp", {}).get("pbx")
+    if one is None:
+        log("benchmark workers: REGISTER over UDP, one worker")
+        one = bench.bench_register(pbx, "udp")
+        w["register-one-measured"] = True
+    w["register-one"] = one
+    pair = PbxWorkers(pbx)
+    try:
+        wb = WorkersBench(bench, pair)
+        log("benchmark workers: REGISTER over UDP, two workers sharing the database")
+        w["register-two"] = wb.bench_register()
+        one = results["calls"].get("pbx")
+        if one is None:
+            log("benchmark workers: calls, one worker")
+            one = bench.bench_calls(pbx)[0]
+            w["calls-one-measured"] = True
+        w["calls-one"] = one
+        log("benchmark workers: calls, two workers sharing the database")
+        w["calls-two"] = wb.bench_calls()
+    finally:
+        pair.stop()
+        pair.cleanup()
+
+
+def workers_summary(w: dict) -> Tuple[List[list], List[str]]:
+    rows: List[list] = []
+    details: List[str] = []
+    for kind, title, unit in (("register", "REGISTER + digest (401, 200), UDP", "registrations/s"),
+                              ("calls", "calls through the B2BUA, 407 auth, 1 s hold", "calls/s")):
+        one, two = w.get(f"{kind}-one"), w.get(f"{kind}-two")
+        if two is None:
+            continue
+
+        def cpu(r: Optional[Ramp]) -> str:
+            if r is None or r.best is None or r.best.cpu_s is None:
+                return ""
+            return f", {fmt_num(r.best.cpu_s, 2)} CPU s in its {fmt_num(r.best.calls, 0)}-call step"
+
+        cell = cell_rate(two) + cpu(two) + f"; one worker {cell_rate(one)}" + cpu(one)
+        r = ratio(peak(two), peak(one))
+        rows.append(["W", f"{title}, two workers sharing the database (load split in half by SIPp), {unit}",
+                     cell, "—", "—", "—", fmt_ratio(r, "one worker", capped(one)), "— (no target)", "—"])
+        ramps: Dict[str, Optional[Ramp]] = {}
+        if w.get(f"{kind}-one-measured"):
+            ramps["pbx"] = one
+        ramps["pbx2"] = two
+        details += step_table(f"W. Two workers sharing the database: {title} "
+                              "(two workers: CPU s and peak RSS of both added)", ramps)
+    return rows, details
 
 
 def jsonable(results: dict) -> dict:
@@ -1750,6 +2011,12 @@ def summarise(results: dict, servers: Dict[str, Server], parser_result: Optional
         rows.append(["3", "memory per dialog = (peak − idle) / dialogs", *cells(mv),
                      fmt_ratio(ratio(per, per_dialog.get("sippy")), "Sippy"), "≤ 0.1 MB (100 kB)", verdict(ok_m)])
         details += step_table("3. Concurrent dialogs", dialogs, dialogs=True)
+
+    # Two workers
+    if results.get("workers"):
+        r, d = workers_summary(results["workers"])
+        rows += r
+        details += d
 
     # 4. RTP
     if "rtp" in only:
