@@ -287,12 +287,14 @@ class PbxService(service.MultiService):
                 yield defer.maybeDeferred(module.stop)
             except Exception:
                 self.log.failure("module {name} failed to stop", name=module.name)
+        if self.core is not None:
+            # No retransmission timer may fire once the sockets are closed.
+            self.core.shutdown()
         for port in self.listeners:
             yield defer.maybeDeferred(port.stopListening)
         self.listeners = []
         if self.core is not None:
             yield self.core.transports.close_all()
-            self.core.shutdown()
         users = getattr(self.context, "users", None)
         if users is not None and hasattr(users, "close"):
             yield defer.maybeDeferred(users.close)

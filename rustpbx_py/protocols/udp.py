@@ -26,6 +26,10 @@ class SipDatagramProtocol(DatagramProtocol):
         self.local = (h.host, h.port)
 
     def write(self, data: bytes, addr) -> None:
+        if self.transport is None:
+            # The listener is closed (the service is stopping): a late
+            # retransmission has nowhere to go.
+            return
         try:
             self.transport.write(data, addr)
         except OSError as e:  # unreachable network, message too long, ...

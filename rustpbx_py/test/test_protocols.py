@@ -215,3 +215,14 @@ class WebSocketHandshakeTests(SynchronousTestCase):
 
         e = self.assertRaises(ConnectionDeny, self.handshake, "/other", ["sip"])
         self.assertEqual(e.code, 404)
+
+
+class ClosedListenerTests(SynchronousTestCase):
+    def test_write_after_close_dropped(self):
+        """A retransmission timer firing after the listener closed is dropped,
+        not an AttributeError (seen while a benchmark stopped a worker)."""
+        controller = Controller()
+        protocol = SipDatagramProtocol(controller)
+        protocol.transport = None
+        protocol.write(b"late", ("10.0.0.1", 5060))
+        self.assertEqual(controller.errors, [])
