@@ -160,6 +160,24 @@ def _valid_cseq(value: str) -> Optional[Tuple[int, str]]:
     return n, method
 
 
+#: The headers L{check_response} reads.
+_RESPONSE_HEADERS = frozenset(["via", "cseq", "call-id", "from", "to"])
+
+
+def _gather(message, keys) -> Dict[str, List[str]]:
+    """The values of the headers in C{keys}, by key, in one pass over the message."""
+    found: Dict[str, List[str]] = {}
+    for h in message.headers:
+        key = h[0]
+        if key in keys:
+            values = found.get(key)
+            if values is None:
+                found[key] = [h[2]]
+            else:
+                values.append(h[2])
+    return found
+
+
 def check_request(
     req: Request,
     supported: Iterable[str] = DEFAULT_SUPPORTED,
@@ -193,15 +211,7 @@ def _check_request(
     check_proxy_require: bool,
     session_types: FrozenSet[str],
 ) -> Optional[Rejection]:
-    found: Dict[str, List[str]] = {}
-    for h in req.headers:
-        key = h[0]
-        if key in _INTERESTING:
-            values = found.get(key)
-            if values is None:
-                found[key] = [h[2]]
-            else:
-                values.append(h[2])
+    found = _gather(req, _INTERESTING)
 
     # -- Via: without a usable top Via no response can be addressed. -------
     vias = found.get("via")
@@ -412,15 +422,7 @@ def check_response(resp: Response) -> Optional[Rejection]:
     missing Call-ID, From or To, and a second Via whose address is a
     broadcast one (RFC 4475 bcast: forwarding it would flood the network).
     """
-    found: Dict[str, List[str]] = {}
-    for h in resp.headers:
-        key = h[0]
-        if key == "via" or key == "cseq" or key == "call-id" or key == "from" or key == "to":
-            values = found.get(key)
-            if values is None:
-                found[key] = [h[2]]
-            else:
-                values.append(h[2])
+    found = _gather(resp, _RESPONSE_HEADERS)
     vias = found.get("via")
     if not vias:
         return Rejection(None, "response without Via")
