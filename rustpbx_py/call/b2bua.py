@@ -306,7 +306,6 @@ class Call:
         request = self._build_invite(target)
         fork = Fork(target, request, self.group)
         self.forks.append(fork)
-        self.module.index_b(self, fork)
         self._send_fork(fork)
         return fork
 

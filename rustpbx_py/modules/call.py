@@ -165,9 +165,6 @@ class CallModule:
     def index_leg(self, call: Call, leg) -> None:
         self.legs[leg.key] = (call, leg)
 
-    def index_b(self, call: Call, fork) -> None:
-        """Forks share the B Call-ID and tag; nothing to index before an answer."""
-
     def trust_callee(self, leg) -> None:
         """
         Let the callee's in-dialog requests (its BYE) through auth: it never
