@@ -284,9 +284,11 @@ class SipCore:
         return True
 
     def _send_stateless(self, response: Response, request: Request, flow) -> None:
-        if not flow.reliable and request.top_via:
+        if not flow.reliable:
             try:
-                flow = flow.to(Via.parse(request.top_via).response_address())
+                via = request.via  # stamped and cached by _stamp_via
             except HeaderError:
-                pass
+                via = None
+            if via is not None:
+                flow = flow.to(via.response_address())
         flow.send(response.to_bytes())
