@@ -29,11 +29,11 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequenc
 
 from twisted.internet import defer, task
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rustpbx_py.interfaces import ILocator, IRegistry
 from rustpbx_py.sip.headers import URI, bare_host
+from rustpbx_py.store.group_commit import GroupCommit
 
 Address = Tuple[str, int]
 
@@ -362,82 +362,6 @@ class Binding:
         )
 
 
-class _GroupCommit:
-    """
-    Write batches of statements, one database transaction per batch: the
-    statements submitted while a commit is in flight all go in the next one.
-    Each submitter's Deferred fires once its statements are committed.  If
-    a batch of several submissions fails, each is retried alone, so one bad
-    write fails only its own REGISTER.
-    """
-
-    log = Logger()
-
-    def __init__(self, store) -> None:
-        self.store = store
-        self._queue: List[Tuple[list, defer.Deferred]] = []
-        self._busy = False
-        self._idle: List[defer.Deferred] = []
-        self.commits = 0
-
-    def submit(self, statements: list) -> defer.Deferred:
-        """Queue C{statements}; fires with None once committed."""
-        d = defer.Deferred()
-        if self.store is None:
-            d.callback(None)
-            return d
-        self._queue.append((statements, d))
-        if not self._busy:
-            self._flush()
-        return d
-
-    def _flush(self) -> None:
-        batch, self._queue = self._queue, []
-        self._busy = True
-        statements = [s for stmts, _ in batch for s in stmts]
-        self.commits += 1
-        dw = self.store.run_many(statements)
-
-        def done(_):
-            for _stmts, d in batch:
-                d.callback(None)
-            return None
-
-        def failed(f: Failure):
-            if len(batch) == 1:
-                batch[0][1].errback(f)
-                return None
-            self.log.failure("registrations batch of {n} failed; retrying one by one", f, n=len(batch))
-            return defer.DeferredList(
-                [self._alone(stmts, d) for stmts, d in batch], consumeErrors=True
-            )
-
-        dw.addCallbacks(done, failed)
-        dw.addBoth(self._next)
-
-    def _alone(self, statements: list, d: defer.Deferred) -> defer.Deferred:
-        dw = self.store.run_many(statements)
-        dw.addCallbacks(d.callback, d.errback)
-        return dw
-
-    def _next(self, _=None) -> None:
-        if self._queue:
-            self._flush()
-            return
-        self._busy = False
-        waiting, self._idle = self._idle, []
-        for d in waiting:
-            d.callback(None)
-
-    def drained(self) -> defer.Deferred:
-        """Fires once every submitted write finished."""
-        if not self._busy:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._idle.append(d)
-        return d
-
-
 @implementer(IRegistry, ILocator)
 class Registry:
     """
@@ -459,7 +383,7 @@ class Registry:
         self.sweep_interval = sweep_interval
         self._index: Dict[str, List[Binding]] = {}
         self._queues: Dict[str, Deque[Tuple[Callable[[], Any], defer.Deferred]]] = {}
-        self._writer = _GroupCommit(store)
+        self._writer = GroupCommit(store)
         self._sweeper: Optional[task.LoopingCall] = None
 
     # -- lifecycle ----------------------------------------------------------

@@ -70,6 +70,20 @@ def normalize_realm(realm: Optional[str]) -> str:
     """
     if not realm:
         return ""
+    key = _REALM_KEYS.get(realm)
+    if key is None:
+        key = _realm_key(realm)
+        if len(_REALM_KEYS) >= 1024:
+            _REALM_KEYS.clear()
+        _REALM_KEYS[realm] = key
+    return key
+
+
+#: Realm spellings seen -> comparison key (asked several times per request).
+_REALM_KEYS: Dict[str, str] = {}
+
+
+def _realm_key(realm: str) -> str:
     realm = realm.strip().lower()
     if realm.startswith("["):
         end = realm.find("]")
@@ -241,6 +255,9 @@ def _with_realm(user: SipUser, realm: Optional[str]) -> SipUser:
 
 # -- memory --------------------------------------------------------------------
 
+#: How many placed copies a memory backend keeps (realms come from requests).
+_MAX_PLACED = 10000
+
 
 @implementer(IUserBackend)
 class MemoryUserBackend:
@@ -256,28 +273,41 @@ class MemoryUserBackend:
 
     def __init__(self, users: Iterable[SipUser] = ()) -> None:
         self._users: Dict[Tuple[str, str], SipUser] = {}
+        #: Realm-less users placed in the realms they were asked for, kept
+        #: so a look-up does not copy the user every time.
+        self._placed: Dict[Tuple[str, str], SipUser] = {}
         for user in users:
             self.add(user)
 
     def add(self, user: SipUser) -> None:
         """Add or replace a user (the console's API uses this)."""
         self._users[(user.username, normalize_realm(user.realm))] = user
+        self._placed.clear()
 
     def remove(self, username: str, realm: Optional[str] = None) -> None:
         """Forget a user."""
         self._users.pop((username, normalize_realm(realm)), None)
+        self._placed.clear()
 
     def __len__(self) -> int:
         return len(self._users)
 
     def get_user(self, username: str, realm: Optional[str]) -> Optional[SipUser]:
-        user = self._users.get((username, normalize_realm(realm)))
+        key = (username, normalize_realm(realm))
+        user = self._users.get(key)
         if user is not None:
             return user
+        placed = self._placed.get(key)
+        if placed is not None:
+            return placed
         user = self._users.get((username, ""))
-        if user is not None:
-            return _with_realm(user, realm)
-        return None
+        if user is None:
+            return None
+        placed = _with_realm(user, realm)
+        if len(self._placed) >= _MAX_PLACED:
+            self._placed.clear()
+        self._placed[key] = placed
+        return placed
 
 
 # -- plain file ------------------------------------------------------------------
@@ -735,6 +765,29 @@ class UserChain:
     def get_user(self, username: str, realm: Optional[str]) -> defer.Deferred:
         return self._next(username, realm, 0, None)
 
+    def find(self, username: str, realm: Optional[str]) -> Any:
+        """
+        Like L{get_user}, but the user (or None) is returned directly when
+        the backends asked answer at once (memory, plain files): the
+        authentication of every request asks, and a Deferred per request
+        cost more than the look-up.  A Deferred otherwise.
+        """
+        backends = self.backends
+        for index, backend in enumerate(backends):
+            try:
+                result = backend.get_user(username, realm)
+            except Exception:
+                failure = Failure()
+                if failure.check(SpamDetected):
+                    return defer.fail(failure)
+                self._log_failure(backend, failure)
+                return self._next(username, realm, index + 1, failure)
+            if isinstance(result, defer.Deferred):
+                return self._chain(result, username, realm, index + 1, backend)
+            if result is not None:
+                return result
+        return None
+
     def _next(self, username: str, realm: Optional[str], index: int, error: Optional[Failure]) -> defer.Deferred:
         while index < len(self.backends):
             backend = self.backends[index]
@@ -753,25 +806,36 @@ class UserChain:
                     return defer.succeed(result)
                 index += 1
                 continue
-            nxt = index + 1
-
-            def answered(user, backend=backend, nxt=nxt):
-                if user is not None:
-                    return user
-                return self._next(username, realm, nxt, error)
-
-            def failed(f: Failure, backend=backend, nxt=nxt):
-                if f.check(SpamDetected):
-                    return f
-                self._log_failure(backend, f)
-                return self._next(username, realm, nxt, f)
-
-            return d.addCallbacks(answered, failed)
+            return self._chain(d, username, realm, index + 1, backend, error)
         if error is not None:
             if error.check(UserBackendError):
                 return defer.fail(error)
             return defer.fail(UserBackendError(error.getErrorMessage()))
         return defer.succeed(None)
+
+    def _chain(
+        self,
+        d: defer.Deferred,
+        username: str,
+        realm: Optional[str],
+        nxt: int,
+        backend: Any,
+        error: Optional[Failure] = None,
+    ) -> defer.Deferred:
+        """After C{backend}'s answer C{d}: the user, or on to backend C{nxt}."""
+
+        def answered(user):
+            if user is not None:
+                return user
+            return self._next(username, realm, nxt, error)
+
+        def failed(f: Failure):
+            if f.check(SpamDetected):
+                return f
+            self._log_failure(backend, f)
+            return self._next(username, realm, nxt, f)
+
+        return d.addCallbacks(answered, failed)
 
     @staticmethod
     def _log_failure(backend: Any, f: Failure) -> None:

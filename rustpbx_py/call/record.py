@@ -10,7 +10,6 @@ call is ever missing from the history.
 from __future__ import annotations
 
 import json
-import os
 from typing import List, Optional
 
 from twisted.internet import defer
@@ -18,6 +17,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from rustpbx_py.interfaces import ICallRecordSink
+from rustpbx_py.randomness import random_hex
+from rustpbx_py.store.group_commit import GroupCommit
 
 # Hangup reasons (RustPBX's names).
 BY_CALLER = "byCaller"
@@ -32,35 +33,47 @@ BY_SYSTEM = "bySystem"
 
 
 class SipFlow:
-    """The messages of one call, both legs, at most C{limit} of them."""
+    """
+    The messages of one call, both legs, at most C{limit} of them.
 
-    __slots__ = ("items", "limit", "dropped")
+    Each message is kept as the bytes it was at that moment (a relayed
+    message may be edited afterwards); the dicts of L{items} are made only
+    when the record is written.
+    """
+
+    __slots__ = ("_entries", "limit", "dropped")
 
     def __init__(self, limit: int) -> None:
-        self.items: List[dict] = []
+        self._entries: List[tuple] = []
         self.limit = limit
         self.dropped = 0
 
     def add(self, when: float, leg: str, direction: str, peer, message) -> None:
-        if len(self.items) >= self.limit:
+        if len(self._entries) >= self.limit:
             self.dropped += 1
             return
-        self.items.append(
+        self._entries.append((when, leg, direction, peer, message.to_bytes()))
+
+    @property
+    def items(self) -> List[dict]:
+        """The messages as C{time}, C{leg}, C{direction}, C{peer}, C{message} dicts."""
+        return [
             {
                 "time": when,
                 "leg": leg,
                 "direction": direction,
                 "peer": f"{peer[0]}:{peer[1]}" if peer else "",
-                "message": message.to_bytes().decode("utf-8", "replace"),
+                "message": data.decode("utf-8", "replace"),
             }
-        )
+            for when, leg, direction, peer, data in self._entries
+        ]
 
 
 class CallRecord:
     """What one call leaves behind."""
 
     def __init__(self, call_id: str, caller: str, callee: str, start_time: float, flow_limit: int) -> None:
-        self.id = os.urandom(8).hex()
+        self.id = random_hex(8)
         self.call_id = call_id
         self.caller = caller
         self.callee = callee
@@ -98,6 +111,7 @@ _COLUMNS = (
     "id, call_id, caller, callee, direction, route, trunk, start_time, ring_time, "
     "answer_time, end_time, status_code, hangup_reason, sip_flow"
 )
+_INSERT = f"INSERT INTO call_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 @implementer(ICallRecordSink)
@@ -108,53 +122,23 @@ class CallRecordStore:
 
     def __init__(self, db) -> None:
         self.db = db
-        self._opening: dict = {}
+        # One writer for inserts and final saves: a call's save is always
+        # committed after its insert, and many calls share a transaction.
+        self._writer = GroupCommit(db)
 
     def opened(self, record: CallRecord) -> defer.Deferred:
         """Insert the row of a call that just started."""
-        d = self._guard(
-            self.db.run_operation(
-                f"INSERT INTO call_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                record.as_row(),
-            )
-        )
-        self._opening[record.id] = d
-
-        def inserted(result):
-            if self._opening.get(record.id) is d:
-                del self._opening[record.id]
-            return result
-
-        return d.addBoth(inserted)
+        return self._guard(self._writer.submit([(_INSERT, record.as_row())]))
 
     def save(self, record: CallRecord) -> defer.Deferred:
-        """
-        Write the final state of a call (replace its row), after the row's
-        insert when that is still under way: with a pool of several
-        connections the two could otherwise run in either order.
-        """
-        row = record.as_row()
+        """Write the final state of a call (replace its row)."""
+        return self._guard(
+            self._writer.submit([("DELETE FROM call_records WHERE id = ?", (record.id,)), (_INSERT, record.as_row())])
+        )
 
-        def write(_=None):
-            return self.db.run_many(
-                [
-                    ("DELETE FROM call_records WHERE id = ?", (record.id,)),
-                    (f"INSERT INTO call_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row),
-                ]
-            )
-
-        opening = self._opening.get(record.id)
-        if opening is None:
-            return self._guard(write())
-        after: defer.Deferred = defer.Deferred()
-
-        def go_on(result):
-            after.callback(None)
-            return result
-
-        opening.addBoth(go_on)
-        after.addCallback(write)
-        return self._guard(after)
+    def drained(self) -> defer.Deferred:
+        """Fires once every record submitted so far is written."""
+        return self._writer.drained()
 
     def close_orphans(self, now: float) -> defer.Deferred:
         """Close the rows a previous run left open (it stopped or crashed)."""

@@ -59,6 +59,7 @@ from zope.interface import implementer
 
 from rustpbx_py.interfaces import ABORT, CONTINUE, IProxyModule
 from rustpbx_py.modules.acl import OncePer
+from rustpbx_py.randomness import random_bytes
 from rustpbx_py.sip import digest
 from rustpbx_py.sip.headers import HeaderError, NameAddr, URI
 from rustpbx_py.users import SpamDetected, normalize_realm
@@ -103,7 +104,7 @@ class NonceManager:
 
     def issue(self, realm: str) -> str:
         """A fresh nonce for C{realm}."""
-        head = struct.pack(">Q", int(self._clock.seconds())) + os.urandom(8)
+        head = struct.pack(">Q", int(self._clock.seconds())) + random_bytes(8)
         return base64.urlsafe_b64encode(head + self._mac(head, realm)).decode("ascii").rstrip("=")
 
     def issued_at(self, nonce: str, realm: str) -> Optional[int]:
@@ -324,10 +325,24 @@ class AuthModule:
         credentials = self._credentials(request, method, realm)
         if credentials is None:
             return self._challenge_new(tx, realm, from_na)
-        d = defer.maybeDeferred(self.users.get_user, credentials.username, realm)
-        d.addCallback(self._check, tx, credentials, realm, from_tag)
-        d.addErrback(self._backend_failed, tx)
-        return d
+        try:
+            found = self._find_user(credentials.username, realm)
+        except Exception:
+            return self._backend_failed(Failure(), tx)
+        if not isinstance(found, defer.Deferred):
+            # A backend that answered at once (memory, plain file): no
+            # Deferred, the pipeline goes on synchronously.
+            return self._check(found, tx, credentials, realm, from_tag)
+        found.addCallback(self._check, tx, credentials, realm, from_tag)
+        found.addErrback(self._backend_failed, tx)
+        return found
+
+    def _find_user(self, username: str, realm: str) -> Any:
+        """The user (or None) now, or a Deferred of it (see L{UserChain.find})."""
+        find = getattr(self.users, "find", None)
+        if find is not None:
+            return find(username, realm)
+        return self.users.get_user(username, realm)
 
     # -- decisions ---------------------------------------------------------------
 
@@ -376,7 +391,6 @@ class AuthModule:
         username = from_na.uri.user if from_na is not None and from_na.uri is not None else None
         if not username:
             return self._drop(tx, "no user in From")
-        d = defer.maybeDeferred(self.users.get_user, username, realm)
 
         def found(user):
             if user is None:
@@ -384,9 +398,15 @@ class AuthModule:
             self._challenge(tx, realm, algorithms=self._algorithms_for(user))
             return ABORT
 
-        d.addCallback(found)
-        d.addErrback(self._backend_failed, tx)
-        return d
+        try:
+            user = self._find_user(username, realm)
+        except Exception:
+            return self._backend_failed(Failure(), tx)
+        if not isinstance(user, defer.Deferred):
+            return found(user)
+        user.addCallback(found)
+        user.addErrback(self._backend_failed, tx)
+        return user
 
     def _check(
         self,

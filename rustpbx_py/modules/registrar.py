@@ -43,6 +43,18 @@ MIN_EXPIRES = 60
 MAX_DELTA = 2**32 - 1
 
 
+_last_date: List[Any] = [None, ""]
+
+
+def _http_date(now: float) -> str:
+    """The C{Date} header value for C{now} (RFC 3261 20.17), formatted once per second."""
+    second = int(now)
+    if _last_date[0] != second:
+        _last_date[0] = second
+        _last_date[1] = formatdate(second, usegmt=True)
+    return _last_date[1]
+
+
 class RegisterRejected(Exception):
     """A REGISTER we answer with an error: status, reason, extra headers."""
 
@@ -273,7 +285,7 @@ class RegistrarModule:
             # RFC 3327 5.3: echo the Path to a UA that understands it.
             headers.append(("Path", ", ".join(path)))
             headers.append(("Supported", "path"))
-        headers.append(("Date", formatdate(now, usegmt=True)))
+        headers.append(("Date", _http_date(now)))
         tx.reply(200, "OK", headers)
 
     def _failed(self, failure: Failure, tx, aor: str) -> None:

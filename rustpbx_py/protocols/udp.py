@@ -3,10 +3,17 @@
 
 from __future__ import annotations
 
+import errno
+
 from twisted.internet.protocol import DatagramProtocol
 
 from rustpbx_py.protocols.flow import DatagramFlow
 from rustpbx_py.sip.message import SipParseError, parse_message
+
+#: Send errors Twisted's UDP write ignores: a full socket buffer drops the
+#: datagram (UDP may), and an ICMP port unreachable from an earlier send.
+_DROPPED = frozenset([errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNREFUSED])
+_MAX_CHECKED_HOSTS = 10000
 
 
 class SipDatagramProtocol(DatagramProtocol):
@@ -20,20 +27,40 @@ class SipDatagramProtocol(DatagramProtocol):
         self.controller = controller
         self.local = ("0.0.0.0", 0)
         self._flows: dict = {}
+        self._checked_hosts: set = set()
 
     def startProtocol(self) -> None:
         h = self.transport.getHost()
         self.local = (h.host, h.port)
 
     def write(self, data: bytes, addr) -> None:
-        if self.transport is None:
+        transport = self.transport
+        if transport is None:
             # The listener is closed (the service is stopping): a late
             # retransmission has nowhere to go.
             return
+        if addr[0] in self._checked_hosts:
+            # A host Twisted's write already accepted (an address of this
+            # socket's family, never a name to resolve): straight to the
+            # socket, as Twisted would after its checks.
+            try:
+                transport.socket.sendto(data, addr)
+                return
+            except OSError as e:
+                if e.errno in _DROPPED:
+                    return
+                if e.errno != errno.EINTR:
+                    self.controller.send_failed(self, addr, e)
+                    return
         try:
-            self.transport.write(data, addr)
+            transport.write(data, addr)
         except OSError as e:  # unreachable network, message too long, ...
             self.controller.send_failed(self, addr, e)
+            return
+        checked = self._checked_hosts
+        if len(checked) >= _MAX_CHECKED_HOSTS:
+            checked.clear()
+        checked.add(addr[0])
 
     def flow_for(self, addr) -> DatagramFlow:
         """The (cached) flow for a peer address; bounded so a scan cannot grow it."""

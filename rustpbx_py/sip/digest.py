@@ -49,6 +49,10 @@ ALGORITHMS: Dict[str, str] = {
 }
 
 _CANONICAL = {name.lower(): name for name in ALGORITHMS}
+#: Spellings already seen -> canonical (every request names its algorithm).
+_SPELLINGS: Dict[str, str] = {name: name for name in ALGORITHMS}
+#: Canonical spelling -> hash constructor.
+_HASHES = {name: getattr(hashlib, hashlib_name) for name, hashlib_name in ALGORITHMS.items()}
 
 
 def normalize_algorithm(name: Optional[str]) -> str:
@@ -60,9 +64,14 @@ def normalize_algorithm(name: Optional[str]) -> str:
     """
     if not name:
         return "MD5"
+    canonical = _SPELLINGS.get(name)
+    if canonical is not None:
+        return canonical
     canonical = _CANONICAL.get(name.strip().lower())
     if canonical is None:
         raise DigestError(f"unsupported digest algorithm {name!r}")
+    if len(_SPELLINGS) < 64:
+        _SPELLINGS[name] = canonical
     return canonical
 
 
@@ -74,7 +83,7 @@ def base_algorithm(algorithm: str) -> str:
 
 def hash_hex(algorithm: str, text: str) -> str:
     """Lower-case hex of the algorithm's hash of C{text} in UTF-8."""
-    return hashlib.new(ALGORITHMS[normalize_algorithm(algorithm)], text.encode("utf-8")).hexdigest()
+    return _HASHES[normalize_algorithm(algorithm)](text.encode("utf-8")).hexdigest()
 
 
 def compute_ha1(algorithm: str, username: str, realm: str, password: str) -> str:

@@ -106,19 +106,20 @@ class StoreTests(TestCase):
 class OrderTests(SynchronousTestCase):
     """The final write never overtakes the insert (a pool may reorder them)."""
 
+    @staticmethod
+    def kind(statements) -> str:
+        return "replace" if statements[0][0].startswith("DELETE") else "insert"
+
     def test_save_waits_for_insert(self):
         """save() issued while the insert is pending runs after it."""
         calls = []
         pending = defer.Deferred()
+        kind = self.kind
 
         class SlowDb:
-            def run_operation(self, sql, params):
-                calls.append("insert")
-                return pending
-
             def run_many(self, statements):
-                calls.append("replace")
-                return defer.succeed(None)
+                calls.append(kind(statements))
+                return pending if len(calls) == 1 else defer.succeed(None)
 
         store = CallRecordStore(SlowDb())
         record = CallRecord("c", "a", "b", 0.0, 10)
@@ -129,21 +130,39 @@ class OrderTests(SynchronousTestCase):
         self.assertEqual(calls, ["insert", "replace"])
         self.assertIsNone(self.successResultOf(saved))
 
+    def test_records_share_a_transaction(self):
+        """Records submitted while a write is in flight go in one transaction."""
+        batches = []
+        pending = defer.Deferred()
+
+        class SlowDb:
+            def run_many(self, statements):
+                batches.append(list(statements))
+                return pending if len(batches) == 1 else defer.succeed(None)
+
+        store = CallRecordStore(SlowDb())
+        for i in range(3):
+            store.opened(CallRecord(f"c{i}", "a", "b", 0.0, 10))
+        self.assertEqual([len(b) for b in batches], [1])
+        pending.callback(None)
+        self.assertEqual([len(b) for b in batches], [1, 2])
+        self.assertIsNone(self.successResultOf(store.drained()))
+
     def test_failed_insert_still_saves(self):
         """A failed insert is logged and the final row is still written."""
         calls = []
+        kind = self.kind
 
         class FailingDb:
-            def run_operation(self, sql, params):
-                return defer.fail(RuntimeError("disk full"))
-
             def run_many(self, statements):
-                calls.append("replace")
+                calls.append(kind(statements))
+                if len(calls) == 1:
+                    return defer.fail(RuntimeError("disk full"))
                 return defer.succeed(None)
 
         store = CallRecordStore(FailingDb())
         record = CallRecord("c", "a", "b", 0.0, 10)
         store.opened(record)
         store.save(record)
-        self.assertEqual(calls, ["replace"])
+        self.assertEqual(calls, ["insert", "replace"])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import Iterable, Optional, Tuple
 
+from rustpbx_py.randomness import random_hex
 from rustpbx_py.sip.message import REASONS, Request, Response
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -16,17 +16,17 @@ _COPIED = ("via", "from", "to", "call-id", "cseq")
 
 def new_branch() -> str:
     """A fresh RFC 3261 branch (magic cookie + 16 random hex digits)."""
-    return MAGIC_COOKIE + os.urandom(8).hex()
+    return MAGIC_COOKIE + random_hex(8)
 
 
 def new_tag() -> str:
     """A fresh From/To tag."""
-    return os.urandom(5).hex()
+    return random_hex(5)
 
 
 def new_call_id(suffix: str) -> str:
     """A fresh Call-ID ending in C{@suffix} (RustPBX's callid_suffix)."""
-    return f"{os.urandom(10).hex()}@{suffix}" if suffix else os.urandom(12).hex()
+    return f"{random_hex(10)}@{suffix}" if suffix else random_hex(12)
 
 
 def build_response(
