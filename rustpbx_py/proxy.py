@@ -11,6 +11,7 @@ layer what it needs to send requests and catch ACKs and stray responses.
 
 from __future__ import annotations
 
+import re
 from typing import Callable, List, Optional, Tuple
 
 from twisted.internet import defer
@@ -28,6 +29,27 @@ from rustpbx_py.transaction.timers import TimerValues
 #: Option tags we implement (for Require checks and Supported headers).
 SUPPORTED = ("path", "outbound", "timer", "100rel", "replaces")
 ACCEPT = "application/sdp"
+
+
+#: A bare C{rport} parameter in a Via element (RFC 3581: the client asks
+#: us to fill it in).
+_BARE_RPORT = re.compile(r";[ \t]*rport(?=[ \t]*(?:;|$))", re.IGNORECASE)
+
+
+def _stamped_text(top: Optional[str], host: str, port: int, fill_rport: bool) -> Optional[str]:
+    """
+    The top Via element as it arrived with C{received} added and a bare
+    C{rport} filled in: the same text the parsed Via would print, made
+    without printing every parameter again.  None when the element is not
+    in the plain shape this handles (the caller prints the parsed Via).
+    """
+    if not top or "received" in top.lower():
+        return None
+    if fill_rport:
+        top, n = _BARE_RPORT.subn(f";rport={port}", top, count=1)
+        if n != 1:
+            return None
+    return f"{top};received={host}"
 
 
 class SipCore:
@@ -276,11 +298,12 @@ class SipCore:
         if not (add_received or fill_rport):
             return True
         params = dict(params)
-        if add_received or fill_rport:
-            params["received"] = src_host
+        params["received"] = src_host
         if fill_rport:
             params["rport"] = str(src_port)
-        request.set_top_via(Via(via.transport, via.host, via.port, params, via.protocol), remember=strict)
+        stamped = Via(via.transport, via.host, via.port, params, via.protocol)
+        text = _stamped_text(request.top_via, src_host, src_port, fill_rport) if strict else None
+        request.set_top_via(stamped, remember=strict, text=text)
         return True
 
     def _send_stateless(self, response: Response, request: Request, flow) -> None:

@@ -6,7 +6,7 @@ PBX and one peer, and the requests we build inside it.
 
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from rustpbx_py.sip.headers import HeaderError, NameAddr
 from rustpbx_py.sip.message import Request, Response
@@ -129,9 +129,22 @@ def tag_of(header_value: Optional[str]) -> Optional[str]:
     if not header_value:
         return None
     try:
-        return NameAddr.parse(header_value).tag
+        return _TAGS[header_value]
+    except KeyError:
+        pass
+    try:
+        tag = NameAddr.parse(header_value).tag
     except HeaderError:
-        return None
+        tag = None
+    if len(_TAGS) >= 10000:
+        _TAGS.clear()
+    _TAGS[header_value] = tag
+    return tag
+
+
+#: From/To values seen -> their tag: every in-dialog message asks, several
+#: times, and the answer is a string (nothing a caller could change).
+_TAGS: Dict[str, Optional[str]] = {}
 
 
 def contact_target(message) -> Optional[str]:

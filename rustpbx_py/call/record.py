@@ -36,8 +36,9 @@ class SipFlow:
     """
     The messages of one call, both legs, at most C{limit} of them.
 
-    Each message is kept as the bytes it was at that moment (a relayed
-    message may be edited afterwards); the dicts of L{items} are made only
+    Each message is kept as the bytes it was at that moment: a received one
+    as it arrived, a sent one as it left (a relayed message may be edited
+    afterwards); the dicts of L{items} are made only
     when the record is written.
     """
 
@@ -52,7 +53,8 @@ class SipFlow:
         if len(self._entries) >= self.limit:
             self.dropped += 1
             return
-        self._entries.append((when, leg, direction, peer, message.to_bytes()))
+        data = message.received if direction == "in" else None
+        self._entries.append((when, leg, direction, peer, data if data is not None else message.to_bytes()))
 
     @property
     def items(self) -> List[dict]:

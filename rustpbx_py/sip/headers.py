@@ -109,10 +109,14 @@ def format_params(params: Dict[str, Optional[str]]) -> str:
         if v is None:
             out.append(";" + k)
         else:
-            if v == "" or any(c in v for c in ' ;,"\\'):
+            if not v or _NEEDS_QUOTES.search(v) is not None:
                 v = '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
             out.append(f";{k}={v}")
     return "".join(out)
+
+
+#: A parameter value holding one of these is printed as a quoted string.
+_NEEDS_QUOTES = re.compile(r'[ ;,"\\]')
 
 
 def _quotes_balanced(text: str) -> bool:

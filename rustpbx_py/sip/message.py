@@ -14,7 +14,7 @@ This module imports nothing else of ours but L{rustpbx_py.sip}.
 from __future__ import annotations
 
 import re
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 from rustpbx_py.sip.headers import URI, HeaderError, NameAddr, Via
 
@@ -120,10 +120,19 @@ class SipParseError(Exception):
 
 def header_key(name: str) -> str:
     """The lookup key of a header name: lower case, compact forms expanded."""
-    key = name.lower()
-    if len(key) == 1:
-        return COMPACT_FORMS.get(key, key)
+    key = _KEYS.get(name)
+    if key is None:
+        key = name.lower()
+        if len(key) == 1:
+            key = COMPACT_FORMS.get(key, key)
+        if len(_KEYS) < 1024:
+            _KEYS[name] = key
     return key
+
+
+#: Header names asked for -> their keys (every layer asks by name, many
+#: times per message).
+_KEYS: Dict[str, str] = {}
 
 
 def canonical_name(key: str) -> str:
@@ -182,12 +191,15 @@ class Message:
     the name as it arrived (or as we spelled it) and the value text.
     """
 
-    __slots__ = ("headers", "body", "_parsed")
+    __slots__ = ("headers", "body", "_parsed", "received")
 
     def __init__(self, headers: Optional[list] = None, body: bytes = b"") -> None:
         self.headers: list = headers if headers is not None else []
         self.body = body
         self._parsed: Optional[dict] = None
+        #: The bytes this message arrived as (set by L{parse_message}); what
+        #: a trace of received messages shows.  None for messages we built.
+        self.received: Optional[bytes] = None
 
     # -- reading ------------------------------------------------------------
 
@@ -347,17 +359,19 @@ class Message:
         """
         return self._cached("via", _parse_top_via)
 
-    def set_top_via(self, via: Via, remember: bool = True) -> None:
+    def set_top_via(self, via: Via, remember: bool = True, text: Optional[str] = None) -> None:
         """
         Replace the first Via element (a proxy stamping C{received} and
         C{rport}), keeping the elements after it; with C{remember}, C{via}
         becomes the cached parse of the new top Via, so nobody parses the
-        text just printed from it.
+        text just printed from it.  C{text}, when given, is C{via} already
+        printed.
         """
         for h in self.headers:
             if h[0] == "via":
                 value = h[2]
-                text = str(via)
+                if text is None:
+                    text = str(via)
                 if "," in value:
                     rest = split_list(value)[1:]
                     if rest:
@@ -724,6 +738,7 @@ def parse_message(data: bytes, stream: bool = False) -> SipMessage:
         if status is not None and not _respondable(msg):
             status = None
         raise SipParseError(reason, status, msg)
+    msg.received = data
     return msg
 
 
