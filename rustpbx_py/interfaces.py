@@ -45,6 +45,10 @@ class IServerTransaction(Interface):
         "learnt (authenticated user, trunk, spam flag)."
     )
     completed = Attribute("True once a final response was sent.")
+    sent = Attribute(
+        "The bytes of the response the last reply()/respond() sent, None when "
+        "nothing was sent (what a call trace records)."
+    )
 
     def reply(status: int, reason: str = "", headers=(), body: bytes = b"") -> None:
         """Answer the request with a response built from it (RFC 3261 8.2.6)."""

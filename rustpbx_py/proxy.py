@@ -253,11 +253,14 @@ class SipCore:
             request.add("User-Agent", self.useragent)
         return self.transactions.send_request(request, flow, on_response)
 
-    def send_stateless(self, message, flow) -> None:
-        """Send a message outside any transaction (ACK for 2xx, 2xx retransmissions)."""
+    def send_stateless(self, message, flow) -> bytes:
+        """Send a message outside any transaction (ACK for 2xx, 2xx
+        retransmissions); returns the bytes sent."""
         if message.is_request and self.useragent and not message.has("user-agent"):
             message.add("User-Agent", self.useragent)
-        flow.send(message.to_bytes())
+        data = message.to_bytes()
+        flow.send(data)
+        return data
 
     def resolve(self, transport: str, host: str, port: Optional[int]) -> defer.Deferred:
         """A flow to a peer (see L{TransportLayer.resolve})."""

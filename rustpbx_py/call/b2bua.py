@@ -241,6 +241,7 @@ class Call:
     # -- setting up ----------------------------------------------------------
 
     def trace(self, leg: str, direction: str, peer, message) -> None:
+        """Keep C{message} (or the bytes sent for it) in the call's SIP flow."""
         self.record.sip_flow.add(self.clock.seconds(), leg, direction, peer, message)
 
     def start(self, targets: List[Target], fallbacks: List[List[Target]] = (), ring_time: Optional[int] = None) -> None:
@@ -310,8 +311,8 @@ class Call:
         return fork
 
     def _send_fork(self, fork: Fork) -> None:
-        self.trace("b", "out", fork.target.flow.remote, fork.request)
         fork.tx = self.core.send_request(fork.request, fork.target.flow, lambda tx, r, fork=fork: self._b_response(fork, r))
+        self.trace("b", "out", fork.target.flow.remote, fork.tx.data)
 
     # -- responses from the callee side ------------------------------------
 
@@ -512,8 +513,7 @@ class Call:
         if body:
             extra.append(("Content-Type", content_type or "application/sdp"))
         ack = leg.request("ACK", self.core.via_for(leg.flow), headers=extra, body=body, cseq=cseq)
-        self.trace(leg.name, "out", leg.flow.remote, ack)
-        self.core.send_stateless(ack, leg.flow)
+        self.trace(leg.name, "out", leg.flow.remote, self.core.send_stateless(ack, leg.flow))
         return ack
 
     def _complete_ack(self, relay: _AckRelay, from_peer: Optional[Request]) -> None:
@@ -556,7 +556,7 @@ class Call:
             headers.append(("Allow", ALLOW))
         headers.extend(extra)
         response = self.tx.reply(status, reason, headers, body)
-        self.trace("a", "out", self.tx.reply_flow.remote, response)
+        self.trace("a", "out", self.tx.reply_flow.remote, self.tx.sent or response)
         if _is_2xx(status):
             leg = self._a_early()
             if body:
@@ -785,7 +785,7 @@ class Call:
 
     def _answer(self, tx, leg: Leg, status: int, reason: str, headers=(), body: bytes = b"") -> Response:
         response = tx.reply(status, reason, headers, body)
-        self.trace(leg.name, "out", tx.reply_flow.remote, response)
+        self.trace(leg.name, "out", tx.reply_flow.remote, tx.sent or response)
         return response
 
     def _relay(self, tx, leg: Leg, other: Leg, plan) -> None:
@@ -887,14 +887,14 @@ class Call:
 
     def _send_in_dialog(self, leg: Leg, method: str, headers=(), body: bytes = b"", on_response=None) -> Request:
         request = leg.request(method, self.core.via_for(leg.flow), self.core.contact_for(leg.flow), headers, body)
-        self.trace(leg.name, "out", leg.flow.remote, request)
 
         def answered(tx, response: Response, leg=leg) -> None:
             self.trace(leg.name, "in", leg.flow.remote, response)
             if on_response is not None:
                 on_response(request, response)
 
-        self.core.send_request(request, leg.flow, answered)
+        tx = self.core.send_request(request, leg.flow, answered)
+        self.trace(leg.name, "out", leg.flow.remote, tx.data)
         return request
 
     # -- session timers (RFC 4028) -------------------------------------------

@@ -50,11 +50,17 @@ class SipFlow:
         self.dropped = 0
 
     def add(self, when: float, leg: str, direction: str, peer, message) -> None:
+        """Keep C{message}: a parsed or built message, or the bytes sent."""
         if len(self._entries) >= self.limit:
             self.dropped += 1
             return
-        data = message.received if direction == "in" else None
-        self._entries.append((when, leg, direction, peer, data if data is not None else message.to_bytes()))
+        if isinstance(message, bytes):
+            data = message
+        else:
+            data = message.received if direction == "in" else None
+            if data is None:
+                data = message.to_bytes()
+        self._entries.append((when, leg, direction, peer, data))
 
     @property
     def items(self) -> List[dict]:

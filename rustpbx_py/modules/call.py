@@ -7,7 +7,7 @@ inside a call's dialogs are relayed to the other leg.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -206,7 +206,7 @@ class CallModule:
             return
         self.calls.add(call)
         trying = tx.reply(100, "Trying")
-        call.trace("a", "out", tx.reply_flow.remote, trying)
+        call.trace("a", "out", tx.reply_flow.remote, tx.sent or trying)
         if self.records is not None:
             self._track(self.records.opened(record))
         refused = call.negotiate_a_timer()

@@ -38,6 +38,7 @@ class FakeServerTx:
         self.responses: List[Response] = []
         self.to_tag: Optional[str] = None
         self.cancel_observers: list = []
+        self.sent: Optional[bytes] = None
 
     def local_tag(self) -> str:
         if self.to_tag is None:
@@ -53,6 +54,7 @@ class FakeServerTx:
 
     def respond(self, response: Response) -> None:
         self.responses.append(response)
+        self.sent = response.to_bytes()
         if response.status >= 200:
             self.completed = True
 
@@ -83,6 +85,7 @@ class FakeClientTx:
         self.flow = flow
         self.on_response = on_response
         self.answers: List[Response] = []
+        self.data = request.to_bytes()
 
     @property
     def method(self) -> str:
@@ -141,8 +144,9 @@ class FakeCore:
         self.sent.append(tx)
         return tx
 
-    def send_stateless(self, message, flow) -> None:
+    def send_stateless(self, message, flow) -> bytes:
         self.stateless.append((message, flow))
+        return message.to_bytes()
 
     def resolve(self, transport: str, host: str, port: Optional[int]) -> defer.Deferred:
         self.resolved.append((transport, host, port))

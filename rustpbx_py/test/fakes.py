@@ -54,6 +54,7 @@ class FakeServerTransaction:
         self.context = TransactionContext()
         self.completed = False
         self.responses: List[Response] = []
+        self.sent: Optional[bytes] = None
 
     def reply(self, status: int, reason: str = "", headers: Iterable[Tuple[str, str]] = (), body: bytes = b"") -> None:
         response = Response(status, reason)
@@ -64,6 +65,7 @@ class FakeServerTransaction:
 
     def respond(self, response: Response) -> None:
         self.responses.append(response)
+        self.sent = response.to_bytes()
         if response.status >= 200:
             self.completed = True
 

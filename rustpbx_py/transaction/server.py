@@ -44,6 +44,9 @@ class ServerTransaction:
         self.completed = False
         self.final: Optional[Response] = None
         self.last: Optional[bytes] = None
+        #: The bytes of the response the last L{respond} sent (None when
+        #: the state machine dropped it): what a call trace records.
+        self.sent: Optional[bytes] = None
         self.to_tag: Optional[str] = None
         self.timers = TimerSet(layer.clock)
         self.cancel_observers: list = []
@@ -94,18 +97,20 @@ class ServerTransaction:
 
     def respond(self, response: Response) -> None:
         """Send C{response} and move the state machine."""
+        self.sent = None
         if self.state in (COMPLETED, CONFIRMED, TERMINATED):
             return
         if self.state == ACCEPTED and response.status < 300 and response.status >= 200:
             # 2xx retransmissions by the TU go straight through (RFC 6026).
-            self._send(response.to_bytes())
+            self.sent = response.to_bytes()
+            self._send(self.sent)
             return
         if self.state == ACCEPTED:
             return
         if not response.has("server") and self.layer.server_header:
             response.add("Server", self.layer.server_header)
         data = response.to_bytes()
-        self.last = data
+        self.last = self.sent = data
         status = response.status
         if status < 200:
             if self.state == TRYING:
