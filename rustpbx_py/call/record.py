@@ -96,7 +96,8 @@ class CallRecord:
         self.hangup_reason: Optional[str] = None
         self.sip_flow = SipFlow(flow_limit)
 
-    def as_row(self) -> tuple:
+    def as_row(self, with_flow: bool = True) -> tuple:
+        """The row's values; without the SIP flow (NULL) when C{with_flow} is false."""
         return (
             self.id,
             self.call_id,
@@ -111,7 +112,7 @@ class CallRecord:
             self.end_time,
             self.status_code,
             self.hangup_reason,
-            json.dumps(self.sip_flow.items),
+            json.dumps(self.sip_flow.items) if with_flow else None,
         )
 
 
@@ -135,8 +136,13 @@ class CallRecordStore:
         self._writer = GroupCommit(db)
 
     def opened(self, record: CallRecord) -> defer.Deferred:
-        """Insert the row of a call that just started."""
-        return self._guard(self._writer.submit([(_INSERT, record.as_row())]))
+        """
+        Insert the row of a call that just started.  Its SIP flow is
+        written with the final state: the row is there so that a crash
+        cannot lose the call, and the flow of two messages is not worth a
+        second copy of every INVITE in the database.
+        """
+        return self._guard(self._writer.submit([(_INSERT, record.as_row(with_flow=False))]))
 
     def save(self, record: CallRecord) -> defer.Deferred:
         """Write the final state of a call (replace its row)."""
