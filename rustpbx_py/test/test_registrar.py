@@ -635,6 +635,28 @@ class RestartSurvivalMixin:
         yield registry.stop()
 
 
+    @defer.inlineCallbacks
+    def test_refresh_and_removal_rows(self):
+        """
+        A refresh rewrites its binding's row in place (one row, the new
+        expiry); a REGISTER with expires 0 deletes the row; both as the
+        table holds them after a restart.
+        """
+        module = self.make_module(store=self.db)
+        yield module.start()
+        for cseq, expires in ((1, 600), (2, 1200)):
+            tx = yield self.send(module, register_request("<sip:alice@192.0.2.10>", expires=expires, cseq=cseq))
+            self.assertEqual(tx.last.status, 200)
+        tx = yield self.send(module, register_request("<sip:bob@192.0.2.9>", expires=600, to="sip:bob@example.com"))
+        tx = yield self.send(
+            module, register_request("<sip:bob@192.0.2.9>", expires=0, cseq=2, to="sip:bob@example.com")
+        )
+        self.assertEqual(tx.last.status, 200)
+        yield module.stop()
+        rows = yield self.db.run_query("SELECT aor, expires FROM registrations")
+        self.assertEqual(rows, [(ALICE, 1200)])
+
+
 class DatabaseTests(RestartSurvivalMixin, RegistrarTestsMixin, unittest.TestCase):
     """Persistence on a real SQLite file."""
 
