@@ -1731,7 +1731,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="comma-separated systems: pbx, kamailio, sippy, sipp")
     parser.add_argument("--step-seconds", type=float, default=3.0, help="offered load per step (max 15)")
     parser.add_argument("--register-cap", type=float, default=8000, help="highest REGISTER rate tried")
-    parser.add_argument("--calls-cap", type=float, default=3200, help="highest call rate tried")
+    parser.add_argument("--calls-cap", type=float, default=6400, help="highest call rate tried")
     parser.add_argument("--dialogs", type=int, default=5000, help="concurrent dialogs to reach")
     parser.add_argument("--dialog-rate-cap", type=float, default=250, help="highest call rate of the dialog ramp")
     parser.add_argument("--dialog-ramp-seconds", type=float, default=60,
