@@ -11,7 +11,7 @@ from rustpbx_py.transaction import server as S
 from rustpbx_py.transaction.client import build_ack, build_cancel
 from rustpbx_py.transaction.layer import TransactionLayer, server_key
 from rustpbx_py.transaction.responses import build_response
-from rustpbx_py.transaction.timers import TimerValues
+from rustpbx_py.transaction.timers import FixedDelayQueue, TimerSet, TimerValues
 
 
 class RecordingFlow:
@@ -359,3 +359,73 @@ class BuildersTests(SynchronousTestCase):
         self.assertEqual(resp.get("to"), "<sip:bob@example.com>;tag=t1")
         self.assertEqual(resp.get("server"), "x")
         self.assertIsInstance(resp, Response)
+
+
+class FixedDelayQueueTests(SynchronousTestCase):
+    """The one-call queue of the 64*T1 timers fires each at its own deadline."""
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.queue = FixedDelayQueue(self.clock, 32.0)
+        self.fired = []
+
+    def start(self, name):
+        return self.queue.start(lambda: self.fired.append((name, self.clock.seconds())))
+
+    def test_exact_deadlines_one_call(self) -> None:
+        """Timers started at 0, 1 and 1 fire at 32, 33 and 33, in start order,
+        with one reactor call pending at any time."""
+        self.start("a")
+        self.clock.advance(1)
+        self.start("b")
+        self.start("c")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.clock.advance(30.9)
+        self.assertEqual(self.fired, [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.fired, [("a", 32.0)])
+        self.clock.advance(1)
+        self.assertEqual(self.fired, [("a", 32.0), ("b", 33.0), ("c", 33.0)])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cancel(self) -> None:
+        """A cancelled timer never fires, and the queue moves on to the next."""
+        a = self.start("a")
+        self.clock.advance(5)
+        self.start("b")
+        a.cancel()
+        self.assertFalse(a.active())
+        self.clock.advance(27)
+        self.assertEqual(self.fired, [])
+        self.clock.advance(5)
+        self.assertEqual(self.fired, [("b", 37.0)])
+
+    def test_started_while_firing(self) -> None:
+        """A timer started by a firing one does not delay those already queued."""
+        self.queue.start(lambda: self.start("late"))
+        self.clock.advance(1)
+        self.start("queued")
+        self.clock.advance(31)
+        self.clock.advance(1)
+        self.assertEqual(self.fired, [("queued", 33.0)])
+        self.clock.advance(31)
+        self.assertEqual(self.fired, [("queued", 33.0), ("late", 64.0)])
+
+    def test_stop(self) -> None:
+        """stop() cancels every timer and the pending reactor call."""
+        self.start("a")
+        self.queue.stop()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.clock.advance(64)
+        self.assertEqual(self.fired, [])
+
+    def test_timer_set_uses_the_queue(self) -> None:
+        """A TimerSet puts timers of the queue's delay there, others on the clock."""
+        timers = TimerSet(self.clock, self.queue)
+        timers.start("J", 32.0, lambda: self.fired.append("J"))
+        timers.start("E", 0.5, lambda: self.fired.append("E"))
+        timers.start("F", 32.0, lambda: self.fired.append("F"))
+        timers.stop("F")
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
+        self.clock.advance(32)
+        self.assertEqual(self.fired, ["E", "J"])

@@ -72,7 +72,7 @@ class ClientTransaction:
         self.on_response = on_response
         self.invite = request.method == "INVITE"
         self.state = CALLING if self.invite else TRYING
-        self.timers = TimerSet(layer.clock)
+        self.timers = TimerSet(layer.clock, getattr(layer, "long_timers", None))
         self.data = request.to_bytes()
         self.final: Optional[Response] = None
         self.ack_data: Optional[bytes] = None

@@ -18,7 +18,7 @@ from rustpbx_py.sip.message import Request, Response
 from rustpbx_py.transaction.client import ClientTransaction
 from rustpbx_py.transaction.responses import MAGIC_COOKIE
 from rustpbx_py.transaction.server import ServerTransaction
-from rustpbx_py.transaction.timers import TimerValues
+from rustpbx_py.transaction.timers import FixedDelayQueue, TimerValues
 
 
 def server_key(request: Request, method: Optional[str] = None) -> Optional[Tuple]:
@@ -80,6 +80,8 @@ class TransactionLayer:
         self.tu = tu
         self.clock = clock
         self.timer_values = timer_values or TimerValues()
+        #: The 64*T1 timers of every transaction, in one queue.
+        self.long_timers = FixedDelayQueue(clock, self.timer_values.t1x64)
         self.server_header = server_header
         self.server: Dict[Tuple, ServerTransaction] = {}
         self.client: Dict[Tuple, ClientTransaction] = {}
@@ -160,6 +162,7 @@ class TransactionLayer:
             tx.timers.stop_all()
         self.server.clear()
         self.client.clear()
+        self.long_timers.stop()
 
     def flow_failed(self, flow) -> None:
         """A connection closed: its pending client transactions fail (503)."""

@@ -48,7 +48,7 @@ class ServerTransaction:
         #: the state machine dropped it): what a call trace records.
         self.sent: Optional[bytes] = None
         self.to_tag: Optional[str] = None
-        self.timers = TimerSet(layer.clock)
+        self.timers = TimerSet(layer.clock, getattr(layer, "long_timers", None))
         self.cancel_observers: list = []
         self.cancelled = False
         self.reply_flow = self._response_flow()
