@@ -325,24 +325,25 @@ class AuthModule:
         credentials = self._credentials(request, method, realm)
         if credentials is None:
             return self._challenge_new(tx, realm, from_na)
+        return self._with_user(tx, credentials.username, realm, self._check, tx, credentials, realm, from_tag)
+
+    def _with_user(self, tx: Any, username: str, realm: str, then: Callable[..., Any], *args: Any) -> Any:
+        """
+        C{then(user, *args)} with the user (or None) the backends know as
+        C{username} in C{realm}.  A backend that answers at once (memory,
+        plain file; see L{UserChain.find}) needs no Deferred, and the
+        pipeline goes on synchronously; a failed look-up answers 503.
+        """
+        find = getattr(self.users, "find", None) or self.users.get_user
         try:
-            found = self._find_user(credentials.username, realm)
+            found = find(username, realm)
         except Exception:
             return self._backend_failed(Failure(), tx)
         if not isinstance(found, defer.Deferred):
-            # A backend that answered at once (memory, plain file): no
-            # Deferred, the pipeline goes on synchronously.
-            return self._check(found, tx, credentials, realm, from_tag)
-        found.addCallback(self._check, tx, credentials, realm, from_tag)
+            return then(found, *args)
+        found.addCallback(then, *args)
         found.addErrback(self._backend_failed, tx)
         return found
-
-    def _find_user(self, username: str, realm: str) -> Any:
-        """The user (or None) now, or a Deferred of it (see L{UserChain.find})."""
-        find = getattr(self.users, "find", None)
-        if find is not None:
-            return find(username, realm)
-        return self.users.get_user(username, realm)
 
     # -- decisions ---------------------------------------------------------------
 
@@ -398,15 +399,7 @@ class AuthModule:
             self._challenge(tx, realm, algorithms=self._algorithms_for(user))
             return ABORT
 
-        try:
-            user = self._find_user(username, realm)
-        except Exception:
-            return self._backend_failed(Failure(), tx)
-        if not isinstance(user, defer.Deferred):
-            return found(user)
-        user.addCallback(found)
-        user.addErrback(self._backend_failed, tx)
-        return user
+        return self._with_user(tx, username, realm, found)
 
     def _check(
         self,
