@@ -186,3 +186,7 @@ class ICallRecordSink(Interface):
 
     def save(record):
         """Persist one call record; returns a Deferred."""
+
+    def drained():
+        """A Deferred that fires once every record given so far is written
+        (the call module waits for it when the service stops)."""

@@ -64,7 +64,6 @@ class CallModule:
         self.records = CallRecordStore(context.store) if context.store is not None else None
         self.router = None
         self.trunks = None
-        self._saving: set = set()
         self._forgets: dict = {}
         self.trunk_registrar = None
         self.stopping = False
@@ -127,7 +126,7 @@ class CallModule:
             if delayed.active():
                 delayed.cancel()
         self._forgets.clear()
-        waits = list(self._saving)
+        waits = [self.records.drained()] if self.records is not None else []
         if self.trunk_registrar is not None:
             waits.append(self.trunk_registrar.stop())
         if waits:
@@ -208,7 +207,7 @@ class CallModule:
         trying = tx.reply(100, "Trying")
         call.trace("a", "out", tx.reply_flow.remote, tx.sent or trying)
         if self.records is not None:
-            self._track(self.records.opened(record))
+            self.records.opened(record)
         refused = call.negotiate_a_timer()
         if refused is not None:
             status, value = refused
@@ -463,18 +462,10 @@ class CallModule:
                 except Exception:
                     self.log.failure("addon {id} failed on a call record", id=addon.id)
         if self.records is not None:
-            self._track(self.records.save(call.record))
+            self.records.save(call.record)
 
     def _forget(self, key, call) -> None:
         self._forgets.pop(key, None)
         if self.legs.get(key, (None,))[0] is call:
             del self.legs[key]
 
-    def _track(self, d: defer.Deferred) -> None:
-        self._saving.add(d)
-
-        def done(result):
-            self._saving.discard(d)
-            return result
-
-        d.addBoth(done)

@@ -199,6 +199,9 @@ class FakeRecords:
         self.opened_records: list = []
         self.saved: list = []
         self.orphans_closed_at: List[float] = []
+        #: What save() returns while set: a write still under way.
+        self.pending_write: Optional[defer.Deferred] = None
+        self._writes: list = []
 
     def opened(self, record) -> defer.Deferred:
         self.opened_records.append(record)
@@ -206,7 +209,13 @@ class FakeRecords:
 
     def save(self, record) -> defer.Deferred:
         self.saved.append(record)
-        return defer.succeed(None)
+        if self.pending_write is None:
+            return defer.succeed(None)
+        self._writes.append(self.pending_write)
+        return self.pending_write
+
+    def drained(self) -> defer.Deferred:
+        return defer.gatherResults([w for w in self._writes if not w.called])
 
     def close_orphans(self, now: float) -> defer.Deferred:
         self.orphans_closed_at.append(now)

@@ -825,7 +825,7 @@ class RecordTests(CallHarness, SynchronousTestCase):
 
         self.setup_module()
         pending = defer.Deferred()
-        self.records.save = lambda record: pending
+        self.records.pending_write = pending
         self.answered_call()
         d = self.module.stop()
         fired = []
