@@ -121,6 +121,11 @@ _COLUMNS = (
     "answer_time, end_time, status_code, hangup_reason, sip_flow"
 )
 _INSERT = f"INSERT INTO call_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+#: The final write replaces the row the call's start inserted, or inserts
+#: it when that insert failed (one statement; SQLite 3.24+, PostgreSQL 9.5+).
+_SAVE = _INSERT + " ON CONFLICT (id) DO UPDATE SET {}".format(
+    ", ".join(f"{c} = excluded.{c}" for c in (c.strip() for c in _COLUMNS.split(",")) if c != "id")
+)
 
 
 @implementer(ICallRecordSink)
@@ -146,9 +151,7 @@ class CallRecordStore:
 
     def save(self, record: CallRecord) -> defer.Deferred:
         """Write the final state of a call (replace its row)."""
-        return self._guard(
-            self._writer.submit([("DELETE FROM call_records WHERE id = ?", (record.id,)), (_INSERT, record.as_row())])
-        )
+        return self._guard(self._writer.submit([(_SAVE, record.as_row())]))
 
     def drained(self) -> defer.Deferred:
         """Fires once every record submitted so far is written."""

@@ -108,7 +108,7 @@ class OrderTests(SynchronousTestCase):
 
     @staticmethod
     def kind(statements) -> str:
-        return "replace" if statements[0][0].startswith("DELETE") else "insert"
+        return "replace" if "ON CONFLICT" in statements[0][0] else "insert"
 
     def test_save_waits_for_insert(self):
         """save() issued while the insert is pending runs after it."""
