@@ -86,7 +86,8 @@ class SipCore:
         #: Whether a request belongs to a known dialog (set by the call module;
         #: auth lets such requests through without a new challenge).
         self.dialog_lookup: Callable = lambda request: False
-        self.counters = {"received": 0, "parse_errors": 0, "overload": 0}
+        self.counters = {"received": 0, "parse_errors": 0, "overload": 0, "send_errors": 0}
+        self._send_error_logged = float("-inf")
         #: Called with (request, flow) for every request before anything
         #: else looks at it; one that answers True has it dropped silently
         #: (the acl module: scanners and floods get no answer at all).
@@ -139,7 +140,22 @@ class SipCore:
         self.transactions.flow_failed(flow)
 
     def send_failed(self, listener, addr, error) -> None:
-        self.log.debug("send to {addr} failed: {error}", addr=addr, error=error)
+        """
+        A datagram could not be sent.  Counted every time; logged at most
+        once a minute (with the count since the last line), so a flood of
+        requests whose answers cannot be sent cannot flood the log.
+        """
+        self.counters["send_errors"] += 1
+        now = self.reactor.seconds()
+        if now < self._send_error_logged + 60.0:
+            return
+        self._send_error_logged = now
+        self.log.warn(
+            "send to {addr} failed: {error} ({count} send errors so far)",
+            addr=addr,
+            error=repr(error),
+            count=self.counters["send_errors"],
+        )
 
     # -- from the transaction layer ------------------------------------------
 
@@ -259,7 +275,7 @@ class SipCore:
         if message.is_request and self.useragent and not message.has("user-agent"):
             message.add("User-Agent", self.useragent)
         data = message.to_bytes()
-        flow.send(data)
+        self._send(flow, data)
         return data
 
     def resolve(self, transport: str, host: str, port: Optional[int]) -> defer.Deferred:
@@ -310,11 +326,13 @@ class SipCore:
         return True
 
     def _send_stateless(self, response: Response, request: Request, flow) -> None:
-        if not flow.reliable:
-            try:
-                via = request.via  # stamped and cached by _stamp_via
-            except HeaderError:
-                via = None
-            if via is not None:
-                flow = flow.to(via.response_address())
-        flow.send(response.to_bytes())
+        """A response outside any transaction goes to the packet's source,
+        like every response (see L{ServerTransaction._response_flow})."""
+        self._send(flow, response.to_bytes())
+
+    def _send(self, flow, data: bytes) -> None:
+        """Send outside a transaction; an error is counted, never raised."""
+        try:
+            flow.send(data)
+        except Exception as e:
+            self.send_failed(None, flow.remote, e)

@@ -52,9 +52,16 @@ class SipDatagramProtocol(DatagramProtocol):
                 if e.errno != errno.EINTR:
                     self.controller.send_failed(self, addr, e)
                     return
+            except Exception as e:  # a port out of range (OverflowError), ...
+                self.controller.send_failed(self, addr, e)
+                return
         try:
             transport.write(data, addr)
-        except OSError as e:  # unreachable network, message too long, ...
+        except Exception as e:
+            # Unreachable network, message too long (OSError), a host name
+            # or an address of the other family (InvalidAddressError), a
+            # port out of range (OverflowError): nothing a caller can fix,
+            # and none of it may stop the transaction that sent it.
             self.controller.send_failed(self, addr, e)
             return
         checked = self._checked_hosts

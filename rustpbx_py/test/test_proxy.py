@@ -183,10 +183,11 @@ class ViaTests(SynchronousTestCase):
 
     def test_no_rport(self):
         """Without rport, received= is added when the host differs, and the
-        response goes to the received address and the Via's port."""
+        response still goes to the packet's source port, not the Via's
+        (symmetric response routing: see L{ReflectionTests})."""
         flow = feed(core(), request(via="SIP/2.0/UDP 10.0.0.5:5070;branch=z9hG4bKy"))
         addr, response = flow.sent[0]
-        self.assertEqual(addr, ("203.0.113.7", 5070))
+        self.assertEqual(addr, ("203.0.113.7", 40000))
         self.assertNotIn("rport", response.top_via)
 
     def test_same_host_untouched(self):
@@ -264,3 +265,141 @@ class ScreenTests(SynchronousTestCase):
         """A request the screen lets through is answered as usual."""
         c, seen = self.screened()
         self.assertEqual(feed(c, request()).sent[0][1].status, 200)
+
+
+class _OsLikeSocket:
+    """
+    A datagram socket that checks its address as CPython's C{sendto} does
+    (port 0-65535, a name is looked up and not found) and records what it
+    would have sent.
+    """
+
+    def __init__(self, sent):
+        self.sent = sent
+
+    def sendto(self, data, addr):
+        import socket
+
+        if not 0 <= addr[1] <= 65535:
+            raise OverflowError("sendto(): port must be 0-65535.")
+        try:
+            socket.inet_pton(socket.AF_INET, addr[0])
+        except OSError:
+            raise socket.gaierror(-2, "Name or service not known")
+        self.sent.append((addr, data))
+
+
+def udp_core(clock=None):
+    """
+    A real core behind a real L{SipDatagramProtocol} whose transport is
+    Twisted's own UDP port class (its address checks run) over a socket
+    double: what goes out lands in the returned list as (address, bytes).
+    """
+    from twisted.internet import udp
+
+    from rustpbx_py.protocols.udp import SipDatagramProtocol
+
+    c = SipCore(default_config(useragent="CoreTest/1"), clock or task.Clock(), Pipeline([]))
+    c.accepting = True
+    protocol = SipDatagramProtocol(c)
+    port = udp.Port(5060, protocol, interface="127.0.0.1")
+    sent = []
+    port.socket = _OsLikeSocket(sent)
+    protocol.transport = port
+    protocol.local = ("127.0.0.1", 5060)
+    c.transports.udp.append(protocol)
+    return c, protocol, sent
+
+
+def options(i, via_params, source="198.51.100.9"):
+    return request(via=f"SIP/2.0/UDP {source}:5060;branch=z9hG4bKleak{i}{via_params}").replace(
+        b"Call-ID: core-1", b"Call-ID: leak-%d" % i
+    )
+
+
+class SendFailureTests(SynchronousTestCase):
+    """
+    A reply that cannot be sent must not leak its transaction: whatever the
+    socket raises, the transaction reaches its end state on its timers.
+    """
+
+    def test_unsendable_replies_leave_no_transactions(self):
+        """Thousands of OPTIONS whose Via names port 70000, a maddr host
+        name or a received= name, with the socket refusing every send:
+        after 64*T1 no server transaction is left and none is pending."""
+        clock = task.Clock()
+        c, protocol, sent = udp_core(clock)
+
+        class Refusing(_OsLikeSocket):
+            def sendto(self, data, addr):
+                raise OSError(1, "Operation not permitted")
+
+        kinds = [";rport=70000", ";maddr=pbx.invalid", ";received=host.invalid;rport=5"]
+        for i in range(3000):
+            if i == 1500:
+                protocol.transport.socket = Refusing(sent)
+            protocol.datagramReceived(options(i, kinds[i % 3]), ("198.51.100.9", 5060))
+        clock.advance(33)
+        clock.advance(33)
+        self.assertEqual((len(c.transactions.server), c.transactions.pending), (0, 0))
+
+    def test_send_errors_counted_and_logged_once(self):
+        """Each failed send is counted; the log gets one line, not one per
+        datagram (a flood of unsendable requests cannot flood the log)."""
+        from twisted.logger import globalLogPublisher
+
+        clock = task.Clock()
+        c, protocol, sent = udp_core(clock)
+
+        class Refusing(_OsLikeSocket):
+            def sendto(self, data, addr):
+                raise OSError(1, "Operation not permitted")
+
+        protocol.transport.socket = Refusing(sent)
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        for i in range(100):
+            protocol.datagramReceived(options(i, ";rport"), ("198.51.100.9", 5060))
+        self.assertEqual(c.counters["send_errors"], 100)
+        lines = [e for e in logged if "send" in str(e.get("log_format", ""))]
+        self.assertEqual(len(lines), 1)
+
+
+class ReflectionTests(SynchronousTestCase):
+    """
+    Responses go to the packet's source (RFC 3581, Kamailio's default), not
+    to an address the request names: a stranger cannot point the PBX at a
+    third party.
+    """
+
+    def test_client_received_rport_maddr_ignored(self):
+        """An INVITE whose Via names another host in received=, rport= and
+        maddr= gets every response at its source address only."""
+        clock = task.Clock()
+        c, protocol, sent = udp_core(clock)
+        via = "SIP/2.0/UDP 198.51.100.9:5060;branch=z9hG4bKrefl;received=192.0.2.77;rport=9999;maddr=192.0.2.78"
+        data = request("INVITE", "sip:nobody@127.0.0.1", via=via)
+        protocol.datagramReceived(data, ("198.51.100.9", 5060))
+        for _ in range(12):
+            protocol.datagramReceived(data, ("198.51.100.9", 5060))  # retransmissions
+            clock.advance(4)
+        self.assertTrue(sent)
+        self.assertEqual({addr for addr, _ in sent}, {("198.51.100.9", 5060)})
+
+    def test_via_names_third_party(self):
+        """A Via whose sent-by is a third party (no rport): the 501 still
+        goes to where the packet came from."""
+        c, protocol, sent = udp_core()
+        data = request(via="SIP/2.0/UDP 192.0.2.77:7777;branch=z9hG4bKthird")
+        protocol.datagramReceived(data, ("198.51.100.9", 40000))
+        self.assertEqual([addr for addr, _ in sent], [("198.51.100.9", 40000)])
+
+    def test_parse_error_answer_to_source(self):
+        """A 400 for a malformed request also goes to the source, not maddr."""
+        c, protocol, sent = udp_core()
+        data = request(via="SIP/2.0/UDP 198.51.100.9:5060;branch=z9hG4bKbad;maddr=192.0.2.78;rport=1").replace(
+            b"CSeq: 1 OPTIONS", b"CSeq: 1 OPTIONS\r\nContent-Length: abc"
+        )
+        protocol.datagramReceived(data, ("198.51.100.9", 5062))
+        self.assertEqual([addr for addr, _ in sent], [("198.51.100.9", 5062)])

@@ -429,3 +429,47 @@ class FixedDelayQueueTests(SynchronousTestCase):
         self.assertEqual(len(self.clock.getDelayedCalls()), 2)
         self.clock.advance(32)
         self.assertEqual(self.fired, ["E", "J"])
+
+
+class RaisingFlow(RecordingFlow):
+    """A flow whose every send raises, as a broken connection or a socket
+    refusing an address can."""
+
+    def send(self, data):
+        raise RuntimeError("cannot send")
+
+
+class SendFailureTests(SynchronousTestCase):
+    """A send that raises never stops a transaction from reaching its end."""
+
+    def test_server_non_invite(self):
+        """A non-INVITE whose final response cannot be sent still
+        terminates on Timer J, and the error reaches the TU once."""
+        clock, tu, layer = setup()
+        errors = []
+        tu.send_failed = lambda listener, addr, error: errors.append(error)
+        layer.request_received(make_request("OPTIONS"), RaisingFlow())
+        tu.new[0].reply(200)
+        clock.advance(33)
+        self.assertEqual((layer.server, layer.pending, len(tu.ended)), ({}, 0, 1))
+        self.assertEqual(len(errors), 1)
+
+    def test_server_invite_error(self):
+        """An INVITE's 486 that cannot be sent still ends on Timer H
+        (the retransmissions by Timer G fail too, quietly)."""
+        clock, tu, layer = setup()
+        layer.request_received(make_request("INVITE"), RaisingFlow())
+        tu.new[0].reply(486)
+        for _ in range(40):
+            clock.advance(1)
+        self.assertEqual((layer.server, layer.pending, len(tu.ended)), ({}, 0, 1))
+
+    def test_client(self):
+        """A request that cannot be sent still times out with a 408 to its
+        sender and leaves no client transaction."""
+        clock, tu, layer = setup()
+        got = []
+        layer.send_request(make_request("OPTIONS"), RaisingFlow(), lambda tx, r: got.append(r.status))
+        for _ in range(40):
+            clock.advance(1)
+        self.assertEqual((layer.client, got), ({}, [408]))

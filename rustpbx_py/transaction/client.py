@@ -81,7 +81,7 @@ class ClientTransaction:
     def start(self) -> None:
         """Send the request and start the timers."""
         t = self.layer.timer_values
-        self.flow.send(self.data)
+        self.layer.send(self.flow, self.data)
         if not self.flow.reliable:
             self.timers.start("A" if self.invite else "E", t.t1, self._retransmit, t.t1)
         self.timers.start("B" if self.invite else "F", t.t1x64, self._timeout)
@@ -92,7 +92,7 @@ class ClientTransaction:
         t = self.layer.timer_values
         if self.invite and self.state == PROCEEDING:
             return
-        self.flow.send(self.data)
+        self.layer.send(self.flow, self.data)
         if self.invite:
             interval = interval * 2
         else:
@@ -141,7 +141,7 @@ class ClientTransaction:
                 return
             if state == COMPLETED:
                 if self.ack_data is not None:
-                    self.flow.send(self.ack_data)
+                    self.layer.send(self.flow, self.ack_data)
                 return
             if state == ACCEPTED:
                 return
@@ -152,7 +152,7 @@ class ClientTransaction:
             if self.layer.server_header:
                 ack.add("User-Agent", self.layer.server_header)
             self.ack_data = ack.to_bytes()
-            self.flow.send(self.ack_data)
+            self.layer.send(self.flow, self.ack_data)
             self.timers.start("D", 0 if self.flow.reliable else 32.0, self.terminate)
             self.on_response(self, response)
             return

@@ -137,6 +137,20 @@ class TransactionLayer:
         tx.start()
         return tx
 
+    def send(self, flow, data: bytes) -> None:
+        """
+        Send C{data} for a transaction.  Whatever the flow raises is handed
+        to the transaction user's C{send_failed} (which counts and logs it)
+        and goes no further: a send that fails must not keep a transaction
+        from starting its timers and reaching its end state.
+        """
+        try:
+            flow.send(data)
+        except Exception as e:
+            report = getattr(self.tu, "send_failed", None)
+            if report is not None:
+                report(None, flow.remote, e)
+
     # -- bookkeeping ---------------------------------------------------------
 
     def transaction_answered(self, tx: ServerTransaction) -> None:

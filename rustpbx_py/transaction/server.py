@@ -16,7 +16,6 @@ from zope.interface import implementer
 
 from rustpbx_py.interfaces import IServerTransaction
 from rustpbx_py.pipeline import TransactionContext
-from rustpbx_py.sip.headers import HeaderError
 from rustpbx_py.sip.message import Request, Response
 from rustpbx_py.transaction.responses import build_response, new_tag
 from rustpbx_py.transaction.timers import TimerSet
@@ -54,18 +53,16 @@ class ServerTransaction:
         self.reply_flow = self._response_flow()
 
     def _response_flow(self):
-        """Where responses go: the same connection, or for UDP the address
-        the top Via names after received/rport (RFC 3261 18.2.2, RFC 3581)."""
-        flow = self.flow
-        if flow.reliable:
-            return flow
-        try:
-            via = self.request.via
-        except HeaderError:
-            return flow
-        if via is None:
-            return flow
-        return flow.to(via.response_address())
+        """
+        Where responses go: the flow the request came in on, that is the
+        same connection, or for UDP the packet's source address and port
+        (RFC 3581's symmetric response routing, Kamailio's default).
+
+        Never the address the top Via names: C{received}, C{rport} and
+        C{maddr} are the client's to write, and following them let one
+        437-byte INVITE send eleven responses to a third party.
+        """
+        return self.flow
 
     # -- IServerTransaction ------------------------------------------------
 
@@ -189,7 +186,7 @@ class ServerTransaction:
         self.layer.server_terminated(self)
 
     def _send(self, data: bytes) -> None:
-        self.reply_flow.send(data)
+        self.layer.send(self.reply_flow, data)
 
     def __repr__(self) -> str:
         return f"<ServerTransaction {self.request.method} {self.state} {self.key}>"
