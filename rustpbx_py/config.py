@@ -873,6 +873,28 @@ def _inbound_host(ctx: _Ctx, key: str, value: Any) -> Any:
     return ctx.expected(key, what, value)
 
 
+@_reader('"IP" or "IP:port" (a name server)', "list of \"IP[:port]\"")
+def _dns_servers(ctx: _Ctx, key: str, value: Any) -> Any:
+    """Name servers as (ip, port) pairs; IPv6 with a port is written
+    C{[2001:db8::53]:53}."""
+    what = 'a list of name server addresses "IP" or "IP:port", e.g. ["192.0.2.53", "127.0.0.1:5353"]'
+    if not isinstance(value, list):
+        return ctx.expected(key, what, value)
+    servers = []
+    for i, item in enumerate(value):
+        text = item.strip() if isinstance(item, str) else ""
+        m = re.match(r"^\[([^\]]+)\]:(\d{1,5})$", text) or re.match(r"^([0-9.]+):(\d{1,5})$", text)
+        host, port = (m.group(1), int(m.group(2))) if m else (text, 53)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return ctx.expected(f"{key}[{i}]", 'a name server address "IP" or "IP:port" (no host name)', item)
+        if not 0 < port < 65536:
+            return ctx.expected(f"{key}[{i}]", "a port 1-65535", item)
+        servers.append((host, port))
+    return servers
+
+
 @dataclass(kw_only=True)
 class TrunkConfig:
     """A SIP trunk: C{[proxy.trunks.NAME]} or C{[trunks.NAME]} in a trunks
@@ -1158,6 +1180,7 @@ class ProxyConfig:
     ws_handler: str = _key(_url_path, "/ws", doc="HTTP path of the SIP WebSocket endpoint.")
     ssl_certificate: Optional[str] = _key(_path, doc="PEM certificate (chain) for TLS; falls back to the top-level ssl_certificate.")
     ssl_private_key: Optional[str] = _key(_path, doc="PEM private key for TLS; falls back to the top-level ssl_private_key.")
+    dns_servers: list[tuple[str, int]] = _key(_dns_servers, factory=list, doc='Name servers for trunk and proxy host names (RFC 3263 NAPTR/SRV/A look-ups), "IP" or "IP:port"; empty = those of /etc/resolv.conf. An extension of rustpbx_py.')
     # Identity
     useragent: str = _key(_str, DEFAULT_USERAGENT, default_doc='"RustPBX-py/<version>"', doc="User-Agent / Server header value.")
     callid_suffix: str = _key(_str, "rustpbx-py", doc="Host part appended to generated Call-IDs (id@suffix).")

@@ -99,6 +99,7 @@ class IServerContext(Interface):
     core = Attribute("The L{rustpbx_py.proxy.SipCore}: transactions and transports.")
     users = Attribute("The L{IUserBackend} chain built from C{user_backends}.")
     locator = Attribute("The L{ILocator} of registered contacts (after the registrar starts).")
+    dns = Attribute("The RFC 3263 resolver, L{rustpbx_py.protocols.resolve.SipResolver} (trunk and proxy host names).")
     addons = Attribute("The started L{IAddon}s, in config order.")
 
 

@@ -65,6 +65,8 @@ class ServerContext:
         self.core = core
         self.users = users
         self.trunks = None
+        #: The RFC 3263 resolver (L{rustpbx_py.protocols.resolve.SipResolver}).
+        self.dns = None
         self.locator = None
         self.addons: list = []
         self.modules: list = []
@@ -124,6 +126,7 @@ class PbxService(service.MultiService):
         self.modules: list = []
         self.addons: list = []
         self.ready: defer.Deferred = defer.Deferred()
+        self.host_watcher = None
 
     def privilegedStartService(self) -> None:
         """
@@ -174,12 +177,7 @@ class PbxService(service.MultiService):
         from rustpbx_py.call.trunks import TrunkSet
 
         context.trunks = TrunkSet(proxy.trunks, self.reactor)
-        for trunk, host in context.trunks.ignored_hosts:
-            self.log.warn(
-                "trunk {trunk}: inbound host {host!r} is a name, not an address or CIDR; ignored",
-                trunk=trunk,
-                host=host,
-            )
+        yield self._resolve_trunk_hosts(context)
 
         module_factories = find_factories(IProxyModuleFactory)
         for name in proxy.modules:
@@ -212,6 +210,40 @@ class PbxService(service.MultiService):
             addons=", ".join(a.id for a in self.addons) or "none",
         )
         return self
+
+    def _resolve_trunk_hosts(self, context) -> defer.Deferred:
+        """
+        Resolve the trunks' host names (RFC 3263 resolver, C{dns_servers})
+        so that the ACL knows their addresses, and keep them fresh by TTL.
+        Start-up waits for the first answers at most
+        L{TRUNK_HOSTS_WAIT} seconds: a slow name server must not keep
+        the PBX down.
+        """
+        from rustpbx_py.protocols.resolve import HostWatcher, SipResolver
+
+        context.dns = SipResolver(servers=self.config.proxy.dns_servers or None, reactor=self.reactor)
+        names = context.trunks.host_names()
+        if not names:
+            return defer.succeed(None)
+        self.host_watcher = HostWatcher(names, context.dns.addresses, context.trunks.set_addresses, self.reactor)
+        done: defer.Deferred = defer.Deferred()
+
+        def finish(result=None):
+            if timer.active():
+                timer.cancel()
+            if not done.called:
+                for trunk, host in context.trunks.ignored_hosts:
+                    self.log.warn(
+                        "trunk {trunk}: inbound host {host!r} does not resolve yet; requests from it are not "
+                        "recognised as the trunk's until it does",
+                        trunk=trunk,
+                        host=host,
+                    )
+                done.callback(None)
+
+        timer = self.reactor.callLater(TRUNK_HOSTS_WAIT, finish)
+        self.host_watcher.start().addBoth(finish)
+        return done
 
     def _listen(self) -> None:
         from rustpbx_py.protocols.stream import SipStreamFactory
@@ -287,6 +319,11 @@ class PbxService(service.MultiService):
                 yield defer.maybeDeferred(module.stop)
             except Exception:
                 self.log.failure("module {name} failed to stop", name=module.name)
+        if self.host_watcher is not None:
+            self.host_watcher.stop()
+        dns = getattr(self.context, "dns", None)
+        if dns is not None:
+            dns.close()
         if self.core is not None:
             # No retransmission timer may fire once the sockets are closed.
             self.core.shutdown()
@@ -300,6 +337,10 @@ class PbxService(service.MultiService):
             yield defer.maybeDeferred(users.close)
         if self.store is not None:
             self.store.close()
+
+
+#: Seconds start-up waits for the trunks' host names to resolve.
+TRUNK_HOSTS_WAIT = 5.0
 
 
 class StartupError(SystemExit):

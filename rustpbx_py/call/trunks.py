@@ -20,9 +20,13 @@ I/O:
    L{TrunkSet.outbound_request}, which applies C{rewrite_hostport} and the
    P-Asserted-Identity RustPBX adds for trunks with credentials.
 
-Host names in C{inbound_hosts} are not resolved here (RustPBX's ACL index
-skips them too): identifying traffic by a name would need DNS on the
-request path.
+Host names in C{inbound_hosts} (and in C{dest} / C{backup_dest}) are not
+resolved here: no DNS query may run on the request path.  The service
+resolves them at start and again by their TTL
+(L{rustpbx_py.protocols.resolve.HostWatcher}) and hands the addresses to
+L{TrunkSet.set_addresses}, which re-indexes the sources; until then a
+name matches nothing.  L{TrunkSet.locations} says what to look up in DNS
+(RFC 3263) to send to a trunk.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from rustpbx_py.sip.message import Request
 
 __all__ = [
     "TrunkDestination",
+    "TrunkLocation",
     "TrunkSet",
     "TrunkError",
     "matches_user_prefix",
@@ -66,6 +71,50 @@ class TrunkDestination(NamedTuple):
     """Host name or IP address, IPv6 without brackets."""
     port: int
     """Explicit port, or the transport's default."""
+
+
+class TrunkLocation(NamedTuple):
+    """What RFC 3263 needs to locate a trunk's C{dest} or C{backup_dest}
+    (see L{rustpbx_py.protocols.resolve.SipResolver.locate})."""
+
+    host: str
+    """Host name or IP address, IPv6 without brackets."""
+    port: Optional[int]
+    """The port the URI names; None lets DNS (SRV) choose."""
+    transport: Optional[str]
+    """The trunk's C{transport}, else the URI's C{transport} parameter;
+    None lets DNS (NAPTR) choose."""
+    secure: bool
+    """A sips: URI: TLS only."""
+
+
+def _location(config: Any, uri: URI) -> TrunkLocation:
+    transport = getattr(config, "transport", None) or uri.params.get("transport") or None
+    return TrunkLocation(bare_host(uri.host), uri.port, transport.lower() if transport else None, uri.scheme == "sips")
+
+
+def host_name(text: str) -> Optional[str]:
+    """
+    The host name in an inbound host, dest or backup_dest
+    (C{carrier.example.com}, C{carrier.example.com:5060},
+    C{sip:carrier.example.com;transport=tcp}), lower-cased; None for an
+    address or a network.
+    """
+    if _host_network(text) is not None:
+        return None
+    text = text.strip().strip("<>")
+    lowered = text.lower()
+    for prefix in ("sips:", "sip:"):
+        if lowered.startswith(prefix):
+            text = text[len(prefix) :]
+            break
+    text = text.split(";", 1)[0].split("?", 1)[0]
+    if "@" in text:
+        text = text.rsplit("@", 1)[1]
+    if text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    text = text.strip().rstrip(".").lower()
+    return text or None
 
 
 def copy_request(request: Request) -> Request:
@@ -205,14 +254,17 @@ class TrunkSet:
     @raise TrunkError: when a C{dest} or C{backup_dest} cannot be parsed.
 
     @ivar ignored_hosts: C{(trunk, host)} for each host name in an
-        C{inbound_hosts} list, which L{for_source} cannot match (no DNS on
-        the request path); worth a warning at start-up.
+        C{inbound_hosts} list that L{for_source} cannot match yet: no
+        addresses were given for it with L{set_addresses} (no DNS runs on
+        the request path).
     """
 
     def __init__(self, trunks: Mapping[str, Any], clock: Any = None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self._clock = clock
+        #: host name -> its addresses, from DNS (see L{set_addresses}).
+        self._resolved: Dict[str, List[str]] = {}
         self._trunks: Dict[str, _Trunk] = {}
         for name, config in trunks.items():
             self._trunks[name] = _Trunk(name, config)
@@ -294,19 +346,57 @@ class TrunkSet:
             implied = [trunk.config.dest] + ([trunk.config.backup_dest] if trunk.backup else [])
             for host, from_config in [(h, True) for h in written] + [(h, False) for h in implied]:
                 network = _host_network(host)
+                networks = [network] if network is not None else []
                 if network is None:
-                    if from_config:
-                        # A host name in inbound_hosts: not resolved here.
-                        self.ignored_hosts.append((trunk.name, host))
-                    continue
-                by_len = index[network.version].setdefault(network.prefixlen, {})
-                names = by_len.setdefault(int(network.network_address), [])
-                if trunk.name not in names:
-                    names.append(trunk.name)
+                    name = host_name(host)
+                    resolved = self._resolved.get(name or "")
+                    if resolved is None:
+                        if from_config:
+                            # A host name in inbound_hosts not resolved (yet).
+                            self.ignored_hosts.append((trunk.name, host))
+                        continue
+                    networks = [ipaddress.ip_network(ip) for ip in resolved]
+                for network in networks:
+                    by_len = index[network.version].setdefault(network.prefixlen, {})
+                    names = by_len.setdefault(int(network.network_address), [])
+                    if trunk.name not in names:
+                        names.append(trunk.name)
         self._source_index = {
             version: [(plen, (~((1 << (bits - plen)) - 1)) & ((1 << bits) - 1), table) for plen, table in sorted(by.items(), reverse=True)]
             for version, by, bits in ((4, index[4], 32), (6, index[6], 128))
         }
+
+    def host_names(self) -> List[str]:
+        """
+        The host names among the trunks' C{inbound_hosts}, C{dest} and
+        C{backup_dest} (lower-cased, each once) whose addresses the source
+        index needs: resolve them and hand the result to L{set_addresses}.
+        """
+        found: List[str] = []
+        for trunk in self._trunks.values():
+            hosts = [str(h) for h in (getattr(trunk.config, "inbound_hosts", None) or [])]
+            hosts += [trunk.config.dest] + ([trunk.config.backup_dest] if trunk.backup else [])
+            for host in hosts:
+                name = host_name(host)
+                if name is not None and name not in found:
+                    found.append(name)
+        return found
+
+    def set_addresses(self, name: str, addresses: List[str]) -> None:
+        """
+        The current addresses of host name C{name} (from DNS): requests
+        from them are recognised as the trunks that name it (in
+        C{inbound_hosts}, C{dest} or C{backup_dest}); the previous
+        addresses of the name no longer are.
+        """
+        valid = []
+        for ip in addresses:
+            try:
+                valid.append(str(ipaddress.ip_address(bare_host(ip))))
+            except ValueError:
+                continue
+        self._resolved[name.lower().rstrip(".")] = valid
+        self._build_source_index()
 
     def for_source(
         self,
@@ -358,6 +448,15 @@ class TrunkSet:
         """C{dest} then C{backup_dest}: the addresses to try, in order."""
         trunk = self._trunks[name]
         return [trunk.dest] if trunk.backup is None else [trunk.dest, trunk.backup]
+
+    def locations(self, name: str) -> List[TrunkLocation]:
+        """C{dest} then C{backup_dest} as RFC 3263 look-ups: what to try,
+        in order, when the trunk's hosts may be names."""
+        trunk = self._trunks[name]
+        found = [_location(trunk.config, trunk.dest_uri)]
+        if trunk.backup_uri is not None:
+            found.append(_location(trunk.config, trunk.backup_uri))
+        return found
 
     def dest_uri(self, name: str) -> URI:
         """The trunk's C{dest} as a URI (a copy, safe to edit)."""

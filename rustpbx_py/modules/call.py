@@ -343,12 +343,13 @@ class CallModule:
         self.router.call_started(decision.route, caller)
         call.on_end.append(lambda c: self.router.call_ended(decision.route, caller))
         if not decision.trunks:
-            # Forward to the (rewritten) Request-URI itself.
-            targets = yield self._uri_targets(decision.request)
-            if not targets:
+            # Forward to the (rewritten) Request-URI itself; a remote host
+            # gives one group per RFC 3263 target, tried in turn.
+            groups = yield self._uri_groups(decision.request)
+            if not groups:
                 call.fail(480, "Temporarily Unavailable", R.FAILED)
                 return
-            call.start(targets, ring_time=self.ring_time_for(targets, decision.config))
+            call.start(groups[0], groups[1:], ring_time=self.ring_time_for(groups[0], decision.config))
             return
         groups: List[List[Target]] = []
         refusal = None
@@ -361,13 +362,12 @@ class CallModule:
                 continue
             outbound = self.trunks.outbound_request(name, decision.request)
             trunk = self.trunks.get(name)
-            for dest in self.trunks.destinations(name):
-                try:
-                    flow = yield self.core.resolve(dest.transport, dest.host, dest.port)
-                except TransportError as e:
-                    self.log.info("trunk {trunk}: {error}", trunk=name, error=e)
-                    continue
-                groups.append([Target(outbound.uri, flow, strip_tag(outbound.get("to") or ""), trunk=trunk, label=name, template=outbound)])
+            for where in self.trunks.locations(name):
+                # dest then backup_dest, each through DNS (RFC 3263): one
+                # group per target, the next tried when one fails.
+                flows = yield self._located_flows(where.host, where.port, where.transport, where.secure, f"trunk {name}")
+                for flow in flows:
+                    groups.append([Target(outbound.uri, flow, strip_tag(outbound.get("to") or ""), trunk=trunk, label=name, template=outbound)])
         if call.state != "routing":
             return
         if not groups:
@@ -381,7 +381,12 @@ class CallModule:
         call.start(groups[0], groups[1:], ring_time=self.ring_time_for(groups[0], decision.config))
 
     @defer.inlineCallbacks
-    def _uri_targets(self, request):
+    def _uri_groups(self, request):
+        """
+        Where a call to the Request-URI goes, as groups tried in turn: a
+        local user's contacts (one group, forked), or each RFC 3263 target
+        of a remote host (one group each).
+        """
         try:
             uri = URI.parse(request.uri)
         except HeaderError:
@@ -389,12 +394,44 @@ class CallModule:
         if self.is_local_host(bare_host(uri.host)) and uri.user and self.context.locator is not None:
             bindings = self.context.locator.lookup(make_aor(uri.user, self.realm_for(bare_host(uri.host))))
             targets = yield self._binding_targets(bindings, request)
-            return targets
-        try:
-            flow = yield self.core.resolve(uri.transport, uri.host, uri.port)
-        except TransportError:
-            return []
-        return [Target(request.uri, flow, strip_tag(request.get("to") or ""), template=request)]
+            return [targets] if targets else []
+        transport = uri.params.get("transport") or None
+        flows = yield self._located_flows(bare_host(uri.host), uri.port, transport, uri.scheme == "sips", uri.host)
+        to = strip_tag(request.get("to") or "")
+        return [[Target(request.uri, flow, to, template=request)] for flow in flows]
+
+    @property
+    def dns(self):
+        """The service's RFC 3263 resolver (L{rustpbx_py.protocols.resolve.SipResolver})."""
+        resolver = getattr(self.context, "dns", None)
+        if resolver is None:
+            from rustpbx_py.protocols.resolve import SipResolver
+
+            resolver = self.context.dns = SipResolver(servers=getattr(self.config.proxy, "dns_servers", None), reactor=self.clock)
+        return resolver
+
+    @defer.inlineCallbacks
+    def _located_flows(self, host: str, port, transport, secure: bool, what: str):
+        """
+        Flows to every target DNS gives for a host (RFC 3263), in the order
+        to try them; targets that cannot be reached now (a refused TCP
+        connection) are left out, so the next one is tried.
+        """
+        targets = yield self.dns.locate(host, port, transport, secure)
+        if not targets:
+            self.log.info("{what}: {host} does not resolve", what=what, host=host)
+        flows = []
+        for target in targets:
+            # TLS connects by name: the certificate is checked against the
+            # name (RFC 5922), not against the address.
+            host = target.name if target.transport in ("tls", "wss") else target.host
+            try:
+                flow = yield self.core.resolve(target.transport, host, target.port)
+            except TransportError as e:
+                self.log.info("{what}: {error}", what=what, error=e)
+                continue
+            flows.append(flow)
+        return flows
 
     def addon_route_order(self, call: Call, trunks: List[str]) -> List[str]:
         """

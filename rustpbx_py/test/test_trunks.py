@@ -90,8 +90,9 @@ disabled = true
         self.assertIsNone(self.trunks.for_source("192.0.2.60"))
 
     def test_host_names_are_reported_not_matched(self) -> None:
-        """Host names in inbound_hosts are not resolved; they are listed in
-        ignored_hosts so the service can warn about them."""
+        """Host names in inbound_hosts match nothing until their addresses
+        are given (see test_resolve); they are listed in ignored_hosts so
+        the service can warn about them."""
         self.assertEqual(self.trunks.ignored_hosts, [("named", "carrier.example.net")])
 
     def test_garbage_address(self) -> None:
