@@ -565,6 +565,32 @@ def _acl_rule(ctx: _Ctx, key: str, value: Any) -> Any:
     return AclRule(action, network, value)
 
 
+#: Digest algorithms the auth module can challenge with (RFC 7616, RFC 8760).
+DIGEST_ALGORITHMS = ("MD5", "MD5-sess", "SHA-256", "SHA-256-sess")
+
+
+@_reader("a list of digest algorithms (" + ", ".join(DIGEST_ALGORITHMS) + ")", "list of digest algorithms")
+def _digest_algorithms(ctx: _Ctx, key: str, value: Any) -> Any:
+    what = "a non-empty list of digest algorithms, each once (" + ", ".join(f'"{a}"' for a in DIGEST_ALGORITHMS) + ")"
+    if not isinstance(value, list) or not value:
+        return ctx.expected(key, what, value)
+    canonical = {a.lower(): a for a in DIGEST_ALGORITHMS}
+    out: list[str] = []
+    bad = False
+    for i, name in enumerate(value):
+        algorithm = canonical.get(name.strip().lower()) if isinstance(name, str) else None
+        if algorithm is None:
+            hint = _suggest(name.strip().upper(), DIGEST_ALGORITHMS) if isinstance(name, str) else ""
+            ctx.problem(_join(key, i), f"expected a digest algorithm ({', '.join(DIGEST_ALGORITHMS)}), found {_show(name)}{hint}")
+            bad = True
+        elif algorithm in out:
+            ctx.problem(_join(key, i), f"expected each algorithm once, found {_show(name)} again")
+            bad = True
+        else:
+            out.append(algorithm)
+    return _INVALID if bad else out
+
+
 _acl_rules = _list(_acl_rule, 'a list of ACL rules ("allow|deny all|IP|CIDR")')
 
 DEFAULT_ACL_RULES = ("allow all", "deny all")
@@ -1190,6 +1216,8 @@ class ProxyConfig:
     ua_black_list: list[str] = _key(_str_list, factory=lambda: ["friendly-scanner", "pplsip"], doc="User-Agents refused.")
     ua_white_list: list[str] = _key(_str_list, factory=list, doc="If not empty, only these User-Agents are accepted.")
     ensure_user: bool = _key(_bool, True, doc="Silently drop requests for unknown users (anti-scanning).")
+    auth_algorithms: list[str] = _key(_digest_algorithms, factory=lambda: ["MD5"], doc='Digest challenges sent to a user, one header each, in this order (MD5, MD5-sess, SHA-256, SHA-256-sess); a response with any of them is accepted.')
+    nonce_secret: Optional[str] = _key(_str, default_doc="random per process", doc="Key of the nonces' HMAC; nodes sharing it accept each other's nonces.")
     frequency_limiter: Optional[FrequencyLimit] = _key(_frequency, doc='Request rate limit "COUNT/WINDOW" (units s, m, h), e.g. "100/60s"; unset = no limit.')
     # Timers
     session_timer: bool = _key(_bool, True, doc="Use SIP session timers (RFC 4028).")

@@ -9,7 +9,7 @@ request a module marked as spam gets nothing at all.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -27,13 +27,17 @@ class TransactionContext:
     @ivar user: the authenticated L{rustpbx_py.users.SipUser}, if any.
     @ivar trunk: the name of the trunk whose C{inbound_hosts} the request
         came from, if any; such requests bypass acl rules and auth.
+    @ivar credit: set by the acl module when its frequency limiter counted
+        this request: called with how many of the source's requests proved
+        legitimate (the auth module, on success), it refunds them.
     @ivar values: free-form data for modules and addons.
     """
 
-    __slots__ = ("spam", "user", "trunk", "realm", "values")
+    __slots__ = ("spam", "user", "trunk", "realm", "credit", "values")
 
     def __init__(self) -> None:
         self.spam = False
+        self.credit: Optional[Callable[[int], None]] = None
         self.user: Any = None
         self.trunk: Optional[str] = None
         self.realm: Optional[str] = None

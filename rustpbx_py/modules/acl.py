@@ -20,6 +20,26 @@ For every request, in this order:
  4. C{frequency_limiter}: at most N requests per window from one source
     address (one /64 for IPv6), over a sliding window.
 
+The limiter must stop a scanner without ever cutting off an office: fifty
+phones behind one NAT address re-register, ping and call far more than
+"100/60s" allows if every request counted.  So it counts what a stranger
+can send and refunds what turns out to be a known phone's:
+
+ - every request is counted when it arrives (before the core answers
+   anything), except in-dialog requests of a live call (the call module's
+   dialogs: re-INVITE, ACK, BYE of either party) and OPTIONS to the PBX
+   itself from a source that authenticated within the last hour (phones'
+   keep-alives); CRLF keep-alives never reach the core and responses are
+   never counted;
+ - a request that then authenticates (a correct digest, or a dialog the
+   auth module trusts) is refunded, together with the request whose
+   challenge gave it its nonce (and that request's ACK, for INVITE): a
+   phone's challenge/answer round trip costs its source nothing;
+ - everything else stays counted: unauthenticated requests, wrong
+   passwords, unknown users, retransmissions.
+The auth module refunds through C{tx.context.credit}, which this module
+sets on the requests it counted.
+
 A rejected request is marked as spam and dropped without an answer: a
 scanner learns nothing, not even that a SIP server is here.
 """
@@ -207,6 +227,12 @@ class OncePer:
         return True
 
 
+#: How long a source that authenticated is trusted to send keep-alive
+#: OPTIONS without counting them: an hour covers the refresh interval of
+#: every phone's registration.
+TRUST_SECONDS = 3600.0
+
+
 class _Slot:
     __slots__ = ("window", "previous", "current", "logged")
 
@@ -241,6 +267,9 @@ class FrequencyLimiter:
         self.max_sources = max_sources
         self._sources: "OrderedDict[str, _Slot]" = OrderedDict()
         self._swept = -1
+        #: Sources that authenticated lately -> until when they are trusted.
+        self._trusted: "OrderedDict[str, float]" = OrderedDict()
+        self.trust_seconds = max(TRUST_SECONDS, window)
 
     def __len__(self) -> int:
         """How many sources are tracked."""
@@ -284,6 +313,39 @@ class FrequencyLimiter:
                 )
             return False
         slot.current += 1
+        return True
+
+    def credit(self, source: str, count: int = 1) -> None:
+        """
+        Give back C{count} requests of C{source} that proved legitimate
+        (they authenticated), newest window first, and trust the source's
+        keep-alives for L{trust_seconds} (see L{trusted}).
+        """
+        now = self._clock.seconds()
+        slot = self._sources.get(source)
+        if slot is not None:
+            index = int(now // self.window)
+            if slot.window != index:
+                slot.previous = slot.current if slot.window == index - 1 else 0
+                slot.current = 0
+                slot.window = index
+            taken = min(count, slot.current)
+            slot.current -= taken
+            slot.previous = max(0, slot.previous - (count - taken))
+        trusted = self._trusted
+        trusted[source] = now + self.trust_seconds
+        trusted.move_to_end(source)
+        while len(trusted) > self.max_sources:
+            trusted.popitem(last=False)
+
+    def trusted(self, source: str) -> bool:
+        """Whether C{source} authenticated within the last L{trust_seconds}."""
+        until = self._trusted.get(source)
+        if until is None:
+            return False
+        if until <= self._clock.seconds():
+            del self._trusted[source]
+            return False
         return True
 
     def _sweep(self, index: int) -> None:
@@ -403,10 +465,44 @@ class AclModule:
                 return None, trunk
         if not self.ip_allowed(ip):
             return "acl rules", None
-        if self.limiter is not None and not self.limiter.allow(limiter_key(ip)):
-            # The limiter logs once per window itself.
-            return "", None
+        if self.limiter is not None:
+            key = limiter_key(ip)
+            if self._counted(request, key) and not self.limiter.allow(key):
+                # The limiter logs once per window itself.
+                return "", None
         return None, None
+
+    def _counted(self, request: Any, key: str) -> bool:
+        """
+        Whether the limiter counts C{request} from source C{key}: not an
+        in-dialog request of a live call, nor a trusted source's OPTIONS
+        to the PBX itself (see the module docstring).
+        """
+        core = self.core
+        if core is not None and core.dialog_lookup(request):
+            return False
+        if request.method == "OPTIONS" and self.limiter.trusted(key):
+            try:
+                if request.to_addr.tag:
+                    return True  # in-dialog: not a keep-alive
+            except (HeaderError, AttributeError):
+                return True
+            if core is not None:
+                return not core.addressed_to_self(request)
+            try:
+                return request.ruri.user is not None
+            except HeaderError:
+                return True
+        return True
+
+    def _credit_to(self, tx: Any, host: str) -> None:
+        """Let the auth module refund this counted request (C{tx.context.credit})."""
+        ip = source_address(host)
+        if ip is None:
+            return
+        key = limiter_key(ip)
+        if self._counted(tx.request, key):
+            tx.context.credit = functools.partial(self.limiter.credit, key)
 
     def screen(self, request: Any, flow: Any) -> bool:
         """
@@ -433,12 +529,16 @@ class AclModule:
                     tx.context.trunk = self.trunks.for_source(
                         ip, _uri_user(request.get("from")), _uri_user(request.get("to"))
                     )
+            if self.limiter is not None and tx.context.trunk is None:
+                self._credit_to(tx, host)
             return CONTINUE
         reason, trunk = self.check(request, host)
         if trunk is not None:
             tx.context.trunk = trunk
             return CONTINUE
         if reason is None:
+            if self.limiter is not None:
+                self._credit_to(tx, host)
             return CONTINUE
         tx.context.spam = True
         if reason:

@@ -24,18 +24,24 @@ Request-URI host for REGISTER (the domain being registered to, RFC 3261
 10.2) and the From host otherwise (the caller's domain, whose credentials
 are asked for) -- else the first configured realm, else that host.
 
-Challenges offer MD5 first and SHA-256 second, both with C{qop="auth"}.
-RFC 8760 section 2.4 would list the preferred SHA-256 first, but many
-deployed UAs (SIPp, older desk phones) answer only the first challenge and
-give up when it is not MD5; a UA that knows SHA-256 still finds it in the
-second header and may pick it.  A nonce carries its issue time and an HMAC of it, so
+By default a challenge is one MD5 header with C{qop="auth"}, what Kamailio
+and Asterisk send: every UA understands it, while two headers break real
+ones (baresip/libre gives up on a 401 with MD5 and SHA-256, JsSIP keeps
+only the last header).  C{auth_algorithms} lists the challenges to send
+instead, one header each in that order (RFC 8760 section 2.4 wants the
+preferred first, e.g. C{["SHA-256", "MD5"]}); a response computed with any
+listed algorithm is accepted, one with an algorithm not listed is
+challenged again.  A nonce carries its issue time and an HMAC of it, so
 it is checked without storing it; it is valid for C{nonce_lifetime}
 seconds, after which a correct response earns C{stale=true} and the
 client retries without asking its user.  Each nonce's highest nonce-count
 is remembered (bounded) and a response that does not raise it is a replay.
 
 Outcomes: correct credentials set C{tx.context.user} and
-C{tx.context.realm} and continue; wrong credentials for a known user are
+C{tx.context.realm} and continue, and refund the request to the acl
+module's frequency limiter (C{tx.context.credit}) with the challenged
+request that earned the nonce, so that phones never use up their source
+address's budget; wrong credentials for a known user are
 answered 403 (no new challenge, so that guessing is slow); with
 C{ensure_user}, a request naming a user no backend knows is dropped
 without any answer, which denies scanners the 401 that would confirm an
@@ -69,7 +75,7 @@ __all__ = ["AuthModule", "NonceManager", "DialogAuthCache", "select_realm"]
 #: Methods that are never challenged (RFC 3261 section 22.1).
 NEVER_CHALLENGED = frozenset(["ACK", "CANCEL"])
 
-DEFAULT_ALGORITHMS = ("MD5", "SHA-256")
+DEFAULT_ALGORITHMS = ("MD5",)
 
 
 class NonceManager:
@@ -127,6 +133,10 @@ class NonceManager:
             return False
         now = self._clock.seconds()
         return issued <= now + 1 and now - issued <= self.lifetime and issued > self._floor
+
+    def used(self, nonce: str) -> bool:
+        """Whether a verified response already used C{nonce} (see L{use})."""
+        return nonce in self._counts
 
     def use(self, nonce: str, nc: int) -> bool:
         """
@@ -319,6 +329,8 @@ class AuthModule:
             hit = self.dialog_cache.get(request.call_id, from_tag, _source_key(tx.flow))
             if hit is not None:
                 context.user, context.realm = hit
+                if context.credit is not None:
+                    context.credit(1)
                 return CONTINUE
 
         realm = self.realm_for(request, from_na)
@@ -416,7 +428,7 @@ class AuthModule:
             return self._forbid(tx, f"unknown user {credentials.username}@{realm}")
         if not user.enabled:
             return self._forbid(tx, f"user {credentials.username}@{realm} is disabled")
-        if digest.base_algorithm(credentials.algorithm) not in [digest.base_algorithm(a) for a in self.algorithms]:
+        if credentials.algorithm not in self.algorithms:
             self._challenge(tx, realm, algorithms=self._algorithms_for(user))
             return ABORT
         ha1 = user.ha1_for(credentials.algorithm, credentials.username, credentials.realm)
@@ -426,6 +438,7 @@ class AuthModule:
             return ABORT
         if not digest.verify_response(credentials, ha1, request.method, request.body):
             return self._forbid(tx, f"wrong credentials for {credentials.username}@{realm}")
+        first_use = not self.nonces.used(credentials.nonce)
         if not self.nonces.fresh(credentials.nonce, realm) or not self.nonces.use(
             credentials.nonce, credentials.nonce_count
         ):
@@ -435,6 +448,11 @@ class AuthModule:
             return ABORT
         tx.context.user = user
         tx.context.realm = realm
+        if tx.context.credit is not None:
+            # This request, and on a nonce's first use the challenged
+            # request that earned it (with its ACK for INVITE).
+            earned = (2 if request.method.upper() == "INVITE" else 1) if first_use else 0
+            tx.context.credit(1 + earned)
         if self.dialog_cache is not None and from_tag and request.method.upper() != "REGISTER":
             self.dialog_cache.put(request.call_id, from_tag, _source_key(tx.flow), user, realm)
         return CONTINUE

@@ -312,6 +312,79 @@ class FrequencyLimiterTests(SynchronousTestCase):
         self.assertRaises(AclError, parse_frequency, "lots")
 
 
+class LimiterCreditTests(SynchronousTestCase):
+    """Refunds and trust: what keeps an office behind one NAT from being cut off."""
+
+    def test_credit_refunds(self):
+        """Credited requests no longer count; credit never goes below zero."""
+        clock = task.Clock()
+        limiter = FrequencyLimiter(3, 60, clock)
+        for _ in range(3):
+            self.assertTrue(limiter.allow("a"))
+        self.assertFalse(limiter.allow("a"))
+        limiter.credit("a", 2)
+        self.assertTrue(limiter.allow("a"))
+        self.assertTrue(limiter.allow("a"))
+        self.assertFalse(limiter.allow("a"))
+        limiter.credit("a", 100)
+        for _ in range(3):
+            self.assertTrue(limiter.allow("a"))
+        self.assertFalse(limiter.allow("a"), "a large credit is no line of credit")
+
+    def test_credit_previous_window(self):
+        """A refund for a request counted in the previous window lowers the estimate too."""
+        clock = task.Clock()
+        limiter = FrequencyLimiter(2, 60, clock)
+        limiter.allow("a")
+        limiter.allow("a")
+        clock.advance(61)  # previous window: 2, still weighing in
+        self.assertFalse(limiter.allow("a"))
+        limiter.credit("a", 2)
+        self.assertTrue(limiter.allow("a"))
+
+    def test_trust_expires(self):
+        """A source is trusted for an hour after it authenticated, then not."""
+        clock = task.Clock()
+        limiter = FrequencyLimiter(2, 60, clock)
+        self.assertFalse(limiter.trusted("a"))
+        limiter.credit("a", 0)
+        self.assertTrue(limiter.trusted("a"))
+        self.assertFalse(limiter.trusted("b"))
+        clock.advance(3599)
+        self.assertTrue(limiter.trusted("a"))
+        clock.advance(1)
+        self.assertFalse(limiter.trusted("a"))
+
+    def test_credit_set_on_counted_requests(self):
+        """The module hands a refund to the counted request's context; a trunk's request gets none."""
+        module, clock = acl(frequency_limiter="2/60s", trunks={"carrier": {"dest": "sip:198.51.100.1"}})
+        action, tx = run(module, "192.0.2.10", method="REGISTER", uri="sip:example.com")
+        self.assertEqual(action, CONTINUE)
+        run(module, "192.0.2.10")
+        self.assertEqual(run(module, "192.0.2.10")[0], ABORT)
+        tx.context.credit(1)
+        self.assertEqual(run(module, "192.0.2.10")[0], CONTINUE)
+        _, trunk_tx = run(module, "198.51.100.1")
+        self.assertIsNone(trunk_tx.context.credit)
+
+    def test_keepalives_of_trusted_sources(self):
+        """OPTIONS to the PBX itself is not counted from a source that
+        authenticated, is counted from a stranger (svmap), and OPTIONS to a
+        user or in-dialog OPTIONS is always counted."""
+        module, clock = acl(frequency_limiter="3/60s")
+        for _ in range(3):
+            run(module, "192.0.2.66", method="OPTIONS", uri="sip:example.com")
+        self.assertEqual(run(module, "192.0.2.66", method="OPTIONS", uri="sip:example.com")[0], ABORT)
+        module.limiter.credit("192.0.2.10", 0)  # what a successful login does
+        for i in range(50):
+            self.assertEqual(run(module, "192.0.2.10", method="OPTIONS", uri="sip:example.com")[0], CONTINUE, i)
+        for _ in range(3):
+            run(module, "192.0.2.10", method="OPTIONS", uri="sip:bob@example.com")
+        self.assertEqual(run(module, "192.0.2.10", method="OPTIONS", uri="sip:bob@example.com")[0], ABORT)
+        self.assertEqual(run(module, "192.0.2.10", method="OPTIONS", uri="sip:example.com", to_tag="t")[0], ABORT)
+        self.assertEqual(run(module, "192.0.2.10", method="OPTIONS", uri="sip:example.com")[0], CONTINUE)
+
+
 class PluginTests(SynchronousTestCase):
     """The acl module is found as a plugin and builds from a server context."""
 
@@ -332,6 +405,12 @@ class ScreenTests(SynchronousTestCase):
     class Core:
         def __init__(self):
             self.screens = []
+
+        def dialog_lookup(self, request):
+            return False
+
+        def addressed_to_self(self, request):
+            return request.ruri.user is None
 
     def module(self, **overrides):
         clock = task.Clock()

@@ -54,6 +54,12 @@ class AuthTestMixin:
     def module(self, users=(ALICE,), **overrides):
         overrides.setdefault("ensure_user", False)
         overrides.setdefault("realms", ["example.com"])
+        # The credential tests exercise both hashes; default=True keeps the
+        # shipped default (one MD5 challenge).
+        if overrides.pop("default", False):
+            overrides.pop("auth_algorithms", None)
+        else:
+            overrides.setdefault("auth_algorithms", ["MD5", "SHA-256"])
         self.clock = task.Clock()
         self.clock.advance(1000)
         backend = users if hasattr(users, "get_user") else MemoryUserBackend(list(users))
@@ -90,13 +96,62 @@ class ChallengeTests(AuthTestMixin, SynchronousTestCase):
     """What an unauthenticated request gets."""
 
     def test_register_401(self):
-        """REGISTER without credentials: 401 offering MD5 then SHA-256 (MD5 first
-        because SIPp and older phones answer only the first challenge), qop=auth, one realm."""
-        self.module()
+        """REGISTER without credentials, default config: 401 with exactly one
+        challenge, MD5 with qop="auth" (as Kamailio and Asterisk send: baresip
+        gives up on two, JsSIP keeps only the last one)."""
+        self.module(default=True)
         action, tx = self.register()
         self.assertEqual(action, ABORT)
         self.assertEqual(tx.last.status, 401)
         self.assertFalse(tx.last.has("Proxy-Authenticate"))
+        self.assertEqual(len(tx.last.get_all("WWW-Authenticate")), 1)
+        offered = challenges(tx.last)
+        self.assertEqual([a for a, _ in offered], ["MD5"])
+        for _, params in offered:
+            self.assertEqual(params["realm"], "example.com")
+            self.assertEqual(params["qop"], "auth")
+            self.assertNotIn("stale", params)
+
+    def test_configured_order(self):
+        """auth_algorithms = ["SHA-256", "MD5"]: two challenges in that order,
+        and an answer with either is accepted."""
+        self.module(auth_algorithms=["SHA-256", "MD5"])
+        _, tx = self.register()
+        self.assertEqual([a for a, _ in challenges(tx.last)], ["SHA-256", "MD5"])
+        for algorithm in ("SHA-256", "MD5"):
+            action, tx = self.login(algorithm)
+            self.assertEqual((action, tx.responses), (CONTINUE, []), algorithm)
+
+    def test_unlisted_algorithm_rechallenged(self):
+        """With the default (MD5 only) a SHA-256 answer, computed right, is not
+        accepted: it gets a new MD5 challenge."""
+        self.module(default=True)
+        _, first = self.register()
+        nonce = challenges(first.last)[0][1]["nonce"]
+        ha1 = digest.compute_ha1("SHA-256", "alice", "example.com", "wonderland")
+        value = digest.compute_response("SHA-256", ha1, "REGISTER", "sip:example.com", nonce, "00000001", "c1", "auth")
+        header = ("Authorization", f'Digest username="alice", realm="example.com", nonce="{nonce}", uri="sip:example.com", '
+                  f'response="{value}", algorithm=SHA-256, qop=auth, nc=00000001, cnonce="c1"')
+        action, tx = self.register(headers=[header])
+        self.assertEqual((action, tx.last.status), (ABORT, 401))
+        self.assertEqual([a for a, _ in challenges(tx.last)], ["MD5"])
+        self.assertIsNone(tx.context.user)
+
+    def test_sess_algorithm(self):
+        """SHA-256-sess (RFC 7616), when configured, is offered and checked."""
+        self.module(auth_algorithms=["SHA-256-sess"])
+        action, tx = self.login("SHA-256-sess")
+        self.assertEqual((action, tx.responses), (CONTINUE, []))
+        self.assertEqual(tx.context.user.username, "alice")
+        action, tx = self.login("SHA-256-sess", password="guess")
+        self.assertEqual(tx.last.status, 403)
+
+    def test_register_401_two_algorithms(self):
+        """With auth_algorithms = ["MD5", "SHA-256"] both are offered, qop=auth, one realm."""
+        self.module()
+        action, tx = self.register()
+        self.assertEqual(action, ABORT)
+        self.assertEqual(tx.last.status, 401)
         offered = challenges(tx.last)
         self.assertEqual([a for a, _ in offered], ["MD5", "SHA-256"])
         for _, params in offered:
@@ -512,6 +567,95 @@ class PipelineTests(AuthTestMixin, SynchronousTestCase):
         tx = make_tx(method="REGISTER", uri="sip:example.com")
         self.assertTrue(self.successResultOf(pipeline.run(tx)))
         self.assertEqual(tx.last.status, 401)
+
+
+class NonceSecretTests(AuthTestMixin, SynchronousTestCase):
+    """C{nonce_secret}: nodes that share it accept each other's nonces."""
+
+    def node(self, clock, secret=None):
+        overrides = {"realms": ["example.com"], "ensure_user": False}
+        if secret is not None:
+            overrides["nonce_secret"] = secret
+        return AuthModule(proxy_config(**overrides), MemoryUserBackend([ALICE]), clock)
+
+    def answer_elsewhere(self, first, second):
+        """Challenged by C{first}, the right answer sent to C{second}: its action and tx."""
+        self.auth = first
+        _, challenged = self.register()
+        header = credentials(challenged.last, "alice", "wonderland", "REGISTER", "sip:example.com", "MD5")
+        self.auth = second
+        return self.register(headers=[header])
+
+    def test_shared_secret(self):
+        """Two modules configured with the same nonce_secret accept each other's nonces."""
+        clock = task.Clock()
+        clock.advance(1000)
+        a, b = self.node(clock, "office-cluster-key"), self.node(clock, "office-cluster-key")
+        action, tx = self.answer_elsewhere(a, b)
+        self.assertEqual((action, tx.responses), (CONTINUE, []))
+        self.assertEqual(tx.context.user.username, "alice")
+
+    def test_different_secrets(self):
+        """With different secrets (or none: random per process) the other node's
+        nonce is not ours: the right password gets a fresh challenge, not access."""
+        clock = task.Clock()
+        clock.advance(1000)
+        for first, second in [
+            (self.node(clock, "key-one"), self.node(clock, "key-two")),
+            (self.node(clock), self.node(clock)),
+        ]:
+            action, tx = self.answer_elsewhere(first, second)
+            self.assertEqual((action, tx.last.status), (ABORT, 401))
+            self.assertIsNone(tx.context.user)
+
+
+class LimiterCreditTests(AuthTestMixin, SynchronousTestCase):
+    """What the auth module refunds to the acl module's frequency limiter."""
+
+    def with_credit(self, tx):
+        tx.context.credit = self.credits.append
+        return tx
+
+    def send(self, method, headers=()):
+        uri = "sip:example.com" if method == "REGISTER" else "sip:bob@example.com"
+        tx = self.with_credit(make_tx(method=method, uri=uri, headers=headers, from_uri="sip:alice@example.com"))
+        return self.begin(tx), tx
+
+    def test_login_refunds_challenge(self):
+        """A login refunds itself and, on its nonce's first use, the challenged
+        request (and for INVITE its ACK); a later request on the same nonce
+        refunds only itself."""
+        for method, first in (("REGISTER", 2), ("INVITE", 3)):
+            self.module()
+            self.credits = []
+            _, challenged = self.send(method)
+            self.assertEqual(self.credits, [], "a challenge earns nothing")
+            header = credentials(challenged.last, "alice", "wonderland", method, challenged.request.uri, "MD5")
+            action, _ = self.send(method, [header])
+            self.assertEqual((action, self.credits), (CONTINUE, [first]), method)
+            header = credentials(challenged.last, "alice", "wonderland", method, challenged.request.uri, "MD5", nc=2)
+            self.send(method, [header])
+            self.assertEqual(self.credits, [first, 1], method)
+
+    def test_failures_earn_nothing(self):
+        """A wrong password, an unknown user and a forged nonce refund nothing."""
+        self.module()
+        self.credits = []
+        _, challenged = self.send("REGISTER")
+        self.send("REGISTER", [credentials(challenged.last, "alice", "guess", "REGISTER", "sip:example.com", "MD5")])
+        self.send("REGISTER", [credentials(challenged.last, "mallory", "x", "REGISTER", "sip:example.com", "MD5")])
+        self.send("REGISTER", [credentials(challenged.last, "alice", "wonderland", "REGISTER", "sip:example.com", "MD5", nonce="AAAA")])
+        self.assertEqual(self.credits, [])
+
+    def test_dialog_cache_hit_refunds(self):
+        """An in-dialog request the dialog cache trusts is refunded like a login."""
+        self.module()
+        tx = make_tx()
+        self.auth.trust_dialog("call-b@pbx", "calleetag", tx.flow)
+        self.credits = []
+        tx = self.with_credit(make_tx(method="BYE", call_id="call-b@pbx", from_tag="calleetag", to_tag="ours"))
+        self.assertEqual(self.begin(tx), CONTINUE)
+        self.assertEqual(self.credits, [1])
 
 
 class PluginTests(SynchronousTestCase):

@@ -99,6 +99,8 @@ class DefaultsTests(ConfigTestMixin, SynchronousTestCase):
         "ua_black_list": ["friendly-scanner", "pplsip"],
         "ua_white_list": [],
         "ensure_user": True,
+        "auth_algorithms": ["MD5"],
+        "nonce_secret": None,
         "frequency_limiter": None,
         "session_timer": True,
         "session_expires": 1800,
@@ -402,6 +404,30 @@ class ParsingTests(ConfigTestMixin, SynchronousTestCase):
         ]:
             proxy = self.load(f'[proxy]\nfrequency_limiter = "{text}"\n').proxy
             self.assertEqual(proxy.frequency_limiter, expected, text)
+
+    def test_auth_algorithms(self) -> None:
+        """auth_algorithms: case-insensitive names kept in order; unknown names,
+        duplicates, an empty list and a non-list are refused naming the key."""
+        proxy = self.load('[proxy]\nauth_algorithms = ["sha-256", "MD5", "md5-sess"]\n').proxy
+        self.assertEqual(proxy.auth_algorithms, ["SHA-256", "MD5", "MD5-sess"])
+        self.assertEqual(self.load("").proxy.auth_algorithms, ["MD5"])
+        for text, where in [
+            ('["SHA-512-256"]', "proxy.auth_algorithms[0]: expected a digest algorithm"),
+            ('["MD5", "md5"]', "proxy.auth_algorithms[1]: expected each algorithm once"),
+            ("[]", "proxy.auth_algorithms: expected a non-empty list"),
+            ('"MD5"', "proxy.auth_algorithms: expected a non-empty list"),
+        ]:
+            problems = self.problems(f"[proxy]\nauth_algorithms = {text}\n")
+            self.assertEqual(len(problems), 1, problems)
+            self.assertIn(where, problems[0])
+            self.assertIn("pbx.toml", problems[0])
+
+    def test_nonce_secret(self) -> None:
+        """nonce_secret is a non-empty string; unset means random per process."""
+        self.assertEqual(self.load('[proxy]\nnonce_secret = "s3cret"\n').proxy.nonce_secret, "s3cret")
+        problems = self.problems("[proxy]\nnonce_secret = 42\n")
+        self.assertEqual(len(problems), 1, problems)
+        self.assertIn("proxy.nonce_secret: expected a non-empty string, found 42", problems[0])
 
     def test_frequency_limiter_db(self) -> None:
         """RustPBX's "db" limiter is accepted with a warning and no limit."""
