@@ -1,0 +1,101 @@
+# -*- test-case-name: rustpbx_py.test.interop.test_auth_clients -*-
+"""
+Logging in with real clients: Debian's baresip registers a password user
+with the default challenge (one MD5 header, C{qop="auth"}), and does not
+with the two-header challenge the PBX used to send, which is why the
+default changed.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import defer, task
+from twisted.trial.unittest import TestCase
+
+from rustpbx_py.registrar import make_aor
+from rustpbx_py.test.interop.support import require_tool, run_tool, start_pbx
+
+BARESIP_CONFIG = """\
+poll_method\t\tepoll
+sip_listen\t\t127.0.0.1:0
+module_path\t\t/usr/lib/baresip/modules
+module\t\t\tg711.so
+module_app\t\taccount.so
+audio_player\t\taufile,/dev/null
+audio_source\t\taufile,/dev/null
+"""
+
+
+def baresip_home(testcase, account: str) -> str:
+    """A baresip configuration directory with one account line."""
+    home = os.path.abspath(testcase.mktemp())
+    os.makedirs(home)
+    with open(os.path.join(home, "config"), "w") as f:
+        f.write(BARESIP_CONFIG)
+    with open(os.path.join(home, "accounts"), "w") as f:
+        f.write(account + "\n")
+    return home
+
+
+class BaresipLoginTests(TestCase):
+    """baresip (libre's digest client) against the auth module."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        self.baresip = require_tool("baresip")
+        if not os.path.isdir("/usr/lib/baresip/modules"):
+            from twisted.trial.unittest import SkipTest
+
+            raise SkipTest("baresip modules are not installed in /usr/lib/baresip/modules")
+
+    @defer.inlineCallbacks
+    def register(self, **proxy):
+        """
+        Run baresip for a few seconds with a password account against a PBX
+        with C{proxy} settings: (the user's bindings, baresip's SIP trace).
+        """
+        proxy.setdefault("user_backends", [{"type": "memory", "users": [{"username": "1001", "password": "s3cret-1001"}]}])
+        service = yield start_pbx(self, tcp_port=None, **proxy)
+        port = service.ports["UDP"]
+        account = f"<sip:1001@127.0.0.1:{port};transport=udp>;auth_pass=s3cret-1001;regint=60"
+        home = baresip_home(self, account)
+        registry = next(m for m in service.modules if m.name == "registrar").registry
+        seen = []
+
+        def watch():
+            # baresip un-registers when it quits: look while it runs.
+            bindings = registry.lookup(make_aor("1001", "127.0.0.1"))
+            if len(bindings) > len(seen):
+                seen[:] = bindings
+
+        watcher = task.LoopingCall(watch)
+        watcher.start(0.1)
+        try:
+            out, err, code = yield run_tool([self.baresip, "-f", home, "-s", "-t", "3"], timeout=20)
+        finally:
+            watcher.stop()
+        return seen, (out + err).decode("utf-8", "replace")
+
+    @defer.inlineCallbacks
+    def test_registers_with_default_challenge(self):
+        """With the default config baresip answers the single MD5 401 and is
+        registered (its trace shows the 200)."""
+        bindings, trace = yield self.register()
+        self.assertIn("401 Unauthorized", trace)
+        self.assertIn("SIP/2.0 200 OK", trace)
+        self.assertEqual(len(bindings), 1, trace[-3000:])
+        self.assertIn("127.0.0.1", bindings[0].contact)
+
+    @defer.inlineCallbacks
+    def test_two_challenges_break_baresip(self):
+        """A 401 with two challenges -- the former default (MD5 then SHA-256)
+        or the RFC 8760 order (SHA-256 then MD5) -- leaves baresip 1.0
+        unregistered ("Register: Function not implemented"): the reason the
+        default is one MD5 challenge and the README warns about SHA-256."""
+        for algorithms in (["MD5", "SHA-256"], ["SHA-256", "MD5"]):
+            bindings, trace = yield self.register(auth_algorithms=algorithms)
+            self.assertIn("algorithm=SHA-256", trace)
+            self.assertIn("Function not implemented", trace)
+            self.assertEqual(bindings, [], algorithms)
