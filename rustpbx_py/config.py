@@ -1133,6 +1133,16 @@ def _url_path(ctx: _Ctx, key: str, value: Any) -> Any:
     return ctx.expected(key, 'a URL path starting with "/"', value)
 
 
+_ORIGIN = re.compile(r"^https?://(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+)(:\d{1,5})?$", re.I)
+
+
+@_reader('"*" or a web origin "scheme://host[:port]", e.g. "https://phone.example.com"', "string")
+def _origin(ctx: _Ctx, key: str, value: Any) -> Any:
+    if value == "*" or (isinstance(value, str) and _ORIGIN.match(value)):
+        return value if value == "*" else value.lower()
+    return ctx.expected(key, '"*" or a web origin "scheme://host[:port]" without a path, e.g. "https://phone.example.com"', value)
+
+
 _sip_token = _string("a SIP user token (no spaces, @, :, < or >)", r"^[^\s@:<>;]+$")
 
 
@@ -1204,6 +1214,8 @@ class ProxyConfig:
     tls_port: Optional[int] = _key(_port, doc="SIP over TLS port; unset = no TLS listener; needs ssl_certificate and ssl_private_key.")
     ws_port: Optional[int] = _key(_port, doc="SIP over WebSocket port (RFC 7118); unset = no WebSocket listener.")
     ws_handler: str = _key(_url_path, "/ws", doc="HTTP path of the SIP WebSocket endpoint.")
+    wss_port: Optional[int] = _key(_port, doc="rustpbx_py extension: SIP over secure WebSocket (WSS) port; unset = none; needs ssl_certificate and ssl_private_key. RustPBX serves WSS on its HTTPS console instead.")
+    ws_allowed_origins: list[str] = _key(_list(_origin, 'a list of "*" or web origins "scheme://host[:port]"'), factory=list, doc='rustpbx_py extension: web pages (Origin header) allowed to open a SIP WebSocket, besides pages from the host the client connected to and from localhost/127.0.0.1/[::1]; "*" = any; clients sending no Origin (not a browser) are always accepted.')
     ssl_certificate: Optional[str] = _key(_path, doc="PEM certificate (chain) for TLS; falls back to the top-level ssl_certificate.")
     ssl_private_key: Optional[str] = _key(_path, doc="PEM private key for TLS; falls back to the top-level ssl_private_key.")
     dns_servers: list[tuple[str, int]] = _key(_dns_servers, factory=list, doc='Name servers for trunk and proxy host names (RFC 3263 NAPTR/SRV/A look-ups), "IP" or "IP:port"; empty = those of /etc/resolv.conf. An extension of rustpbx_py.')
@@ -1258,7 +1270,7 @@ class ProxyConfig:
     def _check(self, ctx: _Ctx, prefix: str, given: set[str]) -> bool:
         if self.t1x64_timer < self.t1_timer:
             ctx.problem(_join(prefix, "t1x64_timer"), f"expected an integer >= t1_timer ({self.t1_timer}), found {self.t1x64_timer}")
-        stream = [(k, getattr(self, k)) for k in ("tcp_port", "tls_port", "ws_port")]
+        stream = [(k, getattr(self, k)) for k in ("tcp_port", "tls_port", "ws_port", "wss_port")]
         seen: dict[int, str] = {}
         for k, port in stream:
             if port:
@@ -1522,8 +1534,11 @@ def _check_tls(ctx: _Ctx, config: Config) -> None:
         missing = "ssl_private_key" if proxy.ssl_private_key is None else "ssl_certificate"
         present = "ssl_certificate" if missing == "ssl_private_key" else "ssl_private_key"
         ctx.problem(f"proxy.{missing}", f"expected a PEM file to go with {origin[present]}, found nothing")
-    elif proxy.tls_port is not None and proxy.ssl_certificate is None:
-        ctx.problem("proxy.tls_port", f"a TLS listener on port {proxy.tls_port} needs proxy.ssl_certificate and proxy.ssl_private_key (or the top-level ssl_certificate and ssl_private_key), found neither")
+    elif proxy.ssl_certificate is None:
+        for key, what in (("tls_port", "a TLS"), ("wss_port", "a secure WebSocket (WSS)")):
+            port = getattr(proxy, key)
+            if port is not None:
+                ctx.problem(f"proxy.{key}", f"{what} listener on port {port} needs proxy.ssl_certificate and proxy.ssl_private_key (or the top-level ssl_certificate and ssl_private_key), found neither")
 
 
 def _from_document(

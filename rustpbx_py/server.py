@@ -9,7 +9,6 @@ directly with ephemeral ports.
 
 from __future__ import annotations
 
-import re
 from typing import Dict, List, Optional
 
 from twisted.application import service
@@ -72,32 +71,11 @@ class ServerContext:
         self.modules: list = []
 
 
-def _pem_blocks(data: bytes, kind: bytes) -> List[bytes]:
-    return re.findall(
-        b"-----BEGIN " + kind + b"-----.+?-----END " + kind + b"-----", data, re.S
-    )
-
-
 def tls_server_options(certificate_path: str, key_path: str):
     """CertificateOptions from a PEM certificate (chain) and key file."""
-    from OpenSSL import crypto
-    from twisted.internet import ssl
+    from rustpbx_py.protocols.tls import load_certificate_options
 
-    with open(certificate_path, "rb") as f:
-        chain = f.read()
-    with open(key_path, "rb") as f:
-        key_pem = f.read()
-    certs = _pem_blocks(chain, b"CERTIFICATE")
-    if not certs:
-        raise ValueError(f"{certificate_path}: no PEM certificate found")
-    key = ssl.KeyPair.load(key_pem, crypto.FILETYPE_PEM)
-    cert = ssl.Certificate.loadPEM(certs[0])
-    extra = [ssl.Certificate.loadPEM(c).original for c in certs[1:]]
-    return ssl.CertificateOptions(
-        privateKey=key.original,
-        certificate=cert.original,
-        extraCertChain=extra or None,
-    )
+    return load_certificate_options(certificate_path, key_path)
 
 
 class PbxService(service.MultiService):
@@ -247,6 +225,7 @@ class PbxService(service.MultiService):
 
     def _listen(self) -> None:
         from rustpbx_py.protocols.stream import SipStreamFactory
+        from rustpbx_py.protocols.tls import WSS_ALPN, ServerContextFactory
         from rustpbx_py.protocols.udp import SipDatagramProtocol
 
         config = self.config
@@ -275,18 +254,24 @@ class PbxService(service.MultiService):
             port = reactor.listenTCP(proxy.tcp_port, core.transports.stream_factory["TCP"], interface=interface)
             self._bound("TCP", port)
         if proxy.tls_port is not None and tls_options is not None:
-            port = reactor.listenSSL(proxy.tls_port, core.transports.stream_factory["TLS"], tls_options, interface=interface)
+            context = ServerContextFactory(tls_options)
+            port = reactor.listenSSL(proxy.tls_port, core.transports.stream_factory["TLS"], context, interface=interface)
             self._bound("TLS", port)
+        # ws_port is plain WebSocket whatever certificates are set, as in
+        # RustPBX; wss_port is our secure listener (RustPBX serves WSS on
+        # its HTTPS console, which is not implemented here yet).
         if proxy.ws_port is not None:
             from rustpbx_py.protocols.ws import SipWebSocketFactory
 
-            name = "WSS" if tls_options is not None else "WS"
-            factory = SipWebSocketFactory(core, proxy.ws_handler, name, server=proxy.useragent)
-            if tls_options is not None:
-                port = reactor.listenSSL(proxy.ws_port, factory, tls_options, interface=interface)
-            else:
-                port = reactor.listenTCP(proxy.ws_port, factory, interface=interface)
-            self._bound(name, port)
+            factory = SipWebSocketFactory(core, proxy.ws_handler, "WS", server=proxy.useragent, allowed_origins=proxy.ws_allowed_origins)
+            port = reactor.listenTCP(proxy.ws_port, factory, interface=interface)
+            self._bound("WS", port)
+        if proxy.wss_port is not None and tls_options is not None:
+            from rustpbx_py.protocols.ws import SipWebSocketFactory
+
+            factory = SipWebSocketFactory(core, proxy.ws_handler, "WSS", server=proxy.useragent, allowed_origins=proxy.ws_allowed_origins)
+            port = reactor.listenSSL(proxy.wss_port, factory, ServerContextFactory(tls_options, WSS_ALPN), interface=interface)
+            self._bound("WSS", port)
 
     def _bound(self, transport: str, port) -> None:
         host = port.getHost()

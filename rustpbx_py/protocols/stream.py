@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import re
 
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from rustpbx_py.protocols.flow import StreamFlow, peer_address
+from rustpbx_py.protocols.tls import log_tls_failure
 from rustpbx_py.sip.message import MAX_MESSAGE_SIZE, SipParseError, parse_message
 
 _CONTENT_LENGTH_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", re.I | re.M)
 
 
+@implementer(IHandshakeListener)
 class SipStreamProtocol(Protocol):
     """One SIP connection: frames messages and hands them to the controller."""
 
     log = Logger()
+    handshake_done = False
 
     def __init__(self, controller, transport_name: str, idle_timeout: float, clock) -> None:
         self.controller = controller
@@ -104,7 +109,13 @@ class SipStreamProtocol(Protocol):
         self.buffer = b""
         self.transport.loseConnection()
 
+    def handshakeCompleted(self) -> None:
+        """The TLS handshake is done (L{IHandshakeListener}; TLS only)."""
+        self.handshake_done = True
+
     def connectionLost(self, reason=None) -> None:
+        if self.transport_name == "TLS" and self.flow is not None:
+            log_tls_failure(self.log, "TLS", self.flow.remote, reason, self.handshake_done)
         if self._idle is not None and self._idle.active():
             self._idle.cancel()
         self._idle = None

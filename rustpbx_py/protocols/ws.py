@@ -2,28 +2,95 @@
 """
 SIP over WebSocket (RFC 7118) with Autobahn: one SIP message per frame,
 subprotocol C{sip} required, Via transport C{WS} (C{WSS} over TLS).
+
+Browsers send the page's Origin with the handshake.  A page from another
+site must not be able to use a visitor's browser as a SIP client from the
+visitor's address (guessing passwords from many addresses, riding an ACL
+that trusts the office LAN), so only pages from the host the browser
+connected to, from the local machine, or listed in C{ws_allowed_origins}
+may connect.  Clients that send no Origin (SIP stacks outside a browser)
+are not browsers carrying someone else's page and are accepted.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+from urllib.parse import urlsplit
+
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 
+from twisted.internet.interfaces import IHandshakeListener
+from twisted.logger import Logger
+from zope.interface import implementer
+
 from rustpbx_py.protocols.flow import StreamFlow, peer_address
+from rustpbx_py.protocols.tls import log_tls_failure
 from rustpbx_py.sip.message import MAX_MESSAGE_SIZE, SipParseError, parse_message
 
 
+#: Page hosts on the local machine: always allowed (a softphone page
+#: opened from the PBX host itself or a developer's http://127.0.0.1).
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def origin_allowed(origin: str, host: str, allowed: Sequence[str]) -> bool:
+    """
+    May a page of C{origin} open a SIP WebSocket to C{host} (the Host
+    header's host)?  Yes when no Origin was sent (not a browser), when
+    C{allowed} holds it or C{"*"}, when the page's host is C{host} (the
+    PBX serves its own page) or a local host name.  The opaque origin
+    C{"null"} (a file: page, a sandboxed frame) only with C{"*"}.
+    """
+    if not origin:
+        return True
+    if "*" in allowed:
+        return True
+    origin = origin.strip().lower().rstrip("/")
+    if origin in allowed:
+        return True
+    try:
+        parts = urlsplit(origin)
+        page_host = parts.hostname
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not page_host:
+        return False
+    return page_host in LOCAL_HOSTS or page_host == host.strip().lower().strip("[]")
+
+
+@implementer(IHandshakeListener)
 class SipWebSocketProtocol(WebSocketServerProtocol):
     """One WebSocket connection carrying SIP."""
 
     flow: StreamFlow = None  # type: ignore[assignment]
+    handshake_done = False
+    _log = Logger()
+
+    def handshakeCompleted(self) -> None:
+        """The TLS handshake of a WSS connection is done (L{IHandshakeListener})."""
+        self.handshake_done = True
+
+    def connectionLost(self, reason) -> None:
+        if self.factory.transport_name == "WSS" and self.transport is not None:
+            log_tls_failure(self._log, "WSS", peer_address(self.transport.getPeer()), reason, self.handshake_done)
+        WebSocketServerProtocol.connectionLost(self, reason)
 
     def onConnect(self, request):
-        """Accept only the configured path and only the C{sip} subprotocol:
+        """Accept only the configured path, only pages allowed to reach us
+        (the module docstring says which) and only the C{sip} subprotocol:
         Autobahn would otherwise accept a connection with no subprotocol."""
         factory = self.factory
         if request.path != factory.path:
             raise ConnectionDeny(ConnectionDeny.NOT_FOUND, "No SIP WebSocket service at this path")
+        if not origin_allowed(request.origin, request.host, factory.allowed_origins):
+            self._log.info(
+                "{transport} from {peer}: page origin {origin!r} not allowed (proxy.ws_allowed_origins)",
+                transport=factory.transport_name,
+                peer=request.peer,
+                origin=request.origin,
+            )
+            raise ConnectionDeny(ConnectionDeny.FORBIDDEN, "Origin not allowed")
         if "sip" not in [p.lower() for p in request.protocols]:
             raise ConnectionDeny(ConnectionDeny.BAD_REQUEST, "The sip subprotocol is required (RFC 7118)")
         return "sip"
@@ -75,9 +142,17 @@ class SipWebSocketFactory(WebSocketServerFactory):
 
     protocol = SipWebSocketProtocol
 
-    def __init__(self, controller, path: str, transport_name: str = "WS", server: str = "") -> None:
+    def __init__(
+        self,
+        controller,
+        path: str,
+        transport_name: str = "WS",
+        server: str = "",
+        allowed_origins: Sequence[str] = (),
+    ) -> None:
         WebSocketServerFactory.__init__(self, server=server or None)
         self.controller = controller
         self.path = path
         self.transport_name = transport_name
+        self.allowed_origins = tuple(o.lower() for o in allowed_origins)
         self.setProtocolOptions(maxMessagePayloadSize=MAX_MESSAGE_SIZE, autoPingInterval=0)

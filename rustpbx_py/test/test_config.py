@@ -90,6 +90,8 @@ class DefaultsTests(ConfigTestMixin, SynchronousTestCase):
         "tls_port": None,
         "ws_port": None,
         "ws_handler": "/ws",
+        "wss_port": None,
+        "ws_allowed_origins": [],
         "ssl_certificate": None,
         "ssl_private_key": None,
         "useragent": f"RustPBX-py/{rustpbx_py.__version__}",
@@ -814,6 +816,31 @@ class ErrorTests(ConfigTestMixin, SynchronousTestCase):
         message = self.only_problem("[proxy]\ntls_port = 5061\n")
         self.assertNames(message, "pbx.toml", "proxy.tls_port")
         self.assertIn("ssl_certificate", message)
+
+    def test_wss_port_without_certificate(self) -> None:
+        """A secure WebSocket listener without a certificate is refused."""
+        message = self.only_problem("[proxy]\nwss_port = 8443\n")
+        self.assertNames(message, "pbx.toml", "proxy.wss_port")
+        self.assertIn("ssl_certificate", message)
+
+    def test_wss_port_shares_ws_port(self) -> None:
+        """wss_port and ws_port are two TCP listeners: not on one port."""
+        message = self.only_problem(
+            '[proxy]\nws_port = 8089\nwss_port = 8089\nssl_certificate = "c.pem"\nssl_private_key = "k.pem"\n',
+            {"c.pem": "C", "k.pem": "K"},
+        )
+        self.assertNames(message, "pbx.toml", "proxy.wss_port")
+        self.assertIn("ws_port", message)
+
+    def test_ws_allowed_origins(self) -> None:
+        """Origins are kept lower-cased; "*" is allowed; an origin with a
+        path, another scheme or no scheme is refused naming the entry."""
+        p = self.load('[proxy]\nws_allowed_origins = ["*", "https://Phone.Example.com", "http://[::1]:8000"]\n').proxy
+        self.assertEqual(p.ws_allowed_origins, ["*", "https://phone.example.com", "http://[::1]:8000"])
+        for bad in ('"https://a.example/page"', '"ftp://a.example"', '"a.example"', "5"):
+            message = self.only_problem(f"[proxy]\nws_allowed_origins = [{bad}]\n")
+            self.assertNames(message, "pbx.toml", "proxy.ws_allowed_origins[0]")
+            self.assertIn("scheme://host[:port]", message)
 
     def test_certificate_without_key(self) -> None:
         """A certificate without its key is refused."""

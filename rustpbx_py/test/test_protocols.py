@@ -186,18 +186,55 @@ class FlowIdTests(SynchronousTestCase):
 
 
 class WebSocketHandshakeTests(SynchronousTestCase):
-    def handshake(self, path, protocols):
+    def handshake(self, path, protocols, origin="", host="127.0.0.1", allowed=()):
         from autobahn.websocket.types import ConnectionRequest
 
         from rustpbx_py.protocols.ws import SipWebSocketFactory
 
-        factory = SipWebSocketFactory(Controller(), "/ws")
+        factory = SipWebSocketFactory(Controller(), "/ws", allowed_origins=allowed)
         protocol = factory.buildProtocol(None)
         request = ConnectionRequest(
-            peer="tcp:127.0.0.1:1", headers={}, host="127.0.0.1", path=path, params={}, version=13,
-            origin=None, protocols=protocols, extensions=[],
+            peer="tcp:127.0.0.1:1", headers={}, host=host, path=path, params={}, version=13,
+            origin=origin, protocols=protocols, extensions=[],
         )
         return protocol.onConnect(request)
+
+    def assertForbidden(self, **kw):
+        from autobahn.websocket.types import ConnectionDeny
+
+        e = self.assertRaises(ConnectionDeny, self.handshake, "/ws", ["sip"], **kw)
+        self.assertEqual(e.code, 403)
+
+    def test_origin_local_page(self):
+        """A page served from http://127.0.0.1 or localhost (any port) may
+        connect whatever host it connects to (the documented default)."""
+        for origin in ("http://127.0.0.1:8000", "http://localhost", "https://[::1]:9443"):
+            self.assertEqual(self.handshake("/ws", ["sip"], origin=origin, host="pbx.example.com"), "sip")
+
+    def test_origin_same_host(self):
+        """A page from the host the browser connected to may connect, on any
+        port or scheme (the console serving its own softphone)."""
+        self.assertEqual(self.handshake("/ws", ["sip"], origin="https://PBX.example.com:8443", host="pbx.example.com"), "sip")
+
+    def test_origin_other_site_refused(self):
+        """A page of another site gets 403 (a site cannot use its visitors'
+        browsers as SIP clients), as does the opaque "null" origin."""
+        self.assertForbidden(origin="https://evil.example", host="pbx.example.com")
+        self.assertForbidden(origin="null", host="pbx.example.com")
+        self.assertForbidden(origin="https://pbx.example.com.evil.example", host="pbx.example.com")
+
+    def test_origin_listed(self):
+        """ws_allowed_origins admits a listed site (not its neighbours), and
+        "*" admits any page."""
+        allowed = ("https://phone.example.com",)
+        self.assertEqual(self.handshake("/ws", ["sip"], origin="https://phone.example.com", host="pbx.example.com", allowed=allowed), "sip")
+        self.assertForbidden(origin="http://phone.example.com", host="pbx.example.com", allowed=allowed)
+        self.assertEqual(self.handshake("/ws", ["sip"], origin="null", host="pbx.example.com", allowed=("*",)), "sip")
+
+    def test_no_origin_accepted(self):
+        """A client that sends no Origin (a SIP stack outside a browser) is
+        accepted even with a restrictive list."""
+        self.assertEqual(self.handshake("/ws", ["sip"], origin="", host="pbx.example.com", allowed=("https://a.example",)), "sip")
 
     def test_sip_chosen(self):
         """The sip subprotocol is accepted and chosen (RFC 7118)."""
