@@ -1200,7 +1200,7 @@ class ProxyConfig:
         "dos_max_concurrent_per_ip", "dos_scan_probe_threshold", "dos_scan_block_duration_secs",
         "uri_max_length", "uri_reject_malformed", "emergency",
         # later RustPBX releases
-        "tls_ca_certificates", "rwi_path", "rtp_timeout", "ivr_dir", "ivr_files", "ivr_fallback",
+        "rwi_path", "rtp_timeout", "ivr_dir", "ivr_files", "ivr_fallback",
         "audio_profile", "generated_db", "hold_music", "jwt_auth", "max_registrar_expires",
         "media_worker_threads", "parallel_fork", "route_originated_calls",
         "session_cmd_channel_capacity", "session_state_channel_capacity", "sip_worker_threads",
@@ -1219,6 +1219,7 @@ class ProxyConfig:
     ssl_certificate: Optional[str] = _key(_path, doc="PEM certificate (chain) for TLS; falls back to the top-level ssl_certificate.")
     ssl_private_key: Optional[str] = _key(_path, doc="PEM private key for TLS; falls back to the top-level ssl_private_key.")
     dns_servers: list[tuple[str, int]] = _key(_dns_servers, factory=list, doc='Name servers for trunk and proxy host names (RFC 3263 NAPTR/SRV/A look-ups), "IP" or "IP:port"; empty = those of /etc/resolv.conf. An extension of rustpbx_py.')
+    tls_ca_certificates: Optional[str] = _key(_path, doc="PEM bundle outbound SIP/TLS peers (trunks) are verified against, instead of the system's trust store; unset = the system's.")
     # Identity
     useragent: str = _key(_str, DEFAULT_USERAGENT, default_doc='"RustPBX-py/<version>"', doc="User-Agent / Server header value.")
     callid_suffix: str = _key(_str, "rustpbx-py", doc="Host part appended to generated Call-IDs (id@suffix).")
@@ -1530,6 +1531,15 @@ def _check_tls(ctx: _Ctx, config: Config) -> None:
                 f.read(1)
         except OSError as e:
             ctx.problem(key, f"expected a readable PEM file, found {_show(path)} ({_os_reason(e)})")
+    if proxy.tls_ca_certificates is not None:
+        try:
+            from rustpbx_py.protocols.tls import load_trust_root
+
+            load_trust_root(proxy.tls_ca_certificates)
+        except OSError as e:
+            ctx.problem("proxy.tls_ca_certificates", f"expected a readable PEM bundle, found {_show(proxy.tls_ca_certificates)} ({_os_reason(e)})")
+        except Exception as e:
+            ctx.problem("proxy.tls_ca_certificates", f"expected a PEM bundle of CA certificates, found {_show(proxy.tls_ca_certificates)} ({e})")
     if (proxy.ssl_certificate is None) != (proxy.ssl_private_key is None):
         missing = "ssl_private_key" if proxy.ssl_private_key is None else "ssl_certificate"
         present = "ssl_certificate" if missing == "ssl_private_key" else "ssl_private_key"

@@ -242,6 +242,10 @@ class PbxService(service.MultiService):
             core.transports.udp.append(protocol)
             self._bound("UDP", port)
 
+        if proxy.tls_ca_certificates:
+            from rustpbx_py.protocols.tls import load_trust_root
+
+            core.transports.tls_trust_root = load_trust_root(proxy.tls_ca_certificates)
         tls_options = None
         if proxy.ssl_certificate and proxy.ssl_private_key:
             tls_options = tls_server_options(proxy.ssl_certificate, proxy.ssl_private_key)

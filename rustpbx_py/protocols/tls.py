@@ -145,3 +145,17 @@ def client_options(server_name: str, trust_root=None):
     if trust_root is None:
         return ssl.optionsForClientTLS(server_name)
     return ssl.optionsForClientTLS(server_name, trustRoot=trust_root)
+
+
+def load_trust_root(bundle_path: str):
+    """
+    The trust root of a PEM bundle (C{proxy.tls_ca_certificates}): outbound
+    TLS peers must chain to one of its certificates.
+    """
+    from twisted.internet import ssl
+
+    with open(bundle_path, "rb") as f:
+        blocks = _pem_blocks(f.read(), b"CERTIFICATE")
+    if not blocks:
+        raise ValueError(f"{bundle_path}: no PEM certificate found")
+    return ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(b) for b in blocks])

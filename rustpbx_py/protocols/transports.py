@@ -36,10 +36,12 @@ class TransportLayer:
 
     log = Logger()
 
-    def __init__(self, reactor, external_ip: Optional[str] = None, tls_client_options=None) -> None:
+    def __init__(self, reactor, external_ip: Optional[str] = None, tls_trust_root=None) -> None:
         self.reactor = reactor
         self.external_ip = external_ip
-        self.tls_client_options = tls_client_options
+        #: Certificates outbound TLS peers are verified against (an
+        #: C{IOpenSSLTrustRoot}); C{None} = the platform's trust store.
+        self.tls_trust_root = tls_trust_root
         self.udp: List = []  # SipDatagramProtocol listeners
         self.listening: Dict[str, Address] = {}  # transport -> bound (host, port)
         self.flows: Dict[str, StreamFlow] = {}
@@ -114,6 +116,10 @@ class TransportLayer:
             host = host[1:-1]
         if port is None:
             port = 5061 if transport in ("TLS", "WSS") else 5060
+        # A TLS peer is verified against the name it was asked for (and that
+        # name goes in SNI), never against the address it resolved to
+        # (RFC 5922 section 4).
+        server_name = host
         if not is_ip(host):
             try:
                 host = yield self.reactor.resolve(host)
@@ -135,9 +141,10 @@ class TransportLayer:
         proto = factory.buildProtocol(None)
         if transport == "TLS":
             from twisted.internet.endpoints import wrapClientTLS
-            from twisted.internet.ssl import optionsForClientTLS
 
-            options = self.tls_client_options or optionsForClientTLS(host)
+            from rustpbx_py.protocols.tls import client_options
+
+            options = client_options(server_name, self.tls_trust_root)
             base = (TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint)(self.reactor, host, port, timeout=10)
             endpoint = wrapClientTLS(options, base)
         else:

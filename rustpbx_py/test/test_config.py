@@ -92,6 +92,7 @@ class DefaultsTests(ConfigTestMixin, SynchronousTestCase):
         "ws_handler": "/ws",
         "wss_port": None,
         "ws_allowed_origins": [],
+        "tls_ca_certificates": None,
         "ssl_certificate": None,
         "ssl_private_key": None,
         "useragent": f"RustPBX-py/{rustpbx_py.__version__}",
@@ -816,6 +817,15 @@ class ErrorTests(ConfigTestMixin, SynchronousTestCase):
         message = self.only_problem("[proxy]\ntls_port = 5061\n")
         self.assertNames(message, "pbx.toml", "proxy.tls_port")
         self.assertIn("ssl_certificate", message)
+
+    def test_tls_ca_certificates(self) -> None:
+        """The outbound CA bundle must be readable and hold a certificate."""
+        message = self.only_problem('[proxy]\ntls_ca_certificates = "nosuch.pem"\n')
+        self.assertNames(message, "pbx.toml", "proxy.tls_ca_certificates")
+        self.assertIn("nosuch.pem", message)
+        message = self.only_problem('[proxy]\ntls_ca_certificates = "ca.pem"\n', {"ca.pem": "not a certificate"})
+        self.assertNames(message, "pbx.toml", "proxy.tls_ca_certificates")
+        self.assertIn("no PEM certificate", message)
 
     def test_wss_port_without_certificate(self) -> None:
         """A secure WebSocket listener without a certificate is refused."""

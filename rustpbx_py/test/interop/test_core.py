@@ -278,7 +278,7 @@ class TlsOutboundTests(TestCase):
         if trust:
             with open(cert, "rb") as f:
                 root = tssl.Certificate.loadPEM(f.read())
-            core.transports.tls_client_options = tssl.optionsForClientTLS("127.0.0.1", trustRoot=root)
+            core.transports.tls_trust_root = root
         flow = yield core.resolve("TLS", "127.0.0.1", server.ports["TLS"])
         request = Request("OPTIONS", f"sip:127.0.0.1:{server.ports['TLS']};transport=tls")
         request.add("Via", core.via_for(flow))
