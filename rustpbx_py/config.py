@@ -1239,7 +1239,7 @@ class ProxyConfig:
     t1x64_timer: int = _key(_int(1), 32000, doc="RFC 3261 64*T1 (transaction timeout) in milliseconds.")
     max_ring_time: int = _key(_int(0), 60, doc="Seconds an outgoing leg may ring before the call fails with 480; 0 = no limit. Routes and trunks can override it.")
     # Modules
-    modules: list[str] = _key(_str_list, factory=lambda: ["acl", "auth", "registrar", "call"], doc="Proxy modules, in pipeline order.")
+    modules: list[str] = _key(_str_list, factory=lambda: ["acl", "auth", "registrar", "call", "presence"], doc="Proxy modules, in pipeline order.")
     addons: list[str] = _key(_str_list, factory=list, doc="Addons to load (plugins in rustpbx_py.plugins).")
     # Media
     media_proxy: str = _key(_enum("auto", "all", "none", "nat", "bypass"), "auto", doc="When RTP is relayed: auto (when needed, e.g. WebRTC<->RTP), all, none, nat (private addresses), bypass (SDP rewritten, RTP direct).")

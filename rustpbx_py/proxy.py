@@ -26,6 +26,12 @@ from rustpbx_py.transaction.layer import TransactionLayer
 from rustpbx_py.transaction.responses import build_response, new_branch
 from rustpbx_py.transaction.timers import TimerValues
 
+#: The methods of RFC 3261 and its extensions: one no module takes is
+#: answered 405 Method Not Allowed, anything else 501 Not Implemented.
+KNOWN_METHODS = frozenset(
+    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE")
+)
+
 #: Option tags we implement (for Require checks and Supported headers).
 SUPPORTED = ("path", "outbound", "timer", "100rel", "replaces")
 ACCEPT = "application/sdp"
@@ -184,10 +190,15 @@ class SipCore:
         if handled or tx.completed:
             return
         request = tx.request
-        if request.method == "OPTIONS" and self.addressed_to_self(request):
+        if request.method == "OPTIONS":
+            # For the PBX itself, or for a user when no module relays it.
             tx.reply(200, "OK", self.capability_headers())
             return
-        tx.reply(501, "Not Implemented", [("Allow", self.allow_header())])
+        # RFC 3261 21.4.6 / 21.5.2: both carry the Allow that is true here.
+        if request.method in KNOWN_METHODS:
+            tx.reply(405, "Method Not Allowed", [("Allow", self.allow_header())])
+        else:
+            tx.reply(501, "Not Implemented", [("Allow", self.allow_header())])
 
     def _pipeline_failed(self, failure, tx) -> None:
         self.log.failure("request pipeline failed", failure)

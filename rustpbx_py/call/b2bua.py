@@ -40,6 +40,7 @@ COPIED_TO_B = (
     "p-asserted-identity",
     "p-preferred-identity",
     "user-to-user",
+    "referred-by",
 )
 #: Headers of a response or in-dialog request relayed to the other leg.
 RELAYED = (
@@ -54,9 +55,13 @@ RELAYED = (
     "retry-after",
     "warning",
     "unsupported",
+    "expires",
+    "allow-events",
+    "accept",
+    "refer-sub",
 )
 #: What we accept inside our dialogs (our Allow on both legs).
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIFY, REFER"
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIFY, REFER, SUBSCRIBE"
 #: Option-tags never passed to the callee: they name dialogs or contacts
 #: on the caller's side of the B2BUA.
 _NOT_COPIED_TAGS = ("replaces", "gruu", "100rel", "timer")
@@ -79,8 +84,11 @@ class Target:
         trunk=None,
         label: str = "",
         template: Optional[Request] = None,
+        headers: Tuple[Tuple[str, str], ...] = (),
     ) -> None:
         self.template = template
+        #: Extra headers for this fork's INVITE (a mapped Replaces).
+        self.headers = headers
         self.uri = uri
         self.flow = flow
         self.to = to
@@ -236,6 +244,9 @@ class Call:
         self.rseq = random.randint(1, 2**30)
         self.reliable: Dict[int, Tuple[Fork, Leg, int]] = {}
         self.reliable_by_b: Dict[Tuple[int, str, int], int] = {}
+        # REFERs relayed (RFC 3515): (leg a request comes in on, the REFER's
+        # CSeq on that leg) -> its CSeq on the other leg, for Event ids.
+        self.refer_ids: Dict[Tuple[str, int], int] = {}
         tx.on_cancel(self._caller_cancelled)
 
     # -- setting up ----------------------------------------------------------
@@ -279,6 +290,8 @@ class Call:
         for h in a.headers:
             if h[0] in COPIED_TO_B or h[0].startswith("x-"):
                 req.headers.append(list(h))
+        for name, value in target.headers:
+            req.add(name, value)
         req.add("Allow", ALLOW)
         supported = [s for s in a.get_all("supported") if s.lower() not in _NOT_COPIED_TAGS]
         if self.a_100rel:
@@ -794,6 +807,8 @@ class Call:
         if method == "UPDATE" and not other.allows("UPDATE"):
             method = "INVITE"  # an offer in UPDATE becomes a re-INVITE there
         headers = [(h[1], h[2]) for h in request.headers if h[0] in RELAYED]
+        if method in ("NOTIFY", "SUBSCRIBE"):
+            headers = [(n, self._mapped_event(leg, v) if n.lower() == "event" else v) for n, v in headers]
         if method in ("INVITE", "UPDATE"):
             headers.append(("Allow", ALLOW))
             timer = self.timers.get(other.name)
@@ -804,10 +819,30 @@ class Call:
             if request.body:
                 other.local_sdp = request.body
         relay = other.request(method, self.core.via_for(other.flow), self.core.contact_for(other.flow), headers, request.body)
+        if method == "REFER":
+            # Both ways: the notifier's NOTIFYs, the subscriber's SUBSCRIBEs.
+            self.refer_ids[(other.name, relay.cseq[0])] = request.cseq[0]
+            self.refer_ids[(leg.name, request.cseq[0])] = relay.cseq[0]
         self.trace(other.name, "out", other.flow.remote, relay)
         self.core.send_request(relay, other.flow, lambda ctx, r: self._relayed_response(tx, leg, other, relay, r, plan))
         if request.method == "INVITE":
             tx.on_cancel(lambda t: self._relay_cancelled(t, leg, other, relay))
+
+    def _mapped_event(self, leg: Leg, value: str) -> str:
+        """
+        The Event of a NOTIFY (or SUBSCRIBE) arriving on C{leg} for a REFER
+        we relayed: its id is the REFER's CSeq on C{leg}, mapped to the
+        CSeq the REFER has on the other leg (RFC 3515 2.4.6).
+        """
+        from rustpbx_py.call.transfer import event_id, event_package, with_event_id
+
+        if event_package(value) != "refer":
+            return value
+        number = event_id(value)
+        if number is None:
+            return value
+        original = self.refer_ids.get((leg.name, number))
+        return value if original is None else with_event_id(value, original)
 
     def _relay_cancelled(self, tx, leg: Leg, other: Leg, relay: Request) -> None:
         """The re-INVITE we relayed was cancelled: CANCEL ours, answer 487."""

@@ -22,7 +22,10 @@ from rustpbx_py.protocols.transports import TransportError
 from rustpbx_py.registrar import make_aor
 from rustpbx_py.sip.headers import HeaderError, NameAddr, URI, bare_host
 
-IN_DIALOG_METHODS = ("INVITE", "BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER", "MESSAGE", "OPTIONS")
+IN_DIALOG_METHODS = ("INVITE", "BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER", "MESSAGE", "OPTIONS", "SUBSCRIBE")
+#: Methods that only make sense inside a dialog: without a To tag there is
+#: no dialog they could belong to (481, RFC 3261 12.2.2, RFC 6665 4.1.3).
+DIALOG_ONLY_METHODS = ("BYE", "UPDATE", "INFO", "PRACK", "NOTIFY")
 
 
 def strip_tag(value: str) -> str:
@@ -71,7 +74,7 @@ class CallModule:
     # -- IProxyModule --------------------------------------------------------
 
     def allow_methods(self) -> List[str]:
-        return ["INVITE", "ACK", "BYE", "CANCEL", "PRACK", "UPDATE", "INFO", "MESSAGE", "NOTIFY", "REFER", "OPTIONS"]
+        return ["INVITE", "ACK", "BYE", "CANCEL", "PRACK", "UPDATE", "INFO", "MESSAGE", "NOTIFY", "REFER", "SUBSCRIBE", "OPTIONS"]
 
     def start(self):
         """
@@ -142,17 +145,43 @@ class CallModule:
                 call, leg = entry
                 call.in_dialog(tx, leg)
                 return ABORT
-            if request.method in IN_DIALOG_METHODS and request.method != "OPTIONS":
+            if request.method in IN_DIALOG_METHODS and request.method not in ("OPTIONS", "SUBSCRIBE"):
                 tx.reply(481, "Call/Transaction Does Not Exist")
                 return ABORT
             return CONTINUE
         if request.method != "INVITE":
-            return CONTINUE
+            return self._outside_dialog(tx)
         self._new_call(tx)
         return ABORT
 
     def on_transaction_end(self, tx) -> None:
         pass
+
+    def _outside_dialog(self, tx):
+        """
+        A request other than INVITE outside any dialog: MESSAGE, and OPTIONS
+        to a user, go to the user's contacts (L{rustpbx_py.call.outside});
+        dialog-only methods get 481; the rest is left to other modules.
+        """
+        from rustpbx_py.call.outside import RELAYED_METHODS, route_outside
+
+        method = tx.request.method
+        if method in DIALOG_ONLY_METHODS:
+            tx.reply(481, "Call/Transaction Does Not Exist")
+            return ABORT
+        if method not in RELAYED_METHODS or (method == "OPTIONS" and self.core.addressed_to_self(tx.request)):
+            return CONTINUE
+        if self.stopping:
+            tx.reply(503, "Service Unavailable", [("Retry-After", "5")])
+            return ABORT
+        d = route_outside(self, tx)
+        d.addErrback(self._outside_failed, tx)
+        return ABORT
+
+    def _outside_failed(self, failure, tx) -> None:
+        self.log.failure("relaying {method} {id} failed", failure, method=tx.request.method, id=tx.request.call_id)
+        if not tx.completed:
+            tx.reply(500, "Server Internal Error")
 
     # -- dialogs -------------------------------------------------------------
 
@@ -267,6 +296,9 @@ class CallModule:
             call.record.trunk = source_trunk
             self.trunks.call_started(source_trunk)
             call.on_end.append(lambda c: self.trunks.call_ended(source_trunk))
+        if request.has("replaces"):
+            self._route_replaces(call)
+            return
         local = self.is_local_host(host)
         bindings = []
         if local and user:
@@ -303,6 +335,27 @@ class CallModule:
             call.fail(480, "Temporarily Unavailable", R.NO_ANSWER)
             return
         call.fail(404, "Not Found", R.REJECTED)
+
+    def _route_replaces(self, call: Call) -> None:
+        """
+        An INVITE with Replaces (attended transfer, RFC 3891) naming one
+        leg of a call of ours: the new call goes to the peer of that call's
+        other leg, over its dialog's flow, with a Replaces naming the dialog
+        that peer has with us; 481 when no answered call matches.
+        """
+        from rustpbx_py.call.transfer import find_replaced, replaces_header
+
+        entry = find_replaced(self.legs, call.tx.request.get("replaces"))
+        if entry is not None:
+            old_call, leg = entry
+            other = old_call.other(leg)
+            if other is not None and old_call.state == "answered":
+                call.record.direction = old_call.record.direction
+                target = Target(other.target, other.flow, strip_tag(other.remote), tuple(other.routes), label="replaces",
+                                headers=(("Replaces", replaces_header(other)),))
+                call.start([target])
+                return
+        call.fail(481, "Call/Transaction Does Not Exist", R.FAILED)
 
     @defer.inlineCallbacks
     def _binding_targets(self, bindings, request):

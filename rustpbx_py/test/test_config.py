@@ -110,7 +110,7 @@ class DefaultsTests(ConfigTestMixin, SynchronousTestCase):
         "t1_timer": 500,
         "t1x64_timer": 32000,
         "max_ring_time": 60,
-        "modules": ["acl", "auth", "registrar", "call"],
+        "modules": ["acl", "auth", "registrar", "call", "presence"],
         "addons": [],
         "media_proxy": "auto",
         "codecs": ["opus", "pcmu", "pcma", "g729"],

@@ -109,10 +109,20 @@ class CoreAnswerTests(SynchronousTestCase):
         self.assertIn("timer", response.get("supported"))
         self.assertEqual(response.get("server"), "CoreTest/1")
 
-    def test_unhandled_is_501(self):
-        """A request no module answers gets 501 with Allow."""
-        flow = feed(core([Module()]), request("SUBSCRIBE", "sip:bob@example.com"))
-        self.assertEqual(flow.sent[0][1].status, 501)
+    def test_unhandled_is_405(self):
+        """A SIP method no module answers gets 405 Method Not Allowed with
+        the Allow of the modules (RFC 3261 21.4.6)."""
+        flow = feed(core([Module(methods=["REGISTER"])]), request("SUBSCRIBE", "sip:bob@example.com"))
+        response = flow.sent[0][1]
+        self.assertEqual(response.status, 405)
+        self.assertEqual(response.get("allow"), "OPTIONS, ACK, CANCEL, REGISTER")
+
+    def test_unknown_method_is_501(self):
+        """A method that is no SIP method we know gets 501 with Allow."""
+        flow = feed(core([Module(methods=["REGISTER"])]), request("FROB", "sip:bob@example.com"))
+        response = flow.sent[0][1]
+        self.assertEqual(response.status, 501)
+        self.assertEqual(response.get("allow"), "OPTIONS, ACK, CANCEL, REGISTER")
 
     def test_spam_gets_nothing(self):
         """A request a module marks as spam gets no answer at all."""
