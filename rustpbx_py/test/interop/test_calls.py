@@ -74,7 +74,7 @@ class CallTests(SippMixin, TestCase):
         self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-3000:])
         out, err, code = yield callee
         self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-3000:])
-        yield self.pbx.modules[-1].stop()
+        yield next(m for m in self.pbx.modules if m.name == "call").stop()
         rows = yield self.records()
         self.assertEqual(len(rows), 500)
         self.assertEqual({(r[0], r[1]) for r in rows}, {(200, "byCaller")})

@@ -64,7 +64,7 @@ class TrunkRegisterInteropTests(SippMixin, TestCase):
         carrier_port = free_udp_port()
         carrier = self.sipp_run("carrier_register_uas.xml", carrier_port, ["-m", "1"], remote=False, timeout=50)
         pbx = yield start_stoppable(self, TOML.format(carrier_port=carrier_port))
-        module = pbx.modules[-1]
+        module = next(m for m in pbx.modules if m.name == "call")
         refreshed = defer.Deferred()
 
         def watch(registration):
