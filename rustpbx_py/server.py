@@ -246,9 +246,12 @@ class PbxService(service.MultiService):
             from rustpbx_py.protocols.tls import load_trust_root
 
             core.transports.tls_trust_root = load_trust_root(proxy.tls_ca_certificates)
-        tls_options = None
-        if proxy.ssl_certificate and proxy.ssl_private_key:
-            tls_options = tls_server_options(proxy.ssl_certificate, proxy.ssl_private_key)
+        tls = bool(proxy.ssl_certificate and proxy.ssl_private_key)
+
+        def tls_context(alpn=()):
+            # One context per listener: each has its own ALPN answer, and
+            # OpenSSL contexts cannot be changed once a connection used them.
+            return ServerContextFactory(tls_server_options(proxy.ssl_certificate, proxy.ssl_private_key), alpn)
 
         # Stream factories serve outbound connections (trunks over TCP or
         # TLS) even where no listener of that transport is configured.
@@ -257,9 +260,8 @@ class PbxService(service.MultiService):
         if proxy.tcp_port is not None:
             port = reactor.listenTCP(proxy.tcp_port, core.transports.stream_factory["TCP"], interface=interface)
             self._bound("TCP", port)
-        if proxy.tls_port is not None and tls_options is not None:
-            context = ServerContextFactory(tls_options)
-            port = reactor.listenSSL(proxy.tls_port, core.transports.stream_factory["TLS"], context, interface=interface)
+        if proxy.tls_port is not None and tls:
+            port = reactor.listenSSL(proxy.tls_port, core.transports.stream_factory["TLS"], tls_context(), interface=interface)
             self._bound("TLS", port)
         # ws_port is plain WebSocket whatever certificates are set, as in
         # RustPBX; wss_port is our secure listener (RustPBX serves WSS on
@@ -270,11 +272,11 @@ class PbxService(service.MultiService):
             factory = SipWebSocketFactory(core, proxy.ws_handler, "WS", server=proxy.useragent, allowed_origins=proxy.ws_allowed_origins)
             port = reactor.listenTCP(proxy.ws_port, factory, interface=interface)
             self._bound("WS", port)
-        if proxy.wss_port is not None and tls_options is not None:
+        if proxy.wss_port is not None and tls:
             from rustpbx_py.protocols.ws import SipWebSocketFactory
 
             factory = SipWebSocketFactory(core, proxy.ws_handler, "WSS", server=proxy.useragent, allowed_origins=proxy.ws_allowed_origins)
-            port = reactor.listenSSL(proxy.wss_port, factory, ServerContextFactory(tls_options, WSS_ALPN), interface=interface)
+            port = reactor.listenSSL(proxy.wss_port, factory, tls_context(WSS_ALPN), interface=interface)
             self._bound("WSS", port)
 
     def _bound(self, transport: str, port) -> None:

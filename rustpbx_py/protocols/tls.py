@@ -73,6 +73,9 @@ class ServerContextFactory:
     """
     One OpenSSL context for a listener: the certificate's
     C{CertificateOptions} with our ALPN callback put over Twisted's.
+    C{options} must not be shared with another listener: its context is
+    cached, and pyOpenSSL refuses to change a context once a connection
+    used it.
     """
 
     def __init__(self, options, alpn: Sequence[bytes] = ()) -> None:

@@ -59,6 +59,18 @@ class AlpnTests(TestCase):
             self.assertNotIn("alert", text)
 
     @defer.inlineCallbacks
+    def test_both_listeners(self):
+        """TLS then WSS, then TLS again, on one PBX: each listener has its
+        own context (a shared one was changed after use and every WSS
+        handshake after a TLS one failed)."""
+        for transport, alpn in (("TLS", "http/1.1"), ("WSS", "h2,http/1.1"), ("TLS", None), ("WSS", None)):
+            text, code = yield self.s_client(transport, alpn)
+            self.assertEqual(code, 0, (transport, text))
+            self.assertIn("Verify return code: 0 (ok)", text)
+        self.assertIn("No ALPN negotiated", (yield self.s_client("TLS", "http/1.1"))[0])
+        self.assertIn("ALPN protocol: http/1.1", (yield self.s_client("WSS", "http/1.1"))[0])
+
+    @defer.inlineCallbacks
     def test_s_client_wss(self):
         """openssl s_client completes the handshake with the WSS listener;
         with -alpn h2,http/1.1 (what browsers offer) http/1.1 is chosen."""
