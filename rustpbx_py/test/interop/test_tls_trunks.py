@@ -64,7 +64,7 @@ class TlsTrunkByNameTests(TestCase):
         registrar = yield start_pbx_toml(self, REGISTRAR.format(cert=cert, key=key))
         outcome: defer.Deferred = defer.Deferred()
         client = yield start_pbx_toml(self, CLIENT.format(ca=cert, host=trunk_host, port=registrar.ports["TLS"]))
-        registrar_of_trunks = client.modules[-1].trunk_registrar
+        registrar_of_trunks = next(m.trunk_registrar for m in client.modules if getattr(m, "trunk_registrar", None) is not None)
 
         def watch(reg):
             if reg.state in ("registered", "failed") and not outcome.called:
