@@ -355,6 +355,10 @@ class Call:
             return
         if _fails_over(status):
             self.module.trunk_failed(fork.target.trunk)
+        if status >= 600:
+            # A 6xx is final everywhere (RFC 3261 16.7): stop the others.
+            for other in self.forks:
+                self._cancel_fork(other)
         if not all(f.done for f in self.forks):
             return
         group = [f.final for f in self.forks if f.group == self.group and not f.replaced and f.final is not None]

@@ -486,11 +486,68 @@ class TimeoutTests(CallHarness, SynchronousTestCase):
         self.assertEqual((call.record.status_code, call.record.hangup_reason), (480, R.NO_ANSWER))
 
     def test_no_limit(self):
-        """max_ring_time = 0 rings for ever."""
+        """max_ring_time = 0 rings for ever: a ringing fork is not given up
+        (no 408 from Timer B, which stops at the first provisional, RFC
+        3261 17.1.1.2), and the callee may still answer an hour later."""
         self.setup_module(toml="max_ring_time = 0\n")
         tx, call = self.invite()
+        fork = self.core.last("INVITE")
+        fork.answer(180)
         self.clock.advance(3600)
-        self.assertEqual(call.state, "calling")
+        self.assertEqual(call.state, "ringing")
+        self.assertEqual(tx.statuses(), [100, 180])
+        self.assertEqual(self.core.requests("CANCEL"), [])
+        fork.answer(200, body=SDP_ANSWER)
+        self.assertEqual(call.state, "answered")
+        self.assertEqual(tx.last.status, 200)
+
+    def test_rings_past_timer_b(self):
+        """A callee that rings for 50 s (beyond 64*T1 = 32 s) and then
+        answers gets the call: only max_ring_time (60 s here) ends ringing."""
+        self.setup_module(toml="max_ring_time = 60\n")
+        tx, call = self.invite()
+        fork = self.core.last("INVITE")
+        self.clock.advance(1)
+        fork.answer(180)
+        self.clock.advance(49)
+        self.assertEqual((call.state, tx.statuses()), ("ringing", [100, 180]))
+        fork.answer(200, body=SDP_ANSWER)
+        self.assertEqual(tx.last.status, 200)
+        self.caller_ack(call)
+        self.assertEqual(call.state, "answered")
+        self.assertEqual(self.core.acks()[-1].call_id, call.b_call_id)
+
+    def test_ring_timeout_cancels_every_fork(self):
+        """When max_ring_time gives up, a fork that rang is cancelled at
+        once and a silent one as soon as its first provisional arrives (RFC
+        3261 9.1); a fork that never answers is dropped by Timer B."""
+        self.setup_module(toml="max_ring_time = 20\n", contacts=TWO + ("<sip:bob@192.0.2.22:5060>",))
+        tx, call = self.invite()
+        f1, f2, f3 = self.core.requests("INVITE")
+        f1.answer(180)
+        self.clock.advance(20)
+        self.assertEqual(tx.last.status, 480)
+        self.assertEqual([c.request.uri for c in self.core.requests("CANCEL")], [f1.request.uri])
+        f2.answer(183, to_tag="t2")
+        self.assertEqual([c.request.uri for c in self.core.requests("CANCEL")], [f1.request.uri, f2.request.uri])
+        for fork, tag in ((f1, "callee1"), (f2, "t2")):
+            fork.answer(487, to_tag=tag)
+        self.clock.advance(60)
+        self.assertEqual(self.sip.transactions.client, {})
+        self.assertEqual(set(tx.statuses()), {100, 180, 480})
+
+    def test_decline_cancels_other_forks(self):
+        """A 6xx from one fork is final everywhere (RFC 3261 16.7): the
+        other ringing forks are cancelled and the caller gets the 603."""
+        self.setup_module(contacts=TWO)
+        tx, call = self.invite()
+        f1, f2 = self.core.requests("INVITE")
+        f1.answer(180)
+        f2.answer(180, to_tag="t2")
+        f2.answer(603, "Decline", to_tag="t2")
+        self.assertEqual([c.request.uri for c in self.core.requests("CANCEL")], [f1.request.uri])
+        f1.answer(487)
+        self.assertEqual(tx.last.status, 603)
 
     def test_answer_stops_ring_timer(self):
         """An answer before the ring time cancels the timer."""
@@ -808,6 +865,9 @@ class RecordTests(CallHarness, SynchronousTestCase):
         self.assertIn(f3.request.uri, [c.request.uri for c in self.core.requests("CANCEL")])
         self.assertEqual({r.hangup_reason for r in self.records.saved[-2:]}, {R.BY_SYSTEM})
         self.assertEqual(self.module.calls, set())
+        self.assertEqual(self.module_timers(), [])
+        # The service then stops the core's transactions: nothing is left.
+        self.sip.shutdown()
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_refuse_while_stopping(self):

@@ -243,6 +243,40 @@ class ClientTransactionTests(SynchronousTestCase):
         self.assertEqual(len(flow.sent), 1)
         self.assertEqual([r.status for r in got], [180])
 
+    def test_invite_timer_b_stops_at_provisional(self):
+        """Timer B runs only in Calling (RFC 3261 17.1.1.2): after a 180 the
+        INVITE waits for its final response as long as the TU wants, and a
+        200 an hour later is still passed up."""
+        clock, tu, layer = setup()
+        flow = RecordingFlow()
+        got, cb = self.responses()
+        req = make_request()
+        tx = layer.send_request(req, flow, cb)
+        clock.advance(1)
+        layer.response_received(build_response(req, 180, to_tag="b"), flow)
+        clock.advance(3600)
+        self.assertEqual([r.status for r in got], [180])
+        self.assertEqual(tx.state, "proceeding")
+        layer.response_received(build_response(req, 200, to_tag="b"), flow)
+        self.assertEqual([r.status for r in got], [180, 200])
+
+    def test_cancelled_invite_gives_up_after_64t1(self):
+        """Once the TU CANCELs a ringing INVITE, a final response that never
+        comes ends the INVITE 64*T1 later (RFC 3261 9.1), as a 408."""
+        clock, tu, layer = setup()
+        flow = RecordingFlow()
+        got, cb = self.responses()
+        req = make_request()
+        layer.send_request(req, flow, cb)
+        layer.response_received(build_response(req, 180, to_tag="b"), flow)
+        clock.advance(100)
+        layer.send_request(build_cancel(req), flow, lambda tx, r: None)
+        clock.advance(31.9)
+        self.assertEqual([r.status for r in got], [180])
+        clock.advance(0.2)
+        self.assertEqual([r.status for r in got], [180, 408])
+        self.assertNotIn(("z9hG4bKabc", "INVITE"), layer.client)
+
     def test_invite_non_2xx_acked(self):
         """A non-2xx final is ACKed by the transaction with the same branch and
         the response's To; a retransmitted final is ACKed again, not passed up."""

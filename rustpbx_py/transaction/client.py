@@ -6,6 +6,12 @@ A client transaction sends one request, retransmits it over unreliable
 transports (Timers A and E), gives up after 64*T1 (Timers B and F, reported
 to the caller as a 408), ACKs non-2xx final INVITE responses itself, and
 passes every response up once.
+
+An INVITE that got a provisional response waits in Proceeding for as long
+as the TU wants (17.1.1.2: Timer B only runs in Calling): a phone may ring
+for minutes, and the B2BUA's C{max_ring_time} decides when to give up.
+Once the TU CANCELs it, the INVITE gets 64*T1 more for its final response
+and is then dropped (9.1).
 """
 
 from __future__ import annotations
@@ -105,6 +111,14 @@ class ClientTransaction:
         elif self.state == ACCEPTED:
             self.terminate()
 
+    def cancel_sent(self) -> None:
+        """
+        The TU sent a CANCEL for this INVITE: if no final response comes
+        within 64*T1 the INVITE is over (RFC 3261 9.1), reported as a 408.
+        """
+        if self.invite and self.state in (CALLING, PROCEEDING) and "B" not in self.timers.calls:
+            self.timers.start("B", self.layer.timer_values.t1x64, self._timeout)
+
     def transport_failed(self) -> None:
         """The flow could not carry the request (17.1.4): a 503 to the TU."""
         if self.state in (CALLING, TRYING, PROCEEDING):
@@ -127,6 +141,7 @@ class ClientTransaction:
                 self.provisional = True
                 if self.invite:
                     self.timers.stop("A")
+                    self.timers.stop("B")
                 self.on_response(self, response)
             return
         t = self.layer.timer_values

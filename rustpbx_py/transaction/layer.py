@@ -135,6 +135,10 @@ class TransactionLayer:
         tx = ClientTransaction(self, request, flow, key, on_response)
         self.client[key] = tx
         tx.start()
+        if request.method == "CANCEL":
+            invite = self.client.get((key[0], "INVITE"))
+            if invite is not None:
+                invite.cancel_sent()
         return tx
 
     def send(self, flow, data: bytes) -> None:
