@@ -179,8 +179,21 @@ class SipCore:
                 tx.reply(rejection.status, rejection.reason, rejection.headers)
             return
         d = self.pipeline.run(tx)
+        if not d.called and request.method == "INVITE":
+            self._trying(tx)
         d.addCallback(self._pipeline_done, tx)
         d.addErrback(self._pipeline_failed, tx)
+
+    def _trying(self, tx) -> None:
+        """
+        A module is waiting on something slow (a user look-up in a database
+        or over HTTP) for an INVITE: say 100 Trying now, so the phone stops
+        retransmitting (RFC 3261 17.2.1: within 200 ms).  Only then: what
+        the modules decided synchronously (acl, a scanner marked as spam)
+        still gets no answer at all.
+        """
+        if tx.last is None and not tx.completed and not tx.context.spam:
+            tx.reply(100, "Trying")
 
     def _pipeline_done(self, handled: bool, tx) -> None:
         if tx.context.spam:
@@ -206,15 +219,16 @@ class SipCore:
             tx.reply(500, "Server Internal Error")
 
     def cancel_received(self, cancel_tx, invite_tx) -> None:
-        """A CANCEL (RFC 3261 9.2): 200 to it, then cancel the INVITE; 481 when
-        no INVITE transaction matches."""
-        if invite_tx is None or invite_tx.completed:
+        """A CANCEL (RFC 3261 9.2): 200 to it, then cancel the INVITE unless
+        it was already answered; 481 when no INVITE transaction matches."""
+        if invite_tx is None:
             cancel_tx.reply(481, "Call/Transaction Does Not Exist")
             return
-        cancel_tx.local_tag()
         cancel_tx.to_tag = invite_tx.local_tag()
         cancel_tx.reply(200, "OK")
-        invite_tx.cancel()
+        if not invite_tx.completed:
+            # After the final response a CANCEL changes nothing (9.2).
+            invite_tx.cancel()
 
     def ack_received(self, ack: Request, flow) -> None:
         for handler in self.ack_handlers:

@@ -233,8 +233,10 @@ class CallModule:
             call.fail(503, "Service Unavailable", R.BY_SYSTEM, [("Retry-After", "5")])
             return
         self.calls.add(call)
-        trying = tx.reply(100, "Trying")
-        call.trace("a", "out", tx.reply_flow.remote, tx.sent or trying)
+        if getattr(tx, "last", None) is None:
+            # (The core said it already when a module was slow.)
+            trying = tx.reply(100, "Trying")
+            call.trace("a", "out", tx.reply_flow.remote, tx.sent or trying)
         if self.records is not None:
             self.records.opened(record)
         refused = call.negotiate_a_timer()

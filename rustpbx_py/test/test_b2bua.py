@@ -213,6 +213,18 @@ class CancelTests(CallHarness, SynchronousTestCase):
         self.assertEqual(tx.statuses(), [100, 180, 487])
 
 
+    def test_cancel_after_answer(self):
+        """A CANCEL that arrives after our 200 gets 200 itself and changes
+        nothing (RFC 3261 9.2): no 487, no CANCEL to the callee, the call
+        stays up."""
+        tx, call, fork = self.answered_call()
+        answer = tx.cancel()
+        self.assertEqual((answer.status, answer.cseq[1]), (200, "CANCEL"))
+        self.assertEqual(tx.statuses(), [100, 180, 200])
+        self.assertEqual(self.core.requests("CANCEL"), [])
+        self.assertEqual(call.state, "answered")
+
+
 class ByeTests(CallHarness, SynchronousTestCase):
     """Hanging up an answered call from either side."""
 

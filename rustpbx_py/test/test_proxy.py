@@ -174,6 +174,45 @@ class CoreAnswerTests(SynchronousTestCase):
         flow = feed(core(), request("CANCEL", "sip:bob@example.com"))
         self.assertEqual(flow.sent[0][1].status, 481)
 
+    def test_cancel_after_final(self):
+        """A CANCEL for an INVITE already answered gets 200 with the
+        INVITE's To tag and changes nothing else (RFC 3261 9.2)."""
+        c = core([Module(action=ABORT, status=486)])
+        invite = request("INVITE", "sip:bob@example.com")
+        flow = feed(c, invite)
+        busy = flow.sent[-1][1]
+        self.assertEqual(busy.status, 486)
+        feed(c, request("CANCEL", "sip:bob@example.com"), flow)
+        cancel_ok = flow.sent[-1][1]
+        self.assertEqual((cancel_ok.status, cancel_ok.cseq), (200, (1, "CANCEL")))
+        self.assertEqual(cancel_ok.get("to"), busy.get("to"))
+        self.assertEqual([m.status for _, m in flow.sent], [486, 200])
+
+    def test_trying_before_slow_module(self):
+        """An INVITE whose module waits on a slow look-up gets 100 Trying at
+        once (RFC 3261 17.2.1), then the module's answer; a non-INVITE does
+        not, nor does a request a module dropped as spam synchronously."""
+        from twisted.internet import defer
+
+        class Slow(Module):
+            def on_transaction_begin(self, tx):
+                self.seen.append(tx)
+                self.waiting = defer.Deferred()
+                return self.waiting
+
+        probe = Slow()
+        c = core([probe])
+        flow = feed(c, request("INVITE", "sip:bob@example.com"))
+        self.assertEqual([m.status for _, m in flow.sent], [100])
+        probe.seen[0].reply(180)
+        probe.waiting.callback(ABORT)
+        self.assertEqual([m.status for _, m in flow.sent], [100, 180])
+        other = Slow()
+        flow = feed(core([other]), request("MESSAGE", "sip:bob@example.com"))
+        self.assertEqual(flow.sent, [])
+        flow = feed(core([Module(action=CONTINUE, spam=True), Slow()]), request("INVITE", "sip:bob@example.com"))
+        self.assertEqual(flow.sent, [])
+
     def test_dropped_until_started(self):
         """Before the modules have started the core answers nothing."""
         c = core()
