@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from rustpbx_py.call import record as R
 from rustpbx_py.call import session_timer as ST
 from rustpbx_py.call.credentials import build_authorization
-from rustpbx_py.call.dialog import Leg, tag_of, uac_leg_from_response, uas_leg_from_request
+from rustpbx_py.call.dialog import Leg, relayed_max_forwards, tag_of, uac_leg_from_response, uas_leg_from_request
 from rustpbx_py.sip.headers import HeaderError, NameAddr
 from rustpbx_py.sip.message import Request, Response
 from rustpbx_py.transaction.client import build_cancel
@@ -278,8 +278,7 @@ class Call:
         proxy = self.module.config.proxy
         req = Request("INVITE", target.uri)
         req.add("Via", core.via_for(flow))
-        mf = a.max_forwards
-        req.add("Max-Forwards", str(max((70 if mf is None else mf) - 1, 0)))
+        req.add("Max-Forwards", str(relayed_max_forwards(a)))
         req.add("From", self._b_from(a))
         req.add("To", target.to)
         req.add("Call-ID", self.b_call_id)
@@ -525,11 +524,13 @@ class Call:
     def _auth_headers(self, request: Request) -> Tuple[Tuple[str, str], ...]:
         return tuple((name, request.get(name)) for name in ("proxy-authorization", "authorization") if request.get(name))
 
-    def _send_ack(self, leg: Leg, cseq: int, body: bytes = b"", headers=(), content_type: Optional[str] = None) -> Request:
+    def _send_ack(
+        self, leg: Leg, cseq: int, body: bytes = b"", headers=(), content_type: Optional[str] = None, max_forwards: int = 70
+    ) -> Request:
         extra = list(headers)
         if body:
             extra.append(("Content-Type", content_type or "application/sdp"))
-        ack = leg.request("ACK", self.core.via_for(leg.flow), headers=extra, body=body, cseq=cseq)
+        ack = leg.request("ACK", self.core.via_for(leg.flow), headers=extra, body=body, cseq=cseq, max_forwards=max_forwards)
         self.trace(leg.name, "out", leg.flow.remote, self.core.send_stateless(ack, leg.flow))
         return ack
 
@@ -541,7 +542,8 @@ class Call:
         content_type = from_peer.get("content-type") if from_peer is not None else None
         if body:
             relay.leg.local_sdp = body
-        relay.ack = self._send_ack(relay.leg, relay.cseq, body, relay.auth, content_type)
+        mf = relayed_max_forwards(from_peer) if from_peer is not None else 70
+        relay.ack = self._send_ack(relay.leg, relay.cseq, body, relay.auth, content_type, mf)
 
     def _cancel_fork(self, fork: Fork) -> None:
         """CANCEL a pending fork once it has sent a provisional (9.1)."""
@@ -568,8 +570,12 @@ class Call:
                     headers.append((h[1], h[2]))
             body = source.body
         if 100 < status < 300:
+            # A dialog-creating response copies the request's Record-Route,
+            # in order (RFC 3261 12.1.1): the caller's ACK and BYE then go
+            # back through the proxies that asked to stay on the path.
+            for route in self.tx.request.get_all("record-route"):
+                headers.append(("Record-Route", route))
             headers.append(("Contact", self.core.contact_for(self.tx.flow)))
-        if 100 < status < 300:
             headers.append(("Allow", ALLOW))
         headers.extend(extra)
         response = self.tx.reply(status, reason, headers, body)
@@ -760,7 +766,7 @@ class Call:
             elif self.state == "answered":
                 other = self.other(leg)
                 if other is not None:
-                    self._send_in_dialog(other, "BYE")
+                    self._send_in_dialog(other, "BYE", max_forwards=relayed_max_forwards(request))
                 self.end(R.BY_CALLER if leg is self.a else R.BY_CALLEE)
             return
         if self.state == "ended":
@@ -822,7 +828,14 @@ class Call:
                 headers.append(("Supported", "timer"))
             if request.body:
                 other.local_sdp = request.body
-        relay = other.request(method, self.core.via_for(other.flow), self.core.contact_for(other.flow), headers, request.body)
+        relay = other.request(
+            method,
+            self.core.via_for(other.flow),
+            self.core.contact_for(other.flow),
+            headers,
+            request.body,
+            max_forwards=relayed_max_forwards(request),
+        )
         if method == "REFER":
             # Both ways: the notifier's NOTIFYs, the subscriber's SUBSCRIBEs.
             self.refer_ids[(other.name, relay.cseq[0])] = request.cseq[0]
@@ -912,7 +925,7 @@ class Call:
         fork, b_leg, b_rseq = entry
         headers = [(h[1], h[2]) for h in tx.request.headers if h[0] in RELAYED]
         headers.append(("RAck", f"{b_rseq} {fork.request.cseq[0]} INVITE"))
-        relay = b_leg.request("PRACK", self.core.via_for(b_leg.flow), None, headers, tx.request.body)
+        relay = b_leg.request("PRACK", self.core.via_for(b_leg.flow), None, headers, tx.request.body, max_forwards=relayed_max_forwards(tx.request))
         self.trace(b_leg.name, "out", b_leg.flow.remote, relay)
 
         def answered(ctx, response: Response) -> None:
@@ -924,8 +937,8 @@ class Call:
 
         self.core.send_request(relay, b_leg.flow, answered)
 
-    def _send_in_dialog(self, leg: Leg, method: str, headers=(), body: bytes = b"", on_response=None) -> Request:
-        request = leg.request(method, self.core.via_for(leg.flow), self.core.contact_for(leg.flow), headers, body)
+    def _send_in_dialog(self, leg: Leg, method: str, headers=(), body: bytes = b"", on_response=None, max_forwards: int = 70) -> Request:
+        request = leg.request(method, self.core.via_for(leg.flow), self.core.contact_for(leg.flow), headers, body, max_forwards=max_forwards)
 
         def answered(tx, response: Response, leg=leg) -> None:
             self.trace(leg.name, "in", leg.flow.remote, response)

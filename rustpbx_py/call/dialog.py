@@ -73,20 +73,26 @@ class Leg:
         headers: Iterable[Tuple[str, str]] = (),
         body: bytes = b"",
         cseq: Optional[int] = None,
+        max_forwards: int = 70,
     ) -> Request:
-        """A new request inside this dialog (12.2.1.1)."""
+        """
+        A new request inside this dialog (12.2.1.1), along the route set.
+        C{max_forwards}: 70 for a request of ours, one less than the
+        triggering request's for one we relay.
+        """
         if cseq is None:
             if method not in ("ACK", "CANCEL"):
                 self.cseq += 1
             cseq = self.cseq
-        req = Request(method, self.target)
+        uri, routes = request_target(self.target, self.routes)
+        req = Request(method, uri)
         req.add("Via", via)
-        req.add("Max-Forwards", "70")
+        req.add("Max-Forwards", str(max_forwards))
         req.add("From", self.local)
         req.add("To", self.remote)
         req.add("Call-ID", self.call_id)
         req.add("CSeq", f"{cseq} {method}")
-        for route in self.routes:
+        for route in routes:
             req.add("Route", route)
         if contact and method in ("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"):
             req.add("Contact", contact)
@@ -122,6 +128,37 @@ class Leg:
 
     def __repr__(self) -> str:
         return f"<Leg {self.name} {self.call_id} {self.local_tag}>"
+
+
+def request_target(target: str, routes: List[str]) -> Tuple[str, List[str]]:
+    """
+    The Request-URI and Route headers of a request to C{target} along
+    C{routes} (RFC 3261 12.2.1.1): with a loose router first (C{;lr}) the
+    target stays the Request-URI; a strict router (RFC 2543) wants its own
+    URI there, and the remote target goes last in the Route headers.
+    """
+    if not routes:
+        return target, routes
+    try:
+        first = NameAddr.parse(routes[0]).uri
+    except HeaderError:
+        return target, routes
+    if first is None or "lr" in first.params:
+        return target, routes
+    uri = first.copy()
+    # Parameters a Request-URI may not carry (19.1.1): method, headers.
+    if "method" in uri.params or uri.headers:
+        uri.params.pop("method", None)
+        uri.headers = ""
+        uri.changed()
+    return str(uri), list(routes[1:]) + [f"<{target}>"]
+
+
+def relayed_max_forwards(request: Request) -> int:
+    """Max-Forwards for a request we send because of C{request}: one less
+    than it had (RFC 3261 16.6 step 3; 70 when it had none)."""
+    mf = request.max_forwards
+    return max((70 if mf is None else mf) - 1, 0)
 
 
 def tag_of(header_value: Optional[str]) -> Optional[str]:

@@ -517,7 +517,7 @@ class CallHarness:
         call = new.pop() if new else None
         return tx, call
 
-    def caller_request(self, call, method: str, cseq: int, headers=(), body: bytes = b"") -> WireServerTx:
+    def caller_request(self, call, method: str, cseq: int, headers=(), body: bytes = b"", max_forwards: int = 70) -> WireServerTx:
         """An in-dialog request from the caller (its To tag is ours)."""
         a = call.tx.request
         request = make_request(
@@ -532,6 +532,7 @@ class CallHarness:
         )
         if call.tx.flow.transport != "UDP":
             request.set("Via", request.top_via.replace("SIP/2.0/UDP", f"SIP/2.0/{call.tx.flow.transport}"))
+        request.set("Max-Forwards", str(max_forwards))
         return self.core.send(request, call.tx.flow)
 
     def callee_request(self, call, method: str, cseq: int, headers=(), body: bytes = b"", tag: str = "callee1") -> WireServerTx:

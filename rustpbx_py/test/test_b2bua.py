@@ -437,6 +437,67 @@ class RelayTests(CallHarness, SynchronousTestCase):
         self.assertEqual(info.statuses(), [481])
 
 
+class RouteSetTests(CallHarness, SynchronousTestCase):
+    """Record-Route, route sets and Max-Forwards (RFC 3261 12.1, 12.2.1.1, 16.6)."""
+
+    EDGE = (("Record-Route", "<sip:edge1.example.net;lr>"), ("Record-Route", "<sip:192.0.2.5:5070;lr;ftag=x>"))
+
+    def setUp(self):
+        self.setup_module()
+
+    def test_record_route_copied(self):
+        """The caller's Record-Route is copied, in order, into our 180 and
+        200 (12.1.1), not into the 100."""
+        tx, call, fork = self.answered_call(caller_headers=self.EDGE)
+        rr = [value for _, value in self.EDGE]
+        self.assertEqual([r.get_all("record-route") for r in tx.responses], [[], rr, rr])
+
+    def test_caller_route_set(self):
+        """Our BYE to a caller behind record-routing proxies goes to its
+        Contact with the Record-Route as Route, in the same order (the UAS
+        route set, 12.1.1); so does the ACK's answer path."""
+        tx, call, fork = self.answered_call(caller_headers=self.EDGE)
+        self.callee_request(call, "BYE", 2)
+        bye = self.core.last("BYE").request
+        self.assertEqual(bye.uri, "sip:alice@192.0.2.10:5060")
+        self.assertEqual(bye.get_all("route"), [value for _, value in self.EDGE])
+
+    def test_strict_router(self):
+        """A first route without ;lr is a strict router (RFC 2543): it
+        becomes the Request-URI and the remote target goes last as a Route."""
+        tx, call, fork = self.answered_call(caller_headers=[("Record-Route", "<sip:192.0.2.99:5060>"), self.EDGE[0]])
+        self.callee_request(call, "BYE", 2)
+        bye = self.core.last("BYE").request
+        self.assertEqual(bye.uri, "sip:192.0.2.99:5060")
+        self.assertEqual(bye.get_all("route"), ["<sip:edge1.example.net;lr>", "<sip:alice@192.0.2.10:5060>"])
+
+    def test_callee_route_set(self):
+        """The callee's 2xx Record-Route, reversed, is the B leg's route set
+        (12.1.2): the ACK and our BYE carry it."""
+        tx, call, fork = self.answered_call(
+            answer_headers=[("Record-Route", "<sip:p2.example.net;lr>"), ("Record-Route", "<sip:p1.example.net;lr>")]
+        )
+        ack = self.core.acks()[-1]
+        self.assertEqual(ack.get_all("route"), ["<sip:p1.example.net;lr>", "<sip:p2.example.net;lr>"])
+        self.caller_request(call, "BYE", 2)
+        bye = self.core.last("BYE").request
+        self.assertEqual((bye.uri, bye.get_all("route")), ("sip:bob@192.0.2.20:5060", ack.get_all("route")))
+
+    def test_max_forwards_decremented(self):
+        """A relayed in-dialog request carries one less Max-Forwards than
+        the one that triggered it (16.6 step 3), not a fresh 70; a request
+        of our own (the session expired) starts at 70."""
+        tx, call, fork = self.answered_call()
+        self.caller_request(call, "INFO", 2, max_forwards=10)
+        self.assertEqual(self.core.last("INFO").request.get("max-forwards"), "9")
+        self.caller_request(call, "BYE", 3, max_forwards=5)
+        self.assertEqual(self.core.last("BYE").request.get("max-forwards"), "4")
+        tx, call = self.invite(call_id="a-call-2@192.0.2.10")
+        self.core.last("INVITE").answer(200, body=SDP_ANSWER)
+        call.hangup(R.SESSION_EXPIRED)
+        self.assertEqual({b.request.get("max-forwards") for b in self.core.requests("BYE")[1:]}, {"70"})
+
+
 class AnswerRetransmissionTests(CallHarness, SynchronousTestCase):
     """Our 2xx to the caller is repeated until its ACK (RFC 3261 13.3.1.4)."""
 
