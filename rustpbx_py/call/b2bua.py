@@ -21,7 +21,14 @@ from twisted.logger import Logger
 from rustpbx_py.call import record as R
 from rustpbx_py.call import session_timer as ST
 from rustpbx_py.call.credentials import build_authorization
-from rustpbx_py.call.dialog import Leg, relayed_max_forwards, tag_of, uac_leg_from_response, uas_leg_from_request
+from rustpbx_py.call.dialog import (
+    Leg,
+    contact_target,
+    relayed_max_forwards,
+    tag_of,
+    uac_leg_from_response,
+    uas_leg_from_request,
+)
 from rustpbx_py.sip.headers import HeaderError, NameAddr
 from rustpbx_py.sip.message import Request, Response
 from rustpbx_py.transaction.client import build_cancel
@@ -193,6 +200,39 @@ def hangup_reason_for(status: int) -> str:
     if 500 <= status < 600:
         return R.SERVER_UNAVAILABLE
     return R.FAILED
+
+
+def release_stray_2xx(core, response: Response, flow) -> Tuple[Request, Request]:
+    """
+    ACK and then BYE a 2xx to an INVITE of a call that is over (RFC 3261
+    13.2.2.4 and 15): built from the response alone (its Contact, its
+    Record-Route reversed), sent back where it came from, so a callee who
+    answered too late is never left off-hook.
+    """
+    leg = Leg(
+        "b",
+        response.call_id,
+        tag_of(response.get("from")) or "",
+        response.get("from") or "",
+        response.get("to") or "",
+        contact_target(response) or _to_uri(response),
+        list(reversed(response.get_all("record-route"))),
+        flow,
+        cseq=response.cseq[0],
+    )
+    ack = leg.request("ACK", core.via_for(flow), cseq=response.cseq[0])
+    core.send_stateless(ack, flow)
+    bye = leg.request("BYE", core.via_for(flow))
+    core.send_request(bye, flow, lambda tx, r: None)
+    return ack, bye
+
+
+def _to_uri(message) -> str:
+    try:
+        uri = NameAddr.parse(message.get("to") or "").uri
+    except HeaderError:
+        return ""
+    return str(uri) if uri is not None else ""
 
 
 def _fails_over(status: int) -> bool:
@@ -520,6 +560,25 @@ class Call:
         self._reply_a(response.status, response.reason, response, extra)
         self._set_timer("a", self.a_plan)
         self.module.event("answered", self)
+
+    def stray_2xx(self, response: Response) -> bool:
+        """
+        A 2xx to one of our INVITEs whose client transaction is over (Timer
+        B gave a silent fork a 408, Timer M ended the winner's): it is still
+        an answer.  The winner's retransmission is ACKed again; any other
+        connects the call if it still rings, else is ACKed and hung up.
+        """
+        try:
+            branch = response.via.branch if response.via is not None else None
+        except HeaderError:
+            return False
+        for fork in self.forks:
+            via = fork.request.via
+            if via is not None and via.branch == branch and fork.request.cseq[0] == response.cseq[0]:
+                self.trace("b", "in", fork.target.flow.remote, response)
+                self._b_answered(fork, response)
+                return True
+        return False
 
     def _auth_headers(self, request: Request) -> Tuple[Tuple[str, str], ...]:
         return tuple((name, request.get(name)) for name in ("proxy-authorization", "authorization") if request.get(name))

@@ -7,6 +7,7 @@ inside a call's dialogs are relayed to the other leg.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import List, Optional
 
 from twisted.internet import defer
@@ -14,13 +15,18 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from rustpbx_py.call import record as R
-from rustpbx_py.call.b2bua import Call, Target
+from rustpbx_py.call.b2bua import Call, Target, release_stray_2xx
 from rustpbx_py.call.dialog import tag_of
 from rustpbx_py.call.record import CallRecord, CallRecordStore
 from rustpbx_py.interfaces import ABORT, CONTINUE, IProxyModule
 from rustpbx_py.protocols.transports import TransportError
 from rustpbx_py.registrar import make_aor
 from rustpbx_py.sip.headers import HeaderError, NameAddr, URI, bare_host
+
+#: How long after a call ended a late 2xx from its callee side is still
+#: recognised (ACKed and hung up), and how many ended calls are remembered.
+STRAY_2XX_WINDOW = 3600.0
+STRAY_2XX_MAX = 50000
 
 IN_DIALOG_METHODS = ("INVITE", "BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER", "MESSAGE", "OPTIONS", "SUBSCRIBE")
 #: Methods that only make sense inside a dialog: without a To tag there is
@@ -70,6 +76,10 @@ class CallModule:
         self._forgets: dict = {}
         self.trunk_registrar = None
         self.stopping = False
+        #: Live calls by the Call-ID of their B side, and until when a
+        #: late 2xx of an ended one is still recognised.
+        self.b_calls: dict = {}
+        self.ended_b_calls: "OrderedDict[str, float]" = OrderedDict()
 
     # -- IProxyModule --------------------------------------------------------
 
@@ -86,6 +96,7 @@ class CallModule:
 
         self.stopping = False
         self.core.ack_handlers.append(self._ack_received)
+        self.core.stray_handlers.append(self._stray_response)
         self.core.dialog_lookup = self.in_known_dialog
         self._build_routing()
         self.trunk_registrar = TrunkRegistrar(self.config.proxy, self.trunks, self.core, self.clock)
@@ -215,6 +226,34 @@ class CallModule:
         call.acked(leg, ack)
         return True
 
+    def _stray_response(self, response, flow) -> bool:
+        """
+        A response no transaction expects: a 2xx to an INVITE of one of our
+        calls is an answer all the same (RFC 3261 13.2.2.4): the call takes
+        it, or it is ACKed and hung up.
+        """
+        if response.cseq[1] != "INVITE" or not 200 <= response.status < 300:
+            return False
+        call_id = response.call_id
+        call = self.b_calls.get(call_id)
+        if call is not None and call.stray_2xx(response):
+            return True
+        self._prune_ended()
+        if call is None and call_id not in self.ended_b_calls:
+            return False
+        self.log.info("call {id}: late 2xx from {peer}, hanging it up", id=call_id, peer=flow.remote)
+        release_stray_2xx(self.core, response, flow)
+        return True
+
+    def _prune_ended(self) -> None:
+        ended = self.ended_b_calls
+        now = self.clock.seconds()
+        while ended:
+            call_id, until = next(iter(ended.items()))
+            if until > now and len(ended) <= STRAY_2XX_MAX:
+                break
+            del ended[call_id]
+
     # -- new calls -----------------------------------------------------------
 
     def _new_call(self, tx) -> None:
@@ -233,6 +272,7 @@ class CallModule:
             call.fail(503, "Service Unavailable", R.BY_SYSTEM, [("Retry-After", "5")])
             return
         self.calls.add(call)
+        self.b_calls[call.b_call_id] = call
         if getattr(tx, "last", None) is None:
             # (The core said it already when a module was slow.)
             trying = tx.reply(100, "Trying")
@@ -536,6 +576,9 @@ class CallModule:
 
     def call_ended(self, call: Call) -> None:
         self.calls.discard(call)
+        if self.b_calls.pop(call.b_call_id, None) is not None:
+            self.ended_b_calls[call.b_call_id] = self.clock.seconds() + STRAY_2XX_WINDOW
+            self._prune_ended()
         for hook in call.on_end:
             try:
                 hook(call)

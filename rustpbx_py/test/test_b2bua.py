@@ -225,6 +225,67 @@ class CancelTests(CallHarness, SynchronousTestCase):
         self.assertEqual(call.state, "answered")
 
 
+class LateAnswerTests(CallHarness, SynchronousTestCase):
+    """A 2xx after its client transaction ended is never left unanswered
+    (RFC 3261 13.2.2.4): the call takes it, or it is ACKed and hung up."""
+
+    def test_answer_after_timer_b(self):
+        """A callee that never sent a provisional: Timer B gives the fork a
+        408 at 32 s and the caller its failure; when the callee picks up at
+        40 s, its 200 is ACKed and then BYEd (CSeq 1 ACK, 2 BYE), to its
+        Contact."""
+        self.setup_module()
+        tx, call = self.invite()
+        fork = self.core.last("INVITE")
+        self.clock.advance(32)
+        self.assertEqual(call.state, "ended")
+        self.assertEqual(tx.last.status, 408)
+        self.clock.advance(8)
+        fork.answer(200, body=SDP_ANSWER, to_tag="late")
+        (ack,) = self.core.acks()
+        (bye,) = self.core.requests("BYE")
+        self.assertEqual((ack.uri, ack.get("cseq"), tag_of(ack.get("to"))), ("sip:bob@192.0.2.20:5060", "1 ACK", "late"))
+        self.assertEqual((bye.request.get("cseq"), tag_of(bye.request.get("to")), bye.request.call_id), ("2 BYE", "late", call.b_call_id))
+        self.assertEqual(bye.flow.remote, ("192.0.2.20", 5060))
+
+    def test_answer_after_timer_b_while_another_fork_rings(self):
+        """Two forks, one ringing, one silent until Timer B dropped it: the
+        silent one's late 200 still connects the call, and the ringing one
+        is cancelled."""
+        self.setup_module(toml="max_ring_time = 0\n", contacts=TWO)
+        tx, call = self.invite()
+        f1, f2 = self.core.requests("INVITE")
+        f2.answer(180, to_tag="t2")
+        self.clock.advance(40)
+        self.assertEqual(call.state, "ringing")
+        f1.answer(200, body=SDP_ANSWER)
+        self.assertEqual((call.state, tx.last.status), ("answered", 200))
+        self.assertEqual([c.request.uri for c in self.core.requests("CANCEL")], [f2.request.uri])
+        self.assertEqual(len(self.core.acks()), 1)
+
+    def test_winner_2xx_after_timer_m(self):
+        """The callee still repeating its 200 after our transaction ended
+        (Timer M, 64*T1) gets our ACK again, not a BYE."""
+        self.setup_module()
+        tx, call, fork = self.answered_call()
+        self.clock.advance(33)
+        fork.on_response(fork, fork.answers[-1])
+        first, again = self.core.acks()
+        self.assertEqual(first.to_bytes(), again.to_bytes())
+        self.assertEqual(self.core.requests("BYE"), [])
+        self.assertEqual(call.state, "answered")
+
+    def test_unknown_stray_2xx_ignored(self):
+        """A 2xx for a Call-ID that was never ours gets nothing."""
+        self.setup_module()
+        tx, call, fork = self.answered_call()
+        self.clock.advance(33)
+        stray = fork.answers[-1]
+        stray.set("Call-ID", "someone-else@192.0.2.66")
+        self.core.deliver(stray, fork.flow)
+        self.assertEqual((len(self.core.acks()), self.core.requests("BYE")), (1, []))
+
+
 class ByeTests(CallHarness, SynchronousTestCase):
     """Hanging up an answered call from either side."""
 
