@@ -202,13 +202,22 @@ class Wire:
         core.transports.listening["TCP"] = PBX_ADDRESS
         #: (transport, host, port) of every flow the core resolved.
         self.resolved: List[tuple] = []
-        resolve = core.transports.resolve
+        resolve = core.resolve
 
         def recording(transport, host, port):
             self.resolved.append((transport, host, port))
             return resolve(transport, host, port)
 
-        core.transports.resolve = recording
+        core.resolve = recording
+
+    @property
+    def resolve(self):
+        """The core's C{resolve}; a test may replace it (a refused connection)."""
+        return self.core.resolve
+
+    @resolve.setter
+    def resolve(self, fn) -> None:
+        self.core.resolve = fn
 
     # -- the network ------------------------------------------------------------
 
