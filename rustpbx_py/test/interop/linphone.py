@@ -8,7 +8,7 @@ What it takes to run it without a desktop: C{HOME} in the phone's own
 directory with C{.local/share/linphone} created (liblinphone 5 does not
 start its SIP stack at all, silently, when it cannot open its database
 there), a SIP port chosen by the test (C{sip_port=-1} yields a broken
-Contact), and C{soundcard use files}: C{play} then names the WAV file sent
+Contact), G.711 only, and C{soundcard use files}: C{play} then names the WAV file sent
 as the microphone and C{record} the file the decoded audio goes to.
 """
 
@@ -69,6 +69,13 @@ class LinphonePhone:
         self.process.spawn([self.binary, "-c", rc], cwd=self.dir, env={**os.environ, "HOME": self.dir})
         self.testcase.addCleanup(self.stop)
         yield self.wait(r"linphonec> ")
+        # G.711 only, as baresip offers: the recorder's header stays zeroed
+        # until the file is closed, so its rate must be known (8 kHz).
+        mark = self.send("codec list")
+        yield self.wait(r"linphonec> ", since=mark + 1)
+        for index, name in re.findall(r"(?m)^\s*(\d+): (\S+) \(\d+\) enabled", self.process.output[mark:]):
+            if name not in ("PCMU", "PCMA"):
+                self.send(f"codec disable {index}")
         for line in ("soundcard use files", f"play {tone}", f"record {self.recording}"):
             self.send(line)
         if self.auto_answer:

@@ -1,7 +1,9 @@
 """
 Linphone (linphonec) against the PBX: a password user registers over
 UDP and calls a baresip phone, and is called by one; each side's decoded
-audio must be the other side's tone.
+audio must be the other side's tone.  Between Linphone phones: hold and
+resume (the held side stops and restarts sending because the PBX relays
+the re-INVITEs), and an attended transfer (REFER with Replaces).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from rustpbx_py.test.interop.baresip import BaresipPhone, module_path
 from rustpbx_py.test.interop.linphone import LinphonePhone
-from rustpbx_py.test.interop.phones import PhonePbx
+from rustpbx_py.test.interop.phones import PhonePbx, later, read_pcm
 from rustpbx_py.test.interop.support import require_tool
 
 
@@ -59,3 +61,61 @@ class LinphoneTests(TestCase):
         mark = len(alice.process.output)
         yield bob.command("hangup")
         yield alice.wait(r"Call \d+ with [^\n]* ended", since=mark)
+
+    @defer.inlineCallbacks
+    def test_hold_resume(self):
+        """
+        alice (linphonec) pauses her call with bob (linphonec): bob gets the
+        relayed a=sendonly, answers a=recvonly and stops sending, so alice's
+        recording stops growing; after resume she hears bob again, and bob
+        her.
+        """
+        self.pbx = yield PhonePbx.start(self)
+        alice = yield LinphonePhone(self, self.pbx, "alice").start()
+        bob = yield LinphonePhone(self, self.pbx, "bob").start()
+        mark = alice.send(f"call {bob.aor}")
+        yield alice.wait(r"Call 1 with [^\n]* connected", since=mark)
+        yield alice.hears(bob)
+        yield bob.hears(alice)
+        mark = alice.send("pause 1")
+        yield alice.wait(r"Call 1 with [^\n]* is now paused", since=mark)
+        yield later(0.5)
+        held = len(read_pcm(alice.recording)[0])
+        yield later(1.5)
+        grown = len(read_pcm(alice.recording)[0]) - held
+        self.assertLess(grown, 800, f"bob kept sending {grown / 8000:.2f} s of audio while on hold")
+        mark = alice.send("resume 1")
+        yield alice.wait(r"Media streams established with [^\n]* for call 1", since=mark)
+        yield alice.hears(bob)
+        yield bob.hears(alice)
+
+    @defer.inlineCallbacks
+    def test_attended_transfer(self):
+        """
+        bob (linphonec) talks to alice, holds her, calls carol, then
+        transfers alice to carol (REFER with Replaces): alice's INVITE
+        reaches carol with a Replaces header that names carol's own dialog,
+        so carol (who does not auto-answer) takes it in place of bob's call
+        without ringing; alice and carol hear each other, bob's calls end.
+        """
+        self.pbx = yield PhonePbx.start(self)
+        bob = yield LinphonePhone(self, self.pbx, "bob").start()
+        alice = yield LinphonePhone(self, self.pbx, "alice").start()
+        carol = yield LinphonePhone(self, self.pbx, "carol", auto_answer=False).start()
+        mark = bob.send(f"call {alice.aor}")
+        yield bob.wait(r"Call 1 with [^\n]* connected", since=mark)
+        mark = bob.send("pause 1")
+        yield bob.wait(r"Call 1 with [^\n]* is now paused", since=mark)
+        mark_c = len(carol.process.output)
+        mark = bob.send(f"call {carol.aor}")
+        yield carol.wait(r"Receiving new incoming call", since=mark_c)
+        carol.send("answer")
+        yield bob.wait(r"Call 2 with [^\n]* connected", since=mark)
+        mark_a, mark_c = len(alice.process.output), len(carol.process.output)
+        mark = bob.send("transfer 1 --to-call 2")
+        yield alice.wait(r"Call 2 with <sip:carol@127.0.0.1\?Replaces=[^\n]* connected", since=mark_a)
+        yield carol.wait(r"Call \d+ with sip:alice@127.0.0.1 connected", since=mark_c)
+        yield bob.wait(r"Call 1 with sip:alice@127.0.0.1 ended", since=mark)
+        yield bob.wait(r"Call 2 with sip:carol@127.0.0.1 ended", since=mark)
+        yield alice.hears(carol)
+        yield carol.hears(alice)
