@@ -7,6 +7,8 @@ between real phones.
 
 from __future__ import annotations
 
+import re
+
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
@@ -107,12 +109,20 @@ class BaresipTests(TestCase):
     def test_blind_transfer(self):
         """
         alice calls bob, bob transfers her to carol (REFER): alice calls
-        carol by herself, they hear each other, and bob's call ends.
+        carol by herself, they hear each other; alice's NOTIFYs reach bob
+        with the Event id of his REFER (no 481), the last one with a
+        sipfrag of 200, and bob's call ends.
         """
         alice, bob, carol = yield self.phones(("alice", "udp"), ("bob", "udp"), ("carol", "udp"))
         yield self.call(alice, bob)
         mark_a, mark_b, mark_c = alice.mark(), bob.mark(), carol.mark()
+        out_b = len(bob.process.output)
         yield bob.command("transfer", carol.aor)
+        refer = yield bob.process.wait_output(r"\nCSeq: (\d+) REFER", since=out_b)
+        # the trace puts '#' before each message: [^#] stays inside one.
+        yield bob.process.wait_output(
+            rf"\nNOTIFY sip:[^#]*\nEvent: refer;id={refer.group(1)}\r?\n[^#]*\r?\n\r?\nSIP/2.0 200 ", since=out_b
+        )
         event = yield alice.wait_event("TRANSFER", since=mark_a)
         self.assertIn(carol.aor, event["param"])
         yield alice.wait_event("CALL_ESTABLISHED", since=mark_a, peeruri=carol.aor)
@@ -120,4 +130,20 @@ class BaresipTests(TestCase):
         yield alice.hears(carol)
         yield carol.hears(alice)
         yield bob.wait_event("CALL_CLOSED", since=mark_b)
+        self.assertNotIn("TRANSFER_FAILED", alice.types(mark_a))
+        self.assertNotRegex(bob.process.output[out_b:], r"SIP/2.0 481[^#]*CSeq: \d+ NOTIFY")
         yield self.hangup(alice, carol)
+
+    @defer.inlineCallbacks
+    def test_message(self):
+        """
+        alice (UDP) sends bob (TCP) a MESSAGE outside any dialog: the PBX
+        relays it to bob's contact with the body intact, bob's 200 comes
+        back to alice.
+        """
+        alice, bob = yield self.phones(("alice", "udp"), ("bob", "tcp"))
+        text = "hello bob: 1 2 3, ünïcode & <xml>"
+        out_a = len(alice.process.output)
+        yield alice.command("message", text)
+        yield bob.process.wait_output(re.escape(f'sip:alice@127.0.0.1: "{text}"'))
+        yield alice.process.wait_output(r"\nSIP/2.0 200 [^#]*\nCSeq: \d+ MESSAGE", since=out_a)

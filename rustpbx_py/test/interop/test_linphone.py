@@ -3,10 +3,13 @@ Linphone (linphonec) against the PBX: a password user registers over
 UDP and calls a baresip phone, and is called by one; each side's decoded
 audio must be the other side's tone.  Between Linphone phones: hold and
 resume (the held side stops and restarts sending because the PBX relays
-the re-INVITEs), and an attended transfer (REFER with Replaces).
+the re-INVITEs), and an attended transfer (REFER with Replaces).  MESSAGE
+both ways between linphonec and baresip.
 """
 
 from __future__ import annotations
+
+import re
 
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
@@ -31,7 +34,7 @@ class LinphoneTests(TestCase):
     def phones(self):
         self.pbx = yield PhonePbx.start(self)
         alice = yield LinphonePhone(self, self.pbx, "alice").start()
-        bob = yield BaresipPhone(self, self.pbx, "bob", "udp").start()
+        bob = yield BaresipPhone(self, self.pbx, "bob", "udp", contacts=("alice",)).start()
         return alice, bob
 
     @defer.inlineCallbacks
@@ -119,3 +122,18 @@ class LinphoneTests(TestCase):
         yield bob.wait(r"Call 2 with sip:carol@127.0.0.1 ended", since=mark)
         yield alice.hears(carol)
         yield carol.hears(alice)
+
+    @defer.inlineCallbacks
+    def test_message(self):
+        """
+        MESSAGE both ways between linphonec and baresip through the PBX,
+        each text delivered intact and answered 200.
+        """
+        alice, bob = yield self.phones()
+        out_b = len(bob.process.output)
+        alice.send(f"chat {bob.aor} from-linphone-1-2-3")
+        yield bob.process.wait_output(re.escape('sip:alice@127.0.0.1: "from-linphone-1-2-3"'), since=out_b)
+        yield bob.process.wait_output(r"\nSIP/2.0 200 [^#]*\nCSeq: \d+ MESSAGE", since=out_b)
+        mark = len(alice.process.output)
+        yield bob.command("message", "from baresip: 4 5 6")
+        yield alice.wait(re.escape("Message received from sip:bob@127.0.0.1: from baresip: 4 5 6"), since=mark)
