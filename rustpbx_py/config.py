@@ -844,10 +844,10 @@ class PolicyConfig:
 
     called_prefix: Optional[str] = _key(_str, doc="Only callees starting with this prefix are allowed.")
     trunk_country: Optional[str] = _key(_str, doc="Country code of the trunk, for destination checks.")
-    allowed_destination_countries: list[str] = _key(_str_list, factory=list, doc="Destination countries allowed (empty = all).")
+    allowed_destination_countries: list[str] = _key(_str_list, factory=list, doc="ISO region codes (\"US\", \"DE\") an international callee (+CC...) must belong to, per libphonenumber; empty = all. National numbers are not checked (as in RustPBX).")
     time_window: Optional[TimeWindow] = _key(_table(TimeWindow), doc="Time window in which calls are allowed.")
     deny_regions: list[str] = _key(_str_list, factory=list, doc="Regions refused.")
-    allow_landline: Optional[bool] = _key(_bool, doc="Whether landline destinations are allowed.")
+    allow_landline: Optional[bool] = _key(_bool, doc="false refuses international callees (+CC...) that libphonenumber classes as fixed lines; unset or true = allowed.")
     frequency_limit: Optional[PolicyFrequencyLimit] = _key(_table(PolicyFrequencyLimit), doc="{count, window_hours}: calls per caller per window.")
     daily_limit: Optional[DailyLimit] = _key(_table(DailyLimit), doc="{count}: calls per caller per day.")
     concurrency: Optional[ConcurrencyLimit] = _key(_table(ConcurrencyLimit), doc="{max_total, max_per_account}: simultaneous calls.")
@@ -1322,6 +1322,27 @@ def _database_url(ctx: _Ctx, key: str, value: Any) -> Any:
     return ctx.expected(key, what, value)
 
 
+_LOG_LEVELS = ("trace", "debug", "info", "warn", "warning", "error")
+
+
+@_reader('a log level: trace, debug, info, warn or error', "string: trace, debug, info, warn, error")
+def _log_level(ctx: _Ctx, key: str, value: Any) -> Any:
+    """RustPBX hands C{log_level} to tracing's EnvFilter, so a file may say
+    C{"info,rustpbx=debug"}: the bare level is used, the per-target
+    directives are named in a warning."""
+    what = 'a log level: "trace", "debug", "info", "warn" or "error"'
+    if not isinstance(value, str) or not value.strip():
+        return ctx.expected(key, what, value)
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    bare = [p.lower() for p in parts if "=" not in p]
+    directives = [p for p in parts if "=" in p]
+    if len(bare) > 1 or (bare and bare[0] not in _LOG_LEVELS):
+        return ctx.expected(key, what, value)
+    if directives:
+        ctx.warn(key, f"per-target directives ({', '.join(directives)}) are RustPBX's tracing filters; rustpbx_py applies only the level")
+    return bare[0] if bare else "info"
+
+
 def _default_database_url(base_dir: str) -> str:
     return "sqlite://" + os.path.normpath(os.path.join(base_dir, "data", "rustpbx.sqlite3"))
 
@@ -1340,7 +1361,7 @@ class Config:
 
     RUSTPBX_NOT_IMPLEMENTED: ClassVar[frozenset[str]] = frozenset({
         # RustPBX 0.4.5 Config
-        "http_gzip", "https_addr", "log_level", "log_file", "log_rotation",
+        "http_gzip", "https_addr", "log_file", "log_rotation",
         "http_access_skip_paths", "webrtc_port_start", "webrtc_port_end", "callrecord",
         "ice_servers", "ami", "console", "recording", "demo_mode", "storage", "sipflow",
         "licenses", "rwi", "rwi_webhook", "cluster",
@@ -1353,7 +1374,8 @@ class Config:
 
     path: str = _computed("", doc="Absolute path of the main configuration file.")
     base_dir: str = _computed("", doc="Directory relative paths are resolved against.")
-    http_addr: str = _key(_http_addr, "0.0.0.0:8080", doc="Address of the HTTP console and API.")
+    http_addr: str = _key(_http_addr, "0.0.0.0:8080", doc="Address of the HTTP console and API (not served yet: the console is not implemented; a warning says so when the file sets it).")
+    log_level: str = _key(_log_level, "info", doc="Lowest level logged: trace (= debug), debug, info, warn or error; twistd pbx --log-level overrides it. RustPBX's per-target directives (\"info,rustpbx=debug\") keep only the level.")
     database_url: str = _key(_database_url, default_doc='"sqlite://" + absolute path of ./data/rustpbx.sqlite3 next to the config file', doc="Database: sqlite://PATH (relative to the config file) or postgres://...")
     external_ip: Optional[str] = _key(_ip, doc="Public IP advertised in SDP and SIP when behind NAT (no port).")
     rtp_start_port: int = _key(_rtp_port, 12000, doc="First UDP port for RTP.")
@@ -1366,6 +1388,8 @@ class Config:
     def _check(self, ctx: _Ctx, prefix: str, given: set[str]) -> bool:
         if self.rtp_start_port >= self.rtp_end_port:
             ctx.problem("rtp_end_port", f"expected a port above rtp_start_port ({self.rtp_start_port}), found {self.rtp_end_port}")
+        if "http_addr" in given:
+            ctx.warn("http_addr", f"the web console and JSON API are not implemented yet; nothing listens on {self.http_addr}")
         return True
 
 

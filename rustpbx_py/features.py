@@ -42,4 +42,36 @@ def pending_features(config: Config) -> List[str]:
                     f"{where}: proxy.user_backends (http): {', '.join(unused)} not implemented yet; "
                     "the look-up sends only the user name and realm"
                 )
+            # RustPBX caches the tokens token_header validates; without
+            # token validation there is nothing to cache.
+            cache = [k for k, default in (("token_cache_ttl_secs", 0), ("token_cache_size", 10000)) if getattr(backend, k) != default]
+            if cache:
+                warnings.append(
+                    f"{where}: proxy.user_backends (http): {', '.join(cache)} not implemented yet "
+                    "(the token cache of token_header, which is not implemented either); no effect"
+                )
+        elif backend.type == "extension":
+            warnings.append(
+                f"{where}: proxy.user_backends (extension): the extension user backend (RustPBX's console "
+                "extensions table) is not implemented yet; it is skipped and its users cannot log in"
+            )
+    if _destination_policies(proxy) and not _have_phonenumbers():
+        warnings.append(
+            f"{where}: policy allowed_destination_countries / allow_landline: the phonenumbers package "
+            "(python3-phonenumbers) is not installed; destinations are not checked"
+        )
     return warnings
+
+
+def _destination_policies(proxy) -> bool:
+    """Whether a route or trunk policy restricts destinations by number."""
+    policies = [getattr(r, "policy", None) for r in proxy.routes] + [getattr(t, "policy", None) for t in proxy.trunks.values()]
+    return any(p is not None and (p.allowed_destination_countries or p.allow_landline is False) for p in policies)
+
+
+def _have_phonenumbers() -> bool:
+    try:
+        import phonenumbers  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -523,6 +523,9 @@ class Registry:
             live = [b for b in bindings if b.expires_at > now]
             if len(live) != len(bindings):
                 dropped += len(bindings) - len(live)
+                for b in bindings:
+                    if b.expires_at <= now:
+                        self._log_change("expired", b)
                 if live:
                     self._index[aor] = live
                 else:
@@ -625,11 +628,42 @@ class Registry:
         return d
 
     def _commit(self, aor: str, bindings: List[Binding]) -> List[Binding]:
+        self._log_changes(self._index.get(aor, ()), bindings)
         if bindings:
             self._index[aor] = bindings
         else:
             self._index.pop(aor, None)
         return list(bindings)
+
+
+    def _log_changes(self, before, after: List[Binding]) -> None:
+        """
+        One info line per binding that appeared, moved (another source or
+        transport), went away or had expired; a plain refresh (same
+        contact, source and transport) is not a change and logs nothing.
+        """
+        now = self.now()
+        old = {b.key: b for b in before}
+        for b in after:
+            previous = old.pop(b.key, None)
+            if previous is None or previous.expires_at <= now:
+                self._log_change("registered", b)
+            elif (previous.source, previous.transport, previous.contact) != (b.source, b.transport, b.contact):
+                self._log_change("moved", b)
+        for b in old.values():
+            self._log_change("expired" if b.expires_at <= now else "unregistered", b)
+
+    def _log_change(self, event: str, b: Binding) -> None:
+        host, port = b.source
+        self.log.info(
+            "registration {event}: {aor} contact {contact} from {source} over {transport}, expires {expires} s",
+            event=event,
+            aor=b.aor,
+            contact=b.contact,
+            source=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+            transport=b.transport,
+            expires=b.expires,
+        )
 
 
 def _recency(b: Binding) -> float:

@@ -87,9 +87,12 @@ class PbxService(service.MultiService):
 
     log = Logger()
 
-    def __init__(self, config, reactor=None, tune_gc: bool = False) -> None:
+    def __init__(self, config, reactor=None, tune_gc: bool = False, log_level=None) -> None:
         service.MultiService.__init__(self)
         self.tune_gc = tune_gc
+        #: Filter twistd's log to this level (None: leave logging alone,
+        #: as tests running the service in-process need).
+        self.log_level = log_level
         if reactor is None:
             from twisted.internet import reactor as _reactor
 
@@ -113,6 +116,11 @@ class PbxService(service.MultiService):
         a port is taken.  Requests that arrive before the modules are
         started are dropped (UDP peers retransmit).
         """
+        if self.log_level is not None:
+            # twistd began logging before starting the application.
+            from rustpbx_py.logs import install_log_filter
+
+            install_log_filter(self.log_level)
         service.MultiService.privilegedStartService(self)
         if self.core is not None:
             return
@@ -187,6 +195,9 @@ class PbxService(service.MultiService):
             modules=", ".join(m.name for m in self.modules) or "none",
             addons=", ".join(a.id for a in self.addons) or "none",
         )
+        from rustpbx_py import __version__
+
+        self.log.info("rustpbx_py started (version {version})", version=__version__)
         return self
 
     def _resolve_trunk_hosts(self, context) -> defer.Deferred:
@@ -373,6 +384,12 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(gen0, gen1, GC_GEN2_THRESHOLD)
 
 
-def buildService(config) -> service.IService:
-    """The service C{twistd pbx} runs (with the collector tuned for it)."""
-    return PbxService(config, tune_gc=True)
+def buildService(config, log_level=None) -> service.IService:
+    """The service C{twistd pbx} runs: the collector tuned for it, and its
+    log filtered to C{log_level} (a C{LogLevel}; default: the config's
+    C{log_level}) without Twisted's noise (L{rustpbx_py.logs})."""
+    if log_level is None:
+        from rustpbx_py.logs import level_for
+
+        log_level = level_for(None, getattr(config, "log_level", None))
+    return PbxService(config, tune_gc=True, log_level=log_level)

@@ -43,6 +43,7 @@ class Options(usage.Options):
     )
     optParameters = [
         ["config", "c", "etc/pbx.toml", "Path to the TOML configuration file."],
+        ["log-level", "l", None, "Lowest level logged: trace, debug, info, warn or error (default: the config's log_level, else info)."],
     ]
 
     def postOptions(self) -> None:
@@ -58,6 +59,12 @@ class Options(usage.Options):
         if problems:
             raise ConfigRefused("\n".join(problems))
         self["loaded"] = config
+        from rustpbx_py.logs import level_for
+
+        try:
+            self["level"] = level_for(self["log-level"], config.log_level)
+        except ValueError as e:
+            raise ConfigRefused(f"--log-level: {e}")
 
     def opt_version(self) -> None:
         """Print the version and exit."""
@@ -70,4 +77,4 @@ def makeService(options: Options) -> service.IService:
     from rustpbx_py.server import buildService
 
     config: Config = options["loaded"]
-    return buildService(config)
+    return buildService(config, options["level"])

@@ -907,11 +907,10 @@ def build_user_backends(config: Any, store: Any = None, reactor: Any = None) -> 
                 )
             )
         elif kind == "extension":
-            # RustPBX's console extensions table; the console is not here yet.
-            log.warn(
-                "{where}: the extension user backend is not implemented yet; skipped",
-                where=where,
-            )
+            # RustPBX's console extensions table; the console is not here
+            # yet.  Skipped; rustpbx_py.features names it at start-up and
+            # in check-config.
+            pass
         else:
             raise UserConfigError(
                 f"{where}: type {kind!r} is not one of memory, plain, database, http"

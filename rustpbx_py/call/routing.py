@@ -302,7 +302,7 @@ class _Policy:
 
     __slots__ = (
         "id", "called_prefix", "trunk_country", "deny_regions", "window",
-        "frequency", "daily", "concurrency", "per_account",
+        "frequency", "daily", "concurrency", "per_account", "countries", "allow_landline",
     )
 
     def __init__(self, policy_id: str, policy: Any) -> None:
@@ -310,6 +310,8 @@ class _Policy:
         self.called_prefix: Optional[str] = getattr(policy, "called_prefix", None)
         self.trunk_country: Optional[str] = getattr(policy, "trunk_country", None)
         self.deny_regions = [r.lower() for r in (getattr(policy, "deny_regions", None) or [])]
+        self.countries = [c.strip().upper() for c in (getattr(policy, "allowed_destination_countries", None) or []) if c.strip()]
+        self.allow_landline: Optional[bool] = getattr(policy, "allow_landline", None)
         self.window: Optional[Tuple[int, int, Optional[datetime.tzinfo], str, str]] = None
         window = getattr(policy, "time_window", None)
         if window is not None:
@@ -330,6 +332,45 @@ class _Policy:
         self.per_account = dict(conc.max_per_account) if conc is not None else {}
 
 
+def parse_international(callee: str) -> Any:
+    """
+    C{callee} as an international number (C{+CC...}, parsed with
+    Google's libphonenumber data, the C{phonenumbers} package), or None
+    when it is not one (RustPBX parses without a default region too, so
+    national numbers are not checked) or the package is missing (see
+    L{rustpbx_py.features}).
+    """
+    try:
+        import phonenumbers
+    except ImportError:
+        return None
+    try:
+        return phonenumbers.parse(callee, None)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def _destination_refusal(policy: "_Policy", callee: str) -> Optional[str]:
+    """RustPBX's destination checks: C{allowed_destination_countries}
+    (ISO region codes, any case) and C{allow_landline = false}."""
+    number = parse_international(callee)
+    if number is None:
+        return None
+    import phonenumbers
+
+    if policy.countries:
+        region = phonenumbers.region_code_for_number(number)
+        if not region or region in ("ZZ", "001"):
+            return f"No country ID found for callee {callee}"
+        if region.upper() not in policy.countries:
+            return f"Destination country {region} not allowed for callee {callee}"
+    if policy.allow_landline is False:
+        kind = phonenumbers.number_type(number)
+        if kind in (phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE):
+            return f"Landline calls are not allowed: {callee}"
+    return None
+
+
 class PolicyLimiter:
     """
     RustPBX's in-memory policy guard: per policy id (a route name, or
@@ -347,6 +388,11 @@ class PolicyLimiter:
        their own figure, which RustPBX reads but does not apply);
      - C{called_prefix}: the policy applies only to callees starting with
        it; C{trunk_country}: only to calls from a trunk of that country;
+     - C{allowed_destination_countries}: an international callee
+       (C{+CC...}) must be in one of these regions (ISO codes such as
+       C{"US"}, C{"DE"}); C{allow_landline = false}: it must not be a
+       fixed line (libphonenumber's data); national numbers pass, as in
+       RustPBX, which parses without a default region;
      - C{time_window = {start, end, timezone}}: calls only between start and
        end (a window may cross midnight);
      - C{deny_regions}: the source trunk's C{country} must not be listed.
@@ -394,6 +440,10 @@ class PolicyLimiter:
             return None
         if policy.trunk_country is not None and origin_country is not None and policy.trunk_country != origin_country:
             return None
+        if policy.countries or policy.allow_landline is False:
+            refused = _destination_refusal(policy, callee)
+            if refused is not None:
+                return refused
         if policy.window is not None:
             start, end, tz, start_text, end_text = policy.window
             if tz is None:

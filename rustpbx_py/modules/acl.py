@@ -405,7 +405,8 @@ class AclModule:
             "acl: {rules} rules, {trunks} trunks, limiter {limit}",
             rules=len(self.rules),
             trunks=len(self.trunks.names()),
-            limit=f"{self.limiter.count}/{self.limiter.window}s" if self.limiter else "off",
+            # "is not None": an empty limiter (no source seen yet) is falsy.
+            limit=f"{self.limiter.count}/{self.limiter.window:g}s" if self.limiter is not None else "off",
         )
         if self.core is not None:
             self.core.screens.append(self.screen)

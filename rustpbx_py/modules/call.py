@@ -579,6 +579,7 @@ class CallModule:
         if self.b_calls.pop(call.b_call_id, None) is not None:
             self.ended_b_calls[call.b_call_id] = self.clock.seconds() + STRAY_2XX_WINDOW
             self._prune_ended()
+        self._log_call(call.record)
         for hook in call.on_end:
             try:
                 hook(call)
@@ -598,6 +599,25 @@ class CallModule:
                     self.log.failure("addon {id} failed on a call record", id=addon.id)
         if self.records is not None:
             self.records.save(call.record)
+
+    def _log_call(self, record) -> None:
+        """One info line per call, for the admin: who called whom, how it
+        ended, and how long it lasted (talk time when answered)."""
+        end = record.end_time if record.end_time is not None else self.clock.seconds()
+        talked = end - record.answer_time if record.answer_time is not None else 0.0
+        self.log.info(
+            "call {call_id}: {caller} -> {callee} ({direction}{trunk}) {status} {reason}, "
+            "talked {duration:.1f} s, {total:.1f} s in all",
+            call_id=record.call_id,
+            caller=record.caller or "?",
+            callee=record.callee or "?",
+            direction=record.direction,
+            trunk=f" via trunk {record.trunk}" if record.trunk else "",
+            status=record.status_code if record.status_code is not None else "-",
+            reason=record.hangup_reason or "",
+            duration=max(talked, 0.0),
+            total=max(end - record.start_time, 0.0),
+        )
 
     def _forget(self, key, call) -> None:
         self._forgets.pop(key, None)

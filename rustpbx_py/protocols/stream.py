@@ -127,6 +127,9 @@ class SipStreamProtocol(Protocol):
 class SipStreamFactory(Factory):
     """Makes a L{SipStreamProtocol} per connection, inbound or outbound."""
 
+    #: No "Starting factory <... at 0x...>" lines: we log our listeners.
+    noisy = False
+
     def __init__(self, controller, transport_name: str, idle_timeout: float, clock) -> None:
         self.controller = controller
         self.transport_name = transport_name

@@ -23,6 +23,9 @@ class SipDatagramProtocol(DatagramProtocol):
     (RFC 5626 section 3.5.1) and is dropped.
     """
 
+    #: No "Starting protocol <... at 0x...>" line: we log our listeners.
+    noisy = False
+
     def __init__(self, controller) -> None:
         self.controller = controller
         self.local = ("0.0.0.0", 0)

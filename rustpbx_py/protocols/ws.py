@@ -141,6 +141,8 @@ class SipWebSocketFactory(WebSocketServerFactory):
     """Serves SIP over WebSocket at one path."""
 
     protocol = SipWebSocketProtocol
+    #: No "Starting factory <... at 0x...>" lines: we log our listeners.
+    noisy = False
 
     def __init__(
         self,

@@ -1194,7 +1194,7 @@ class WarningTests(ConfigTestMixin, SynchronousTestCase):
         the file and the key, not errors."""
         config = self.load(
             """
-            log_level = "info"
+            log_file = "/var/log/rustpbx.log"
             [console]
             base_path = "/console"
             [proxy]
@@ -1206,7 +1206,7 @@ class WarningTests(ConfigTestMixin, SynchronousTestCase):
             """
         )
         self.assertEqual(len(config.warnings), 5, config.warnings)
-        for warning, key in zip(config.warnings, ["log_level", "console", "proxy.locator", "proxy.dos_enabled", "proxy.trunks.t.recording"]):
+        for warning, key in zip(config.warnings, ["log_file", "console", "proxy.locator", "proxy.dos_enabled", "proxy.trunks.t.recording"]):
             self.assertNames(warning, "pbx.toml", key)
             self.assertIn("not implement", warning)
 
@@ -1231,7 +1231,7 @@ class WarningTests(ConfigTestMixin, SynchronousTestCase):
         self.assertEqual(
             warned,
             {
-                "http_gzip", "log_level", "log_file", "media_cache_path", "ice_servers", "console", "ami",
+                "http_gzip", "http_addr", "log_file", "media_cache_path", "ice_servers", "console", "ami",
                 "recording", "callrecord", "proxy.ami_path", "proxy.session_timer_always", "proxy.locator",
                 "proxy.trunks.upstream.recording",
             },
@@ -1299,14 +1299,14 @@ class CheckConfigTests(ConfigTestMixin, SynchronousTestCase):
 
     def test_ok(self) -> None:
         """A good file prints FILE: OK and its warnings, exit status 0."""
-        base = self.tree({"pbx.toml": 'log_level = "info"\n[proxy]\nmedia_proxy = "none"\n'})
+        base = self.tree({"pbx.toml": 'log_file = "pbx.log"\n[proxy]\nmedia_proxy = "none"\n'})
         path = os.path.join(base, "pbx.toml")
         code, out, err = self.run_main("check-config", path)
         self.assertEqual(code, 0)
         lines = out.splitlines()
         self.assertEqual(lines[0], f"{path}: OK")
         self.assertEqual(len(lines), 2)
-        self.assertIn("log_level", lines[1])
+        self.assertIn("log_file", lines[1])
         self.assertEqual(err, "")
 
     def test_pending_feature_warning(self) -> None:

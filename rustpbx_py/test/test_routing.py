@@ -678,3 +678,44 @@ class ClassifyTests(SynchronousTestCase):
         """The callee is the Request-URI when it has a user, else To."""
         self.assertEqual(str(callee_uri(make_request(uri="sip:b@y.example", to_uri="sip:c@z.example"))), "sip:b@y.example")
         self.assertEqual(str(callee_uri(make_request(uri="sip:y.example", to_uri="sip:c@z.example"))), "sip:c@z.example")
+
+
+class DestinationPolicyTests(SynchronousTestCase):
+    """allowed_destination_countries and allow_landline, RustPBX's number
+    checks (libphonenumber's data, through the phonenumbers package)."""
+
+    def setUp(self) -> None:
+        try:
+            import phonenumbers  # noqa: F401
+        except ImportError:
+            raise self.skipTest("phonenumbers is not installed (a dependency in setup.cfg)")
+        self.clock = task.Clock()
+
+    def call(self, router: Router, callee: str) -> RouteDecision:
+        return router.route(make_request(from_uri="sip:1001@pbx.example.com", uri=f"sip:{callee}@pbx.example.com"))
+
+    def test_countries(self) -> None:
+        """Only international callees in the listed regions pass (any
+        case); others get 403 with RustPBX's reason; a non-geographic
+        number has no country and is refused; national numbers are not
+        checked (RustPBX parses without a default region)."""
+        router = make_router(policy_route('allowed_destination_countries = ["de", "AT"]'), clock=self.clock)
+        self.assertEqual(self.call(router, "+493012345678").action, "forward")
+        refused = self.call(router, "+12015550123")
+        self.assertEqual((refused.action, refused.code, refused.reason), ("reject", 403, "Destination country US not allowed for callee +12015550123"))
+        self.assertEqual(self.call(router, "+80012345678").reason, "No country ID found for callee +80012345678")
+        self.assertEqual(self.call(router, "030123456").action, "forward")
+
+    def test_no_landline(self) -> None:
+        """allow_landline = false refuses fixed lines (and the numbers
+        that may be either, as RustPBX does) but lets mobiles through."""
+        router = make_router(policy_route("allow_landline = false"), clock=self.clock)
+        refused = self.call(router, "+493012345678")
+        self.assertEqual((refused.code, refused.reason), (403, "Landline calls are not allowed: +493012345678"))
+        self.assertEqual(self.call(router, "+12015550123").action, "reject")
+        self.assertEqual(self.call(router, "+4915112345678").action, "forward")
+
+    def test_landline_allowed(self) -> None:
+        """allow_landline = true changes nothing."""
+        router = make_router(policy_route("allow_landline = true"), clock=self.clock)
+        self.assertEqual(self.call(router, "+493012345678").action, "forward")

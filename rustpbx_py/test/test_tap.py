@@ -105,6 +105,90 @@ class TwistdTests(SynchronousTestCase):
         self.assertNotIn("Traceback", output)
 
 
+class StartupLogTests(SynchronousTestCase):
+    """What twistd -n pbx writes while starting, at the level asked for."""
+
+    def run_until_started(self, *args: str, toml: str = "", marker: bytes = b"rustpbx_py started", linger: float = 0.0) -> str:
+        """Start twistd pbx on ephemeral loopback ports, read its log until
+        C{marker} (or 60 s) and C{linger} seconds more, stop it with
+        SIGTERM; the whole log."""
+        import select
+        import signal
+        import time
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        path = os.path.join(base, "pbx.toml")
+        with open(path, "w") as f:
+            f.write(
+                f'database_url = "sqlite:///{base}/db.sqlite3"\n[proxy]\naddr = "127.0.0.1"\nudp_port = 0\ntcp_port = 0\n'
+                'frequency_limiter = "100/60s"\nmedia_proxy = "none"\n' + toml
+            )
+        code = "import sys; from twisted.scripts.twistd import run; sys.argv = ['twistd'] + sys.argv[1:]; run()"
+        process = subprocess.Popen(
+            [sys.executable, "-c", code, "-n", "--pidfile=", "--logfile=-", "pbx", "--config", path, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(tap.__file__)))),
+        )
+        output = b""
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline:
+                if marker in output:
+                    deadline = min(deadline, time.monotonic() + linger)
+                    if not linger:
+                        break
+                ready, _, _ = select.select([process.stdout], [], [], 1.0)
+                if ready:
+                    chunk = os.read(process.stdout.fileno(), 65536)
+                    if not chunk:
+                        break
+                    output += chunk
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            rest, _ = process.communicate(timeout=60)
+            output += rest
+        return output.decode("utf-8", "replace")
+
+    def test_info(self):
+        """At info: each listener, the ACL with its limiter on (it used to
+        say "off"), the trunk host names resolved, the modules, a started
+        line; and no object repr ("<... at 0x...>") anywhere."""
+        log = self.run_until_started(
+            "--log-level", "info",
+            toml='[proxy.trunks.local]\ndest = "sip:127.0.0.1:5099"\ninbound_hosts = ["localhost"]\n',
+        )
+        self.assertIn("rustpbx_py started", log)
+        self.assertRegex(log, r"listening for SIP over UDP on 127\.0\.0\.1:\d+")
+        self.assertRegex(log, r"listening for SIP over TCP on 127\.0\.0\.1:\d+")
+        self.assertRegex(log, r"acl: \d+ rules, 1 trunks, limiter 100/60s")
+        self.assertIn("localhost resolves to 127.0.0.1", log)
+        self.assertIn("modules: acl, auth, registrar, call", log)
+        self.assertNotRegex(log, r" at 0x[0-9a-f]+")
+        self.assertNotIn("Traceback", log)
+
+    def test_warn_level(self):
+        """--log-level warn keeps the info lines out once logging is
+        filtered; warnings still show."""
+        log = self.run_until_started(
+            "--log-level", "warn",
+            toml='[proxy.trunks.t]\ndest = "sip:127.0.0.1:5099"\nrecording = { enabled = true }\n',
+            marker=b"proxy.trunks.t.recording",
+            linger=3.0,
+        )
+        self.assertNotIn("listening for SIP", log)
+        self.assertNotIn("acl: ", log)
+        self.assertIn("proxy.trunks.t.recording", log)
+
+    def test_bad_level(self):
+        """An unknown --log-level stops twistd with status 1 and a message."""
+        result = TwistdTests.twistd(self, "-n", "--pidfile=", "pbx", "--config", write(self, "[proxy]\nudp_port = 0\n"), "--log-level", "loud")
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertIn("--log-level", result.stdout + result.stderr)
+
+
 class GarbageCollectorTests(SynchronousTestCase):
     def test_tuning(self):
         """The twistd service tunes the collector: full collections only after
