@@ -392,6 +392,9 @@ class Registry:
         self._queues: Dict[str, Deque[Tuple[Callable[[], Any], defer.Deferred]]] = {}
         self._writer = GroupCommit(store)
         self._sweeper: Optional[task.LoopingCall] = None
+        #: Called with (aor, registered) when an AoR gains its first live
+        #: binding or loses its last one (the presence module's open/closed).
+        self.observers: List[Callable[[str, bool], None]] = []
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -496,7 +499,7 @@ class Registry:
 
         Fires, once committed, with the live bindings of C{aor} afterwards.
         """
-        return self._serialised(aor, lambda: self._apply(aor, changes))
+        return self._serialised(aor, self._observed(aor, lambda: self._apply(aor, changes)))
 
     def remove_all(self, aor: str, call_id: str, cseq: int) -> defer.Deferred:
         """
@@ -505,7 +508,7 @@ class Registry:
         which case nothing is removed and the Deferred fails with
         L{OutOfOrder}.  Fires with the (empty) list of live bindings.
         """
-        return self._serialised(aor, lambda: self._apply_remove_all(aor, call_id, cseq))
+        return self._serialised(aor, self._observed(aor, lambda: self._apply_remove_all(aor, call_id, cseq)))
 
     def query(self, aor: str) -> defer.Deferred:
         """The live bindings of C{aor} once its pending updates finished."""
@@ -530,6 +533,7 @@ class Registry:
                     self._index[aor] = live
                 else:
                     del self._index[aor]
+                    self._tell(aor, False)
         if dropped:
             self.log.debug("registrar: {n} bindings expired", n=dropped)
         if self.store is None:
@@ -544,6 +548,29 @@ class Registry:
         return d.addErrback(failed)
 
     # -- internals ----------------------------------------------------------
+
+    def _observed(self, aor: str, job: Callable[[], defer.Deferred]) -> Callable[[], defer.Deferred]:
+        """C{job}, telling the observers when it registers or unregisters C{aor}."""
+
+        def run() -> defer.Deferred:
+            before = bool(self.lookup(aor))
+
+            def done(result):
+                after = bool(self.lookup(aor))
+                if after != before:
+                    self._tell(aor, after)
+                return result
+
+            return job().addCallback(done)
+
+        return run
+
+    def _tell(self, aor: str, registered: bool) -> None:
+        for observer in list(self.observers):
+            try:
+                observer(aor, registered)
+            except Exception:
+                self.log.failure("registrar: observer of {aor} failed", aor=aor)
 
     def _serialised(self, aor: str, job: Callable[[], defer.Deferred]) -> defer.Deferred:
         """Run C{job} after every earlier job of C{aor} finished."""

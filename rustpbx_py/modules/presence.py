@@ -9,7 +9,8 @@ presence agent and the message-waiting notifier of its users.
    every change, refresh, and at the end (RFC 6665).
  - C{PUBLISH} (RFC 3903) stores a user's PIDF document with an entity-tag
    and an expiry; a user who published nothing is C{open} while registered
-   and C{closed} otherwise, the document RustPBX builds too.
+   and C{closed} otherwise, the document RustPBX builds too, and watchers
+   are told when that changes (the registry's observers).
  - C{SUBSCRIBE} with C{Event: message-summary} (RFC 3842) is answered the
    same way with the truth of this PBX: it keeps no voicemail, so
    C{Messages-Waiting: no}.
@@ -123,9 +124,14 @@ class PresenceModule:
         return ["SUBSCRIBE", "PUBLISH"]
 
     def start(self) -> None:
-        pass
+        observers = getattr(self.context.locator, "observers", None)
+        if observers is not None:
+            observers.append(self._registration_changed)
 
     def stop(self) -> None:
+        observers = getattr(self.context.locator, "observers", None)
+        if observers is not None and self._registration_changed in observers:
+            observers.remove(self._registration_changed)
         for sub in list(self.subscriptions.values()):
             self._cancel_timer(sub)
         self.subscriptions.clear()
@@ -337,6 +343,12 @@ class PresenceModule:
         if self.subscriptions.get(sub.leg.key) is sub:
             self._cancel_timer(sub)
             del self.subscriptions[sub.leg.key]
+
+    def _registration_changed(self, aor: str, registered: bool) -> None:
+        """A user registered its first contact or lost its last: watchers of
+        a user who published nothing see it go open or closed."""
+        if not self.publications.get(aor):
+            self.notify_watchers(aor)
 
     def notify_watchers(self, aor: str) -> None:
         """Tell every presence subscriber of C{aor} its new state."""

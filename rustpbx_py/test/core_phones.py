@@ -68,6 +68,7 @@ class Binding:
 class Locator:
     def __init__(self) -> None:
         self.bindings: dict = {}
+        self.observers: list = []
 
     def lookup(self, aor: str):
         return list(self.bindings.get(aor, ()))
@@ -110,9 +111,13 @@ class Phone:
         self.contact = f"<sip:{user}@{self.host}:{self.port}>"
 
     def register(self) -> "Phone":
-        self.pbx.locator.bindings.setdefault(f"{self.user}@example.com", []).append(
-            Binding(f"{self.user}@example.com", self.contact.strip("<>"), self.flow)
-        )
+        locator = self.pbx.locator
+        aor = f"{self.user}@example.com"
+        first = not locator.bindings.get(aor)
+        locator.bindings.setdefault(aor, []).append(Binding(aor, self.contact.strip("<>"), self.flow))
+        if first:
+            for observer in locator.observers:
+                observer(aor, True)
         return self
 
     def request(

@@ -55,6 +55,17 @@ class PresenceTests(SynchronousTestCase):
         (notify,) = self.alice.take("NOTIFY")
         self.assertIn(b"<basic>closed</basic>", notify.body)
 
+    def test_registration_notifies(self):
+        """carol (not registered) is closed; when she registers, her
+        watchers get a NOTIFY saying open."""
+        sub = self.subscribe(uri="sip:carol@example.com")
+        self.alice.take(200)
+        (first,) = self.alice.take("NOTIFY")
+        self.alice.answer(first, 200, "OK", to_tag=tag_of(sub.get("from")))
+        self.pbx.phone("carol")
+        (notify,) = self.alice.take("NOTIFY")
+        self.assertIn(b"<basic>open</basic>", notify.body)
+
     def test_unknown_target_404(self):
         """SUBSCRIBE to nobody we know: 404."""
         self.subscribe(uri="sip:zed@example.com")

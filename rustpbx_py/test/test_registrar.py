@@ -138,6 +138,25 @@ class MemoryRegistrarTests(RegistrarTestsMixin, unittest.SynchronousTestCase):
         self.assertFalse(b.nat)
         self.assertEqual(b.destination, ("UDP", "203.0.113.7", 40000))
 
+    def test_observers_see_registered_and_unregistered(self) -> None:
+        """
+        Observers hear (aor, True) at an AoR's first binding and (aor,
+        False) when it loses its last one (unregister, or expiry at the
+        sweep); refreshes and second contacts change nothing.
+        """
+        seen = []
+        self.module.registry.observers.append(lambda aor, up: seen.append((aor, up)))
+        self.reg("<sip:alice@192.0.2.10>", expires=120)
+        self.reg("<sip:alice@192.0.2.10>", expires=120, cseq=2)
+        self.reg("<sip:alice@192.0.2.11>", expires=120, call_id="other")
+        self.assertEqual(seen, [(ALICE, True)])
+        self.reg("*", expires=0, call_id="new")
+        self.assertEqual(seen, [(ALICE, True), (ALICE, False)])
+        self.reg("<sip:alice@192.0.2.10>", expires=60, call_id="third")
+        self.clock.advance(61)
+        self.module.registry.sweep()
+        self.assertEqual(seen, [(ALICE, True), (ALICE, False), (ALICE, True), (ALICE, False)])
+
     def test_not_register_continues(self) -> None:
         """Other methods pass by the registrar untouched."""
         tx = FakeServerTransaction(make_request("INVITE"))
