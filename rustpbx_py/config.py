@@ -1256,6 +1256,7 @@ class ProxyConfig:
     queue_dir: str = _key(_path, "./queues", default_doc='"./queues" (resolved)', doc="Directory for queue data files.")
     # Call handling
     registrar_expires: int = _key(_int(1), 3600, doc="Registration expiry granted when the client asks for none, seconds.")
+    max_contacts: int = _key(_int(1), 10, doc="Most live contacts one user (address of record) may register; a REGISTER that would leave more gets 403 (Asterisk's max_contacts).")
     passthrough_failure: bool = _key(_bool, True, doc="Relay the callee's failure code to the caller (else a generic one).")
     sip_flow_max_items: int = _key(_int(0), 1000, doc="SIP messages kept per dialog for the call flow view.")
     dialog_auth_cache: DialogAuthCacheConfig = _key(_table(DialogAuthCacheConfig), factory=DialogAuthCacheConfig, doc="{enabled, cache_size, ttl_seconds}; partial tables keep the other defaults.")

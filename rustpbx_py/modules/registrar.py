@@ -39,6 +39,11 @@ DEFAULT_EXPIRES = 3600
 #: C{registrar_expires} is shorter still.  One minute keeps NAT bindings
 #: fresh without letting a phone refresh every few seconds.
 MIN_EXPIRES = 60
+#: Live contacts one address-of-record may have (C{proxy.max_contacts}):
+#: a REGISTER that would leave more is refused with 403, as Asterisk does
+#: for an AOR's C{max_contacts}; every call forks to each contact, so the
+#: limit also bounds the INVITEs one call can make.
+DEFAULT_MAX_CONTACTS = 10
 #: RFC 3261 20.19: larger delta-seconds mean this.
 MAX_DELTA = 2**32 - 1
 
@@ -113,6 +118,8 @@ class RegistrarModule:
         none, and the longest one granted (C{proxy.registrar_expires}).
     @param min_expires: shorter requests get 423 with C{Min-Expires}.
     @param nat_fix: C{proxy.nat_fix}, see L{rustpbx_py.registrar.needs_nat_fix}.
+    @param max_contacts: the most live contacts one AOR may have; a
+        REGISTER that would leave more gets 403 and changes nothing.
     """
 
     name = "registrar"
@@ -124,8 +131,10 @@ class RegistrarModule:
         registrar_expires: int = DEFAULT_EXPIRES,
         min_expires: int = MIN_EXPIRES,
         nat_fix: bool = True,
+        max_contacts: int = DEFAULT_MAX_CONTACTS,
     ) -> None:
         self.registry = registry
+        self.max_contacts = max(1, int(max_contacts))
         self.registrar_expires = max(1, int(registrar_expires))
         self.min_expires = max(1, min(int(min_expires), self.registrar_expires))
         self.nat_fix = nat_fix
@@ -138,7 +147,8 @@ class RegistrarModule:
         expires = getattr(proxy, "registrar_expires", None) or DEFAULT_EXPIRES
         nat_fix = getattr(proxy, "nat_fix", True)
         registry = Registry(getattr(context, "store", None), getattr(context, "reactor", None))
-        return cls(registry, expires, MIN_EXPIRES, True if nat_fix is None else bool(nat_fix))
+        max_contacts = getattr(proxy, "max_contacts", None) or DEFAULT_MAX_CONTACTS
+        return cls(registry, expires, MIN_EXPIRES, True if nat_fix is None else bool(nat_fix), max_contacts)
 
     # -- IProxyModule -------------------------------------------------------
 
@@ -271,7 +281,31 @@ class RegistrarModule:
                     _contact_key=ckey,
                 )
             )
+        self._check_max_contacts(tx, aor, changes)
         return aor, lambda: registry.update(aor, changes)
+
+    def _check_max_contacts(self, tx, aor: str, changes: List[Binding]) -> None:
+        """
+        Refuse (403, like Asterisk's C{max_contacts}) a REGISTER after which
+        C{aor} would have more than C{max_contacts} live contacts: refreshed
+        and removed contacts do not count twice, new ones add up with the
+        bindings already committed.
+        """
+        keys = {b.key for b in self.registry.lookup(aor)}
+        for change in changes:
+            if change.expires:
+                keys.add(change.key)
+            else:
+                keys.discard(change.key)
+        if len(keys) > self.max_contacts:
+            self.log.warn(
+                "registrar: REGISTER of {aor} from {host} refused: {count} contacts, max_contacts is {limit}",
+                aor=aor,
+                host=tx.flow.remote[0],
+                count=len(keys),
+                limit=self.max_contacts,
+            )
+            raise RegisterRejected(403, f"Forbidden: more than {self.max_contacts} contacts")
 
     def _accepted(self, bindings: List[Binding], tx) -> None:
         """10.3 step 8: 200 with every current binding and its time left."""

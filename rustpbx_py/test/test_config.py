@@ -105,6 +105,7 @@ class DefaultsTests(ConfigTestMixin, SynchronousTestCase):
         "auth_algorithms": ["MD5"],
         "nonce_secret": None,
         "frequency_limiter": None,
+        "max_contacts": 10,
         "session_timer": True,
         "session_expires": 1800,
         "t1_timer": 500,

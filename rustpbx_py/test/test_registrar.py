@@ -217,6 +217,42 @@ class MemoryRegistrarTests(RegistrarTestsMixin, unittest.SynchronousTestCase):
         )
         self.assertEqual([b.contact for b in self.module.registry.lookup(ALICE)], ["sip:b@192.0.2.11", "sip:a@192.0.2.10"])
 
+    def test_max_contacts_default(self) -> None:
+        """
+        By default a user may have 10 live contacts: a REGISTER listing 250
+        (one call would fork 250 INVITEs) gets 403 and stores nothing, and an
+        11th contact added later gets 403 while refreshing or replacing one
+        of the 10 still works.
+        """
+        many = [f"<sip:p{i}@192.0.2.{i % 250 + 1}:{5000 + i}>" for i in range(250)]
+        tx = self.reg(*many)
+        self.assertEqual(tx.last.status, 403)
+        self.assertIn("10 contacts", tx.last.reason)
+        self.assertEqual(self.module.registry.lookup(ALICE), [])
+        ten = many[:10]
+        self.assertEqual(self.reg(*ten, cseq=2).last.status, 200)
+        tx = self.reg(many[10], call_id="eleventh")
+        self.assertEqual(tx.last.status, 403)
+        self.assertEqual(len(self.module.registry.lookup(ALICE)), 10)
+        self.assertEqual(self.reg(*ten, cseq=3).last.status, 200, "a refresh of all ten")
+        swap = self.reg(many[0].replace(">", ";expires=0>").replace(";expires=0>", ">;expires=0"), many[10], cseq=4)
+        self.assertEqual(swap.last.status, 200, "one removed, one added in the same REGISTER")
+        self.assertEqual(len(self.module.registry.lookup(ALICE)), 10)
+
+    def test_max_contacts_configured(self) -> None:
+        """max_contacts from the config: 1 lets a second phone of the same user in only after the first leaves."""
+        from rustpbx_py.test.fakes import FakeServerContext, proxy_config
+
+        context = FakeServerContext(proxy_config(max_contacts=1))
+        context.reactor.advance(NOW)
+        self.module = RegistrarModule.from_context(context)
+        self.clock = context.reactor
+        self.assertEqual(self.module.max_contacts, 1)
+        self.assertEqual(self.reg("<sip:a@192.0.2.10>").last.status, 200)
+        self.assertEqual(self.reg("<sip:b@192.0.2.11>", call_id="b").last.status, 403)
+        self.assertEqual(self.reg("<sip:a@192.0.2.10>", expires=0, cseq=2).last.status, 200)
+        self.assertEqual(self.reg("<sip:b@192.0.2.11>", call_id="b", cseq=2).last.status, 200)
+
     def test_expires_zero_removes(self) -> None:
         """A contact with expires=0 removes its binding; the others stay."""
         self.reg("<sip:a@192.0.2.10>", "<sip:b@192.0.2.11>")
