@@ -516,6 +516,26 @@ def _frequency(ctx: _Ctx, key: str, value: Any) -> Any:
     return FrequencyLimit(count=count, window_seconds=window)
 
 
+@_reader('"COUNT/WINDOW" with a unit s, m or h, e.g. "5/10m"', 'string "COUNT/WINDOW[s|m|h]"')
+def _failure_limit(ctx: _Ctx, key: str, value: Any) -> Any:
+    what = 'a limit "COUNT/WINDOW" with a unit s, m or h (e.g. "5/10m")'
+    m = _FREQUENCY.match(value) if isinstance(value, str) else None
+    if m is None:
+        return ctx.expected(key, what, value)
+    count = int(m.group(1))
+    window = int(m.group(2) or "1") * _UNIT_SECONDS[m.group(3)]
+    if count < 1 or window < 1:
+        return ctx.expected(key, what + " with a count and window above zero", value)
+    return FrequencyLimit(count=count, window_seconds=window)
+
+
+@_reader("a number of seconds >= 0", "number (>= 0)")
+def _seconds(ctx: _Ctx, key: str, value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
+        return ctx.expected(key, "a number of seconds >= 0", value)
+    return float(value)
+
+
 @dataclass(frozen=True)
 class AclRule:
     """
@@ -1231,6 +1251,9 @@ class ProxyConfig:
     ensure_user: bool = _key(_bool, True, doc="Silently drop requests for unknown users (anti-scanning).")
     auth_algorithms: list[str] = _key(_digest_algorithms, factory=lambda: ["MD5"], doc='Digest challenges sent to a user, one header each, in this order (MD5, MD5-sess, SHA-256, SHA-256-sess); a response with any of them is accepted.')
     nonce_secret: Optional[str] = _key(_str, default_doc="random per process", doc="Key of the nonces' HMAC; nodes sharing it accept each other's nonces.")
+    auth_failure_limit: FrequencyLimit = _key(_failure_limit, FrequencyLimit(5, 600), default_doc='"5/10m"', doc='Failed logins (wrong password, unknown or disabled user) from one source per window before it is banned.')
+    auth_failure_delay: float = _key(_seconds, 1.0, doc="Seconds added to the answer of each further failed login of a source (at most 10 s).")
+    auth_ban_time: int = _key(_int(0), 900, doc="Seconds a source is banned (no answer to anything) at auth_failure_limit; doubles for each further ban within a day, up to a day; 0 = never ban.")
     frequency_limiter: Optional[FrequencyLimit] = _key(_frequency, doc='Request rate limit "COUNT/WINDOW" (units s, m, h), e.g. "100/60s"; unset = no limit.')
     # Timers
     session_timer: bool = _key(_bool, True, doc="Use SIP session timers (RFC 4028).")

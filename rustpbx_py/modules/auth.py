@@ -41,11 +41,27 @@ Outcomes: correct credentials set C{tx.context.user} and
 C{tx.context.realm} and continue, and refund the request to the acl
 module's frequency limiter (C{tx.context.credit}) with the challenged
 request that earned the nonce, so that phones never use up their source
-address's budget; wrong credentials for a known user are
-answered 403 (no new challenge, so that guessing is slow); with
-C{ensure_user}, a request naming a user no backend knows is dropped
-without any answer, which denies scanners the 401 that would confirm an
-extension exists.
+address's budget.  Before any password is checked, the digest C{uri} must
+name the Request-URI (RFC 7616 3.4.6, RFC 2617 3.2.2.5: "SHOULD return a
+400 Bad Request"; compared as URIs: scheme, user, host and port, without
+parameters) -- else 400, so a response captured for one request cannot
+authorise another -- and the nonce must be one we issued (its HMAC):
+another one gets a fresh challenge with C{stale=true}, never a 403, so a
+guess needs a nonce from us.  Wrong credentials for a known user are
+answered 403 (no new challenge); with C{ensure_user}, a request naming a
+user no backend knows is dropped without any answer, which denies scanners
+the 401 that would confirm an extension exists.
+
+Both are failures counted per source by a L{LoginGuard}
+(C{auth_failure_limit}, C{auth_failure_delay}, C{auth_ban_time}): each
+403 comes later than the one before, and at the limit the source is
+banned -- every request from it is dropped by this module's screen in the
+core, before anything answers -- so that password guessing and user
+enumeration stop after a handful of tries.  Each failure and each ban is
+logged on one line for fail2ban::
+
+    auth failure: user="1001" source=198.51.100.66 method=REGISTER reason=wrong password failures=3
+    auth ban: source=198.51.100.66 user="*" seconds=900 failures=5
 """
 
 from __future__ import annotations
@@ -64,7 +80,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from rustpbx_py.interfaces import ABORT, CONTINUE, IProxyModule
-from rustpbx_py.modules.acl import OncePer
+from rustpbx_py.modules.acl import OncePer, limiter_key, source_address
+from rustpbx_py.modules.guard import LoginGuard
 from rustpbx_py.randomness import random_bytes
 from rustpbx_py.sip import digest
 from rustpbx_py.sip.headers import HeaderError, NameAddr, URI
@@ -260,6 +277,7 @@ class AuthModule:
         nonce_lifetime: float = 300.0,
         algorithms: Optional[Iterable[str]] = None,
         to_self: Optional[Callable[[Any], bool]] = None,
+        core: Any = None,
     ) -> None:
         """
         @param proxy: the C{[proxy]} config section.
@@ -272,6 +290,9 @@ class AuthModule:
         @param to_self: tells whether a request is addressed to the PBX
             itself (the core's C{addressed_to_self}); by default, a
             Request-URI without a user part.
+        @param core: the SIP core whose screens this module joins at start
+            to silence banned sources; without one, bans are enforced in
+            the pipeline.
         """
         if reactor is None:
             from twisted.internet import reactor as _reactor
@@ -298,6 +319,16 @@ class AuthModule:
                 ttl=float(_get(cache_cfg, "ttl_seconds", 3600)),
             )
         self._log_once = OncePer(reactor, 60.0)
+        self.core = core
+        self._screening = False
+        limit = _get(proxy, "auth_failure_limit", None)
+        self.guard = LoginGuard(
+            reactor,
+            (int(_get(limit, "count")), float(_get(limit, "window_seconds"))) if limit is not None else None,
+            ban_time=float(_get(proxy, "auth_ban_time", 900)),
+            delay=float(_get(proxy, "auth_failure_delay", 1.0)),
+        )
+        self._held: dict = {}  # delayed 403s: IDelayedCall -> (tx, Deferred)
 
     # -- IProxyModule ------------------------------------------------------------
 
@@ -305,10 +336,22 @@ class AuthModule:
         return ["*"]
 
     def start(self) -> None:
-        pass
+        if self.core is not None and self.guard.enabled:
+            self.core.screens.append(self.screen)
+            self._screening = True
 
     def stop(self) -> None:
-        pass
+        if self._screening:
+            self.core.screens.remove(self.screen)
+            self._screening = False
+        for call, (tx, d) in list(self._held.items()):
+            call.cancel()
+            self._answer_held(call, tx, d)
+
+    def screen(self, request: Any, flow: Any) -> bool:
+        """The core's look at every request: True (drop it silently) for a banned source."""
+        key = _guard_source(flow)
+        return key is not None and self.guard.banned(key)
 
     def on_transaction_end(self, tx: Any) -> None:
         pass
@@ -319,6 +362,9 @@ class AuthModule:
         context = tx.context
         if context.trunk or method in NEVER_CHALLENGED:
             return CONTINUE
+        if not self._screening and self.screen(request, tx.flow):
+            context.spam = True
+            return ABORT
         from_na = _cached_addr(request, "from_addr")
         to_na = _cached_addr(request, "to_addr")
         in_dialog = to_na is not None and bool(to_na.tag)
@@ -337,6 +383,12 @@ class AuthModule:
         credentials = self._credentials(request, method, realm)
         if credentials is None:
             return self._challenge_new(tx, realm, from_na)
+        if not _same_resource(credentials.uri, request.uri):
+            # RFC 7616 3.4.6 / RFC 2617 3.2.2.5; before any password check.
+            tx.reply(400, "Bad Request: digest uri does not match the Request-URI")
+            return ABORT
+        if self._user_banned(tx, credentials.username):
+            return self._drop(tx, f"banned user {credentials.username} from this source")
         return self._with_user(tx, credentials.username, realm, self._check, tx, credentials, realm, from_tag)
 
     def _with_user(self, tx: Any, username: str, realm: str, then: Callable[..., Any], *args: Any) -> Any:
@@ -404,9 +456,12 @@ class AuthModule:
         username = from_na.uri.user if from_na is not None and from_na.uri is not None else None
         if not username:
             return self._drop(tx, "no user in From")
+        if self._user_banned(tx, username):
+            return self._drop(tx, f"banned user {username} from this source")
 
         def found(user):
             if user is None:
+                self._failed(tx, username, "unknown user")
                 return self._drop(tx, f"unknown user {username}@{realm}")
             self._challenge(tx, realm, algorithms=self._algorithms_for(user))
             return ABORT
@@ -423,11 +478,15 @@ class AuthModule:
     ) -> str:
         request = tx.request
         if user is None:
-            if self.ensure_user:
+            delay = self._failed(tx, credentials.username, "unknown user")
+            if self.ensure_user or delay is None:
                 return self._drop(tx, f"unknown user {credentials.username}@{realm}")
-            return self._forbid(tx, f"unknown user {credentials.username}@{realm}")
+            return self._forbid(tx, f"unknown user {credentials.username}@{realm}", delay)
         if not user.enabled:
-            return self._forbid(tx, f"user {credentials.username}@{realm} is disabled")
+            delay = self._failed(tx, credentials.username, "disabled user")
+            if delay is None:
+                return self._drop(tx, f"user {credentials.username}@{realm} is disabled")
+            return self._forbid(tx, f"user {credentials.username}@{realm} is disabled", delay)
         if credentials.algorithm not in self.algorithms:
             self._challenge(tx, realm, algorithms=self._algorithms_for(user))
             return ABORT
@@ -436,8 +495,17 @@ class AuthModule:
             # The client chose an algorithm this user has no hash for.
             self._challenge(tx, realm, algorithms=self._algorithms_for(user))
             return ABORT
+        if self.nonces.issued_at(credentials.nonce, realm) is None:
+            # Not a nonce of ours (forged, another realm's, from before a
+            # restart with a random secret): whatever the response, a fresh
+            # challenge, so that no guess is checked without our nonce.
+            self._challenge(tx, realm, stale=True, algorithms=self._algorithms_for(user))
+            return ABORT
         if not digest.verify_response(credentials, ha1, request.method, request.body):
-            return self._forbid(tx, f"wrong credentials for {credentials.username}@{realm}")
+            delay = self._failed(tx, credentials.username, "wrong password")
+            if delay is None:
+                return self._drop(tx, f"wrong credentials for {credentials.username}@{realm}, source banned")
+            return self._forbid(tx, f"wrong credentials for {credentials.username}@{realm}", delay)
         first_use = not self.nonces.used(credentials.nonce)
         if not self.nonces.fresh(credentials.nonce, realm) or not self.nonces.use(
             credentials.nonce, credentials.nonce_count
@@ -448,6 +516,9 @@ class AuthModule:
             return ABORT
         tx.context.user = user
         tx.context.realm = realm
+        source = _guard_source(tx.flow)
+        if source is not None:
+            self.guard.succeeded(source)
         if tx.context.credit is not None:
             # This request, and on a nonce's first use the challenged
             # request that earned it (with its ACK for INVITE).
@@ -478,12 +549,61 @@ class AuthModule:
         ]
         tx.reply(status, "", headers)
 
-    def _forbid(self, tx: Any, why: str) -> str:
+    def _forbid(self, tx: Any, why: str, delay: float = 0.0) -> Any:
+        """403, C{delay} seconds from now (a Deferred firing ABORT then) or at once."""
         host = tx.flow.remote[0]
         if self._log_once((host, "403")):
             self.log.info("auth: 403 to {method} from {host}: {why}", method=tx.request.method, host=host, why=why)
-        tx.reply(403, "Forbidden")
-        return ABORT
+        if delay <= 0:
+            tx.reply(403, "Forbidden")
+            return ABORT
+        d: defer.Deferred = defer.Deferred()
+        call = self._reactor.callLater(delay, lambda: self._answer_held(call, tx, d))
+        self._held[call] = (tx, d)
+        return d
+
+    def _answer_held(self, call: Any, tx: Any, d: defer.Deferred) -> None:
+        self._held.pop(call, None)
+        if not tx.completed:
+            tx.reply(403, "Forbidden")
+        d.callback(ABORT)
+
+    def _user_banned(self, tx: Any, username: Optional[str]) -> bool:
+        """Whether this source is banned for this user (a trusted source's failures)."""
+        source = _guard_source(tx.flow)
+        return source is not None and self.guard.banned((source, (username or "").lower()))
+
+    def _failed(self, tx: Any, username: Optional[str], reason: str) -> Optional[float]:
+        """
+        Count a failed login of C{username} from the request's source and log
+        it for fail2ban: the seconds to hold the answer back, or None when
+        this failure banned the source (the request then gets no answer).
+        """
+        host = tx.flow.remote[0]
+        source = _guard_source(tx.flow)
+        if source is None or not self.guard.enabled:
+            return 0.0
+        key = self.guard.key(source, username)
+        count, delay, banned = self.guard.failed(key)
+        method = tx.request.method
+        self.log.info(
+            'auth failure: user="{user}" source={host} method={method} reason={reason} failures={count}',
+            user=_printable(username),
+            host=host,
+            method=method,
+            reason=reason,
+            count=count,
+        )
+        if banned:
+            self.log.warn(
+                'auth ban: source={host} user="{user}" seconds={seconds} failures={count}',
+                host=host,
+                user="*" if isinstance(key, str) else _printable(username),
+                seconds=int(banned),
+                count=count,
+            )
+            return None
+        return delay
 
     def _drop(self, tx: Any, why: str) -> str:
         tx.context.spam = True
@@ -511,6 +631,39 @@ class AuthModule:
         """
         if self.dialog_cache is not None:
             self.dialog_cache.put(call_id, from_tag, _source_key(flow), user, realm)
+
+
+def _guard_source(flow: Any) -> Optional[str]:
+    """The source a flow's failures count against: its IPv4 address or IPv6 /64."""
+    ip = source_address(str(flow.remote[0]))
+    return limiter_key(ip) if ip is not None else None
+
+
+def _printable(text: Optional[str]) -> str:
+    """A user name as logged: no quotes, spaces or control characters (log injection)."""
+    if not text:
+        return ""
+    return "".join(c if c.isprintable() and c not in '" =' else "?" for c in text[:64])
+
+
+def _same_resource(digest_uri: str, request_uri: str) -> bool:
+    """
+    Whether the digest C{uri} names the Request-URI: the same text, or the
+    same scheme, user, host (without case) and port -- parameters such as
+    C{transport} are left out, as some phones drop them from one of the two.
+    """
+    if digest_uri == request_uri:
+        return True
+    try:
+        a, b = URI.parse(digest_uri), URI.parse(request_uri)
+    except HeaderError:
+        return False
+    return (
+        a.scheme.lower() == b.scheme.lower()
+        and a.user == b.user
+        and a.host.lower() == b.host.lower()
+        and (a.port or None) == (b.port or None)
+    )
 
 
 def _cached_addr(request: Any, attribute: str) -> Optional[NameAddr]:

@@ -31,7 +31,7 @@ class AuthModuleFactory:
             users = build_user_backends(context.config, getattr(context, "store", None), context.reactor)
         core = getattr(context, "core", None)
         to_self = getattr(core, "addressed_to_self", None)
-        return AuthModule(proxy, users, context.reactor, to_self=to_self)
+        return AuthModule(proxy, users, context.reactor, to_self=to_self, core=core)
 
 
 auth = AuthModuleFactory()

@@ -106,6 +106,9 @@ class DefaultsTests(ConfigTestMixin, SynchronousTestCase):
         "nonce_secret": None,
         "frequency_limiter": None,
         "max_contacts": 10,
+        "auth_failure_limit": FrequencyLimit(5, 600),
+        "auth_failure_delay": 1.0,
+        "auth_ban_time": 900,
         "session_timer": True,
         "session_expires": 1800,
         "t1_timer": 500,
@@ -425,6 +428,28 @@ class ParsingTests(ConfigTestMixin, SynchronousTestCase):
             self.assertEqual(len(problems), 1, problems)
             self.assertIn(where, problems[0])
             self.assertIn("pbx.toml", problems[0])
+
+    def test_login_guard_keys(self) -> None:
+        """auth_failure_limit, auth_failure_delay and auth_ban_time are read and checked."""
+        proxy = self.load('[proxy]\nauth_failure_limit = "3/1h"\nauth_failure_delay = 0.5\nauth_ban_time = 0\n').proxy
+        self.assertEqual((proxy.auth_failure_limit, proxy.auth_failure_delay, proxy.auth_ban_time), (FrequencyLimit(3, 3600), 0.5, 0))
+        for text, where in [
+            ('auth_failure_limit = "5 per minute"', 'proxy.auth_failure_limit: expected a limit "COUNT/WINDOW"'),
+            ('auth_failure_limit = "0/10m"', "proxy.auth_failure_limit: expected a limit"),
+            ("auth_failure_delay = -1", "proxy.auth_failure_delay: expected a number of seconds >= 0, found -1"),
+            ('auth_failure_delay = "1s"', "proxy.auth_failure_delay: expected a number of seconds >= 0"),
+            ("auth_ban_time = -5", "proxy.auth_ban_time: expected an integer >= 0, found -5"),
+        ]:
+            problems = self.problems(f"[proxy]\n{text}\n")
+            self.assertEqual(len(problems), 1, problems)
+            self.assertIn(where, problems[0])
+
+    def test_max_contacts(self) -> None:
+        """max_contacts is an integer >= 1."""
+        self.assertEqual(self.load("[proxy]\nmax_contacts = 3\n").proxy.max_contacts, 3)
+        problems = self.problems("[proxy]\nmax_contacts = 0\n")
+        self.assertEqual(len(problems), 1, problems)
+        self.assertIn("proxy.max_contacts: expected an integer >= 1, found 0", problems[0])
 
     def test_nonce_secret(self) -> None:
         """nonce_secret is a non-empty string; unset means random per process."""

@@ -99,3 +99,78 @@ class BaresipLoginTests(TestCase):
             self.assertIn("algorithm=SHA-256", trace)
             self.assertIn("Function not implemented", trace)
             self.assertEqual(bindings, [], algorithms)
+
+
+def _sipvicious_target(port: int) -> str:
+    return f"udp://127.0.0.1:{port}"
+
+
+class SipviciousTests(TestCase):
+    """sipvicious against the default configuration (ensure_user, login guard)."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def pbx(self, **proxy):
+        """
+        A PBX with users 1001 and 1002.  sipvicious 0.3 always sends
+        C{User-Agent: friendly-scanner}, which the default C{ua_black_list}
+        silences; the tests pass C{ua_black_list=[]} to meet the PBX as a
+        scanner with a changed User-Agent would.
+        """
+        users = [{"username": "1001", "password": "dragon42"}, {"username": "1002", "password": "s3cret-1002"}]
+        service = yield start_pbx(self, tcp_port=None, user_backends=[{"type": "memory", "users": users}], **proxy)
+        return service, next(m for m in service.modules if m.name == "auth")
+
+    @defer.inlineCallbacks
+    def test_stock_tools_silenced(self):
+        """Stock svwar and svcrack (User-Agent friendly-scanner) get no answer at all."""
+        svwar, svcrack = require_tool("svwar"), require_tool("svcrack")
+        service, auth = yield self.pbx()
+        target = _sipvicious_target(service.ports["UDP"])
+        out, err, _ = yield run_tool([svwar, "-e", "1000-1005", "--force", "--maximumtime=3", target], timeout=60)
+        self.assertNotIn("1001", (out + err).decode("utf-8", "replace"))
+        out, err, _ = yield run_tool([svcrack, "-u", "1001", "-r", "1-10", "--maximumtime=3", target], timeout=60)
+        self.assertIn("no server response", (out + err).decode("utf-8", "replace"))
+        self.assertEqual(len(auth.guard), 0, "nothing reached the auth module")
+
+    @defer.inlineCallbacks
+    def test_svcrack_banned(self):
+        """
+        svcrack with a 100-word list holding the password at position 50: the
+        PBX checks 5 guesses, answers 4 of them late, then bans 127.0.0.1, so
+        svcrack gives up without the password.
+        """
+        svcrack = require_tool("svcrack")
+        service, auth = yield self.pbx(ua_black_list=[])
+        words = os.path.abspath(self.mktemp())
+        with open(words, "w") as f:
+            f.write("\n".join([f"wrong{i}" for i in range(49)] + ["dragon42"] + [f"later{i}" for i in range(50)]) + "\n")
+        out, err, code = yield run_tool(
+            [svcrack, "-u", "1001", "-d", words, "--maximumtime=5", _sipvicious_target(service.ports["UDP"])],
+            timeout=90,
+        )
+        text = (out + err).decode("utf-8", "replace")
+        self.assertNotIn("dragon42", text)
+        self.assertTrue(auth.guard.banned("127.0.0.1"), text[-2000:])
+        self.assertIsNotNone(code, "svcrack ended by itself")
+
+    @defer.inlineCallbacks
+    def test_svwar_finds_nothing(self):
+        """
+        svwar over extensions 900-1100 (1001 and 1002 exist): its first probe
+        (a random extension) gets no answer, so svwar gives up ("found
+        nothing"); had it gone on, five unknown extensions would have banned
+        it (EnumerationTests in test_guard shows that with a script).
+        """
+        svwar = require_tool("svwar")
+        service, auth = yield self.pbx(ua_black_list=[])
+        out, err, code = yield run_tool(
+            [svwar, "-e", "900-1100", "--force", "--maximumtime=5", _sipvicious_target(service.ports["UDP"])],
+            timeout=90,
+        )
+        text = (out + err).decode("utf-8", "replace")
+        self.assertIn("found nothing", text)
+        self.assertNotIn("1001", text)
+        self.assertNotIn("1002", text)
+        self.assertTrue(auth.guard.banned("127.0.0.1") or 1 <= auth.guard.failures("127.0.0.1") <= 5, text[-2000:])
