@@ -44,7 +44,7 @@ request that earned the nonce, so that phones never use up their source
 address's budget.  Before any password is checked, the digest C{uri} must
 name the Request-URI (RFC 7616 3.4.6, RFC 2617 3.2.2.5: "SHOULD return a
 400 Bad Request"; compared as URIs: scheme, user, host and port, without
-parameters) -- else 400, so a response captured for one request cannot
+parameters; SIPp's user-less uri accepted) -- else 400, so a response captured for one request cannot
 authorise another -- and the nonce must be one we issued (its HMAC):
 another one gets a fresh challenge with C{stale=true}, never a 403, so a
 guess needs a nonce from us.  Wrong credentials for a known user are
@@ -651,6 +651,9 @@ def _same_resource(digest_uri: str, request_uri: str) -> bool:
     Whether the digest C{uri} names the Request-URI: the same text, or the
     same scheme, user, host (without case) and port -- parameters such as
     C{transport} are left out, as some phones drop them from one of the two.
+    A digest uri without a user part naming the same host and port is
+    accepted too: SIPp 3.6 (the load tester of every SIP bench) always
+    answers with C{uri="sip:HOST:PORT"}, whatever the Request-URI's user.
     """
     if digest_uri == request_uri:
         return True
@@ -660,7 +663,7 @@ def _same_resource(digest_uri: str, request_uri: str) -> bool:
         return False
     return (
         a.scheme.lower() == b.scheme.lower()
-        and a.user == b.user
+        and (a.user == b.user or a.user is None)
         and a.host.lower() == b.host.lower()
         and (a.port or None) == (b.port or None)
     )

@@ -245,6 +245,18 @@ class DigestUriTests(AuthTestMixin, SynchronousTestCase):
             tx = make_tx(method="REGISTER", uri=request_uri, headers=[header], from_uri="sip:alice@example.com")
             self.assertEqual((self.begin(tx), tx.responses), (CONTINUE, []), digest_uri)
 
+    def test_sipp_userless_uri(self):
+        """SIPp 3.6 answers every challenge with uri="sip:HOST:PORT" (no user):
+        accepted for the same host and port, refused for another host."""
+        self.module()
+        action, first = self.invite(uri="sip:bob@example.com:5070")
+        header = credentials(first.last, "alice", "wonderland", "INVITE", "sip:example.com:5070", "MD5")
+        action, tx = self.invite(uri="sip:bob@example.com:5070", headers=[header])
+        self.assertEqual((action, tx.responses), (CONTINUE, []))
+        action, first = self.invite(uri="sip:bob@example.com:5070")
+        header = credentials(first.last, "alice", "wonderland", "INVITE", "sip:other.example.com:5070", "MD5")
+        self.assertEqual(self.invite(uri="sip:bob@example.com:5070", headers=[header])[1].last.status, 400)
+
     def test_other_port_is_another_resource(self):
         """Another port or user is another resource."""
         self.module()
