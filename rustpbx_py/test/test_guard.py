@@ -144,6 +144,35 @@ class GuessingTests(AuthTestMixin, SynchronousTestCase):
         action, tx, _ = self.guess("wonderland")
         self.assertEqual((action, tx.responses), (CONTINUE, []), "the ban ends")
 
+    def test_guesses_per_hour_and_day(self):
+        """
+        The README's figures: a source guessing every 5 s for a day with the
+        defaults has 15 guesses checked in its first hour and 35 in the day.
+        """
+        self.module()
+        checked = []
+        guard_failed = self.auth.guard.failed
+
+        def counting(key):
+            checked.append(self.clock.seconds())
+            return guard_failed(key)
+
+        self.auth.guard.failed = counting
+        start = self.clock.seconds()
+        nonce_tx = None
+        for step in range(86400 // 5):
+            if nonce_tx is None or step % 50 == 0:
+                _, nonce_tx = self.register(remote=ATTACKER)
+                if nonce_tx.last is None:
+                    nonce_tx = None
+            if nonce_tx is not None:
+                header = credentials(nonce_tx.last, "alice", f"guess{step}", "REGISTER", "sip:example.com", "MD5", nc=step + 1)
+                tx = make_tx(method="REGISTER", uri="sip:example.com", remote=ATTACKER, headers=[header], from_uri="sip:alice@example.com")
+                self.auth.on_transaction_begin(tx)
+            self.clock.advance(5)
+        self.assertEqual(len([t for t in checked if t < start + 3600]), 15)
+        self.assertEqual(len(checked), 35)
+
     def test_account_never_locked(self):
         """While the guesser is banned the right password from another address registers at once."""
         self.module()
