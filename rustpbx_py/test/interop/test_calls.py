@@ -82,6 +82,21 @@ class CallTests(SippMixin, TestCase):
         self.assertIn("INVITE sip:1002@", rows[0][4])
 
     @defer.inlineCallbacks
+    def test_ringing_40s_answered(self):
+        """A callee that rings for 40 s, beyond 64*T1 (32 s with the default
+        T1), and then answers: the call is up and ends with the caller's
+        BYE (Timer B stops at the 180; max_ring_time is 60 s here)."""
+        yield self.setup_callee()
+        callee = self.callee("call_uas_ring40.xml", 1)
+        out, err, code = yield self.caller("call_uac.xml", 1)
+        self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-3000:])
+        out, err, code = yield callee
+        self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-3000:])
+        rows = yield self.pbx.context.store.run_query("SELECT status_code, hangup_reason, start_time, answer_time FROM call_records")
+        self.assertEqual([(r[0], r[1]) for r in rows], [(200, "byCaller")])
+        self.assertGreaterEqual(rows[0][3] - rows[0][2], 40)
+
+    @defer.inlineCallbacks
     def test_cancel_while_ringing(self):
         """A CANCEL while the callee rings gives the caller 487, and the
         callee gets its own CANCEL."""
