@@ -1,8 +1,10 @@
 """
 Tests for L{rustpbx_py.call.b2bua} and L{rustpbx_py.modules.call}: the
-B2BUA's state machine driven through the call module with a fake SIP core
-and a L{task.Clock} (forking, CANCEL, failure choice, failover, trunk
-credentials, in-dialog relay, 2xx retransmission, PRACK, call records).
+B2BUA's state machine driven through the call module on the real SIP core,
+transaction layer and UDP protocol, with a memory socket and a
+L{task.Clock} (see L{rustpbx_py.test.call_fakes}): forking, CANCEL, failure
+choice, failover, trunk credentials, in-dialog relay, route sets, late
+2xx, 2xx retransmission, PRACK, call records.
 """
 
 from __future__ import annotations
