@@ -214,7 +214,16 @@ class PbxService(service.MultiService):
         names = context.trunks.host_names()
         if not names:
             return defer.succeed(None)
-        self.host_watcher = HostWatcher(names, context.dns.addresses, context.trunks.set_addresses, self.reactor)
+        trunks = context.trunks
+        # A dest's name is a SIP service: its SRV targets send too.
+        services = {loc.host.lower().rstrip(".") for t in trunks.names() for loc in trunks.locations(t)}
+
+        def lookup(name: str) -> defer.Deferred:
+            if name in services:
+                return context.dns.service_addresses(name)
+            return context.dns.addresses(name)
+
+        self.host_watcher = HostWatcher(names, lookup, trunks.set_addresses, self.reactor)
         done: defer.Deferred = defer.Deferred()
 
         def finish(result=None):

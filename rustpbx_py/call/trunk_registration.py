@@ -7,6 +7,13 @@ C{dest} with C{register_expires}, answers the provider's 401/407 with the
 trunk's credentials, refreshes 30 seconds before the granted expiry (never
 before half of it), retries failures with a growing back-off, and removes
 the binding (C{Expires: 0}) when the service stops.
+
+A C{dest} given by host name is located with RFC 3263 (NAPTR, SRV, A/AAAA,
+see L{rustpbx_py.protocols.resolve}) when the registrar is given a
+C{locate} function: a target that refuses the connection, answers 503 or
+lets the transaction time out (408) is left for the next one at once; when
+every target failed, the usual back-off applies and the name is looked up
+again.
 """
 
 from __future__ import annotations
@@ -54,8 +61,13 @@ class TrunkRegistration:
 
     log = Logger()
 
-    def __init__(self, name: str, trunk, destination, dest_uri: URI, core, clock, proxy) -> None:
+    def __init__(self, name: str, trunk, destination, dest_uri: URI, core, clock, proxy, locate: Optional[Callable[[], defer.Deferred]] = None) -> None:
         self.name = name
+        #: () -> Deferred of the RFC 3263 targets of dest (None: connect to
+        #: C{destination} as it is).
+        self.locate = locate
+        self._targets: list = []
+        self._target = 0
         self.trunk = trunk
         self.destination = destination
         self.core = core
@@ -141,9 +153,55 @@ class TrunkRegistration:
         if self.flow is not None and getattr(self.flow, "connected", True):
             self._send(self.requested, challenges=0)
             return
-        transport, host, port = self.destination
-        d = self.core.resolve(transport, host, port)
-        d.addCallbacks(self._resolved, self._unreachable)
+        if self.locate is None:
+            transport, host, port = self.destination
+            d = self.core.resolve(transport, host, port)
+            d.addCallbacks(self._resolved, self._unreachable)
+            return
+        if self._targets:
+            self._connect_target()
+            return
+        d = self.locate()
+        d.addCallbacks(self._located, self._unreachable)
+
+    def _located(self, targets) -> None:
+        if self.state == "stopped":
+            return
+        if not targets:
+            self._failed(f"{self.registrar_uri} does not resolve")
+            return
+        self._targets, self._target = list(targets), 0
+        self._connect_target()
+
+    def _connect_target(self) -> None:
+        target = self._targets[self._target]
+        # TLS connects by name: the certificate is checked against it.
+        host = target.name if target.transport in ("tls", "wss") else target.host
+        d = self.core.resolve(target.transport, host, target.port)
+        d.addCallbacks(self._resolved, self._target_unreachable)
+
+    def _target_unreachable(self, failure) -> None:
+        if failure.check(TransportError) is None:
+            self.log.failure("trunk {trunk}: connecting to the registrar failed", failure, trunk=self.name)
+        self._next_target(f"cannot reach {self.registrar_uri}: {failure.getErrorMessage()}")
+
+    def _next_target(self, why: str) -> None:
+        """The current target failed: try the next one now, or give up
+        this round (back-off, and a new DNS look-up next time)."""
+        self.flow = None
+        if self.state == "stopped":
+            return
+        if self._target + 1 < len(self._targets):
+            failed = self._targets[self._target]
+            self._target += 1
+            self.log.info(
+                "trunk {trunk}: {why} at {host}:{port}; trying the next target",
+                trunk=self.name, why=why, host=failed.host, port=failed.port,
+            )
+            self._connect_target()
+            return
+        self._targets, self._target = [], 0
+        self._failed(why)
 
     def _resolved(self, flow) -> None:
         if self.state == "stopped":
@@ -208,7 +266,12 @@ class TrunkRegistration:
                 self.requested = int(minimum)
                 self._send(self.requested, challenges)
                 return
-        self._failed(f"REGISTER answered {status} {response.reason}".strip())
+        why = f"REGISTER answered {status} {response.reason}".strip()
+        if self.locate is not None and status in (408, 503):
+            # RFC 3263 4.3: this server is unavailable; others may not be.
+            self._next_target(why)
+            return
+        self._failed(why)
 
     def _unregister_response(self, response: Response, challenges: int) -> None:
         if response.status in (401, 407) and challenges == 0 and self.password is not None:
@@ -310,7 +373,12 @@ class TrunkRegistration:
 class TrunkRegistrar:
     """The registrations of every trunk with C{register_enabled}."""
 
-    def __init__(self, proxy, trunks, core, clock) -> None:
+    def __init__(self, proxy, trunks, core, clock, resolver=None) -> None:
+        """
+        @param resolver: a L{rustpbx_py.protocols.resolve.SipResolver}: trunk
+            dests are then located with RFC 3263 (None: C{dest} as written).
+        """
+        self.resolver = resolver
         self.proxy = proxy
         self.trunks = trunks
         self.core = core
@@ -324,6 +392,10 @@ class TrunkRegistrar:
         for name, config in self.proxy.trunks.items():
             if not config.register_enabled or config.disabled:
                 continue
+            locate = None
+            if self.resolver is not None:
+                where = self.trunks.locations(name)[0]
+                locate = lambda where=where: self.resolver.locate(where.host, where.port, where.transport, where.secure)  # noqa: E731
             registration = TrunkRegistration(
                 name,
                 config,
@@ -332,6 +404,7 @@ class TrunkRegistrar:
                 self.core,
                 self.clock,
                 self.proxy,
+                locate,
             )
             registration.observers = self.observers
             self.registrations[name] = registration

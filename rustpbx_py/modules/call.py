@@ -99,7 +99,7 @@ class CallModule:
         self.core.stray_handlers.append(self._stray_response)
         self.core.dialog_lookup = self.in_known_dialog
         self._build_routing()
-        self.trunk_registrar = TrunkRegistrar(self.config.proxy, self.trunks, self.core, self.clock)
+        self.trunk_registrar = TrunkRegistrar(self.config.proxy, self.trunks, self.core, self.clock, self.dns)
 
         def register(result=None):
             # On the next turn: the core accepts responses once every

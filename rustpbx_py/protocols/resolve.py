@@ -339,6 +339,21 @@ class SipResolver:
             self._debug("A/AAAA", name, v4[1].value if not v4[0] else "no address")
         return found, (min(ttls) if ttls else None)
 
+    @defer.inlineCallbacks
+    def service_addresses(self, name: str):
+        """
+        Every address a SIP service named C{name} may send from: the
+        name's own A/AAAA records, then those of its RFC 3263 targets
+        (NAPTR/SRV).  C{(addresses, ttl)} like L{addresses}, the TTL being
+        the name's own.
+        """
+        found, ttl = yield self.addresses(name)
+        targets = yield self.locate(name)
+        for target in targets:
+            if target.host not in found:
+                found.append(target.host)
+        return found, ttl
+
     def _debug(self, kind: str, name: str, error: Any) -> None:
         self.log.debug("DNS {kind} {name}: {error}", kind=kind, name=name, error=str(error) or type(error).__name__)
 

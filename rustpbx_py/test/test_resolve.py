@@ -406,3 +406,71 @@ class TrunkFailoverTests(SynchronousTestCase):
         self.assertEqual(first.flow.remote, ("198.51.100.7", 5060))
         first.answer(503)
         self.assertEqual(self.core.last("INVITE").flow.remote, ("198.51.100.8", 5060))
+
+
+REGISTER_TOML = """
+[proxy.trunks.carrier]
+dest = "sip:carrier.test"
+username = "acct"
+password = "s3cret"
+register_enabled = true
+register_expires = 300
+"""
+
+
+class TrunkRegistrationDnsTests(SynchronousTestCase):
+    """A registering trunk named in DNS registers at its first working target."""
+
+    def setUp(self) -> None:
+        from rustpbx_py.call.trunk_registration import TrunkRegistrar
+        from rustpbx_py.test.call_fakes import FakeCore
+
+        self.clock = task.Clock()
+        self.core = FakeCore(self.clock)
+        self.zone = dict(CALL_ZONE)
+        config = parse_config_text("[proxy]\n" + REGISTER_TOML)
+        resolver = SipResolver(MemoryAuthority("carrier.test", self.zone))
+        self.registrar = TrunkRegistrar(config.proxy, TrunkSet(config.proxy.trunks, self.clock), self.core, self.clock, resolver)
+        self.registrar.start()
+        self.registration = self.registrar.registrations["carrier"]
+
+    def targets(self):
+        return [tx.flow.remote for tx in self.core.requests("REGISTER")]
+
+    def test_srv_failover(self) -> None:
+        """The REGISTER goes to the first SRV target; its 503 sends the
+        next REGISTER to the second at once, whose 200 registers."""
+        self.assertEqual(self.targets(), [("198.51.100.1", 5070)])
+        self.core.last("REGISTER").answer(503)
+        self.assertEqual(self.targets(), [("198.51.100.1", 5070), ("198.51.100.2", 5080)])
+        self.core.last("REGISTER").answer(200, headers=[("Expires", "300")])
+        self.assertEqual(self.registration.state, "registered")
+        self.assertEqual(self.core.last("REGISTER").request.uri, "sip:carrier.test")
+
+    def test_all_targets_fail(self) -> None:
+        """Every target failing (503, then a timeout) is a failed round:
+        back-off, then the name is looked up again and the first target
+        tried first."""
+        self.core.last("REGISTER").answer(503)
+        self.core.last("REGISTER").answer(408, to_tag=None)
+        self.assertEqual(self.registration.state, "failed")
+        self.assertEqual(len(self.targets()), 2)
+        self.clock.advance(5)
+        self.assertEqual(self.targets()[-1], ("198.51.100.1", 5070))
+
+    def test_other_failures_do_not_fail_over(self) -> None:
+        """A 403 is the provider's answer, not an outage: no failover."""
+        self.core.last("REGISTER").answer(403)
+        self.assertEqual(self.registration.state, "failed")
+        self.assertEqual(len(self.targets()), 1)
+
+
+class ServiceAddressTests(SynchronousTestCase):
+    """L{SipResolver.service_addresses}: who a named dest may send from."""
+
+    def test_name_and_targets(self) -> None:
+        """The name's own addresses, then its SRV targets' addresses."""
+        zone = dict(CALL_ZONE, **{"carrier.test": [dns.Record_A("198.51.100.9", ttl=90)]})
+        result = []
+        SipResolver(MemoryAuthority("carrier.test", zone)).service_addresses("carrier.test").addCallback(result.append)
+        self.assertEqual(result, [(["198.51.100.9", "198.51.100.1", "198.51.100.2"], 90)])
