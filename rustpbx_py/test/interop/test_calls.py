@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from rustpbx_py.test.interop.support import (
@@ -59,9 +59,18 @@ class CallTests(SippMixin, TestCase):
 
     @defer.inlineCallbacks
     def records(self):
-        rows = yield self.pbx.context.store.run_query(
-            "SELECT status_code, hangup_reason, answer_time, end_time, sip_flow FROM call_records"
-        )
+        """The call records, once every call has ended and its final write
+        is committed: SIPp exits as soon as it has sent its last message,
+        which can be before the PBX's group-commit writer wrote the record."""
+        calls = next(m for m in self.pbx.modules if m.name == "call")
+        for _ in range(100):
+            yield calls.records.drained()
+            rows = yield self.pbx.context.store.run_query(
+                "SELECT status_code, hangup_reason, answer_time, end_time, sip_flow FROM call_records"
+            )
+            if all(row[3] is not None for row in rows):
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
         return rows
 
     @defer.inlineCallbacks
