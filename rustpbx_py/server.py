@@ -246,7 +246,7 @@ class PbxService(service.MultiService):
     def _listen(self) -> None:
         from rustpbx_py.protocols.stream import SipStreamFactory
         from rustpbx_py.protocols.tls import WSS_ALPN, ServerContextFactory
-        from rustpbx_py.protocols.udp import SipDatagramProtocol
+        from rustpbx_py.protocols.udp import SipDatagramProtocol, listen_udp
 
         config = self.config
         proxy = config.proxy
@@ -258,7 +258,7 @@ class PbxService(service.MultiService):
 
         if proxy.udp_port is not None:
             protocol = SipDatagramProtocol(core)
-            port = reactor.listenUDP(proxy.udp_port, protocol, interface=interface or ("::" if ":" in addr else ""))
+            port = listen_udp(reactor, proxy.udp_port, protocol, interface or ("::" if ":" in addr else ""))
             core.transports.udp.append(protocol)
             self._bound("UDP", port)
 

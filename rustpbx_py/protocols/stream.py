@@ -21,6 +21,36 @@ from rustpbx_py.sip.message import MAX_MESSAGE_SIZE, SipParseError, parse_messag
 _CONTENT_LENGTH_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", re.I | re.M)
 
 
+def _length(digits: bytes) -> int:
+    """
+    A Content-Length's value, or one past L{MAX_MESSAGE_SIZE} for anything
+    longer than nine digits (after leading zeros): C{int()} of 5,000 digits
+    raises ValueError, and no such length can be framed anyway.
+    """
+    digits = digits.lstrip(b"0")
+    if len(digits) > 9:
+        return MAX_MESSAGE_SIZE + 1
+    return int(digits or b"0")
+
+
+def _addressed(head: bytes, error: SipParseError) -> SipParseError:
+    """
+    C{error} with the request parsed from C{head} (what arrived of a
+    message that cannot be framed), so the core can address its answer
+    (513 Message Too Large); C{error} itself when no answer is possible
+    (a response, or a request without a usable Via).
+    """
+    try:
+        message = parse_message(head)
+    except SipParseError as e:
+        if e.status is None or e.message is None:
+            return error
+        message = e.message
+    if not message.is_request:
+        return error
+    return SipParseError(error.reason, error.status, message)
+
+
 @implementer(IHandshakeListener)
 class SipStreamProtocol(Protocol):
     """One SIP connection: frames messages and hands them to the controller."""
@@ -88,7 +118,7 @@ class SipStreamProtocol(Protocol):
             # RFC 3261 18.3 makes Content-Length mandatory on streams, but
             # some tools (sipsak) omit it on body-less requests: read a
             # missing one as 0, which is the only framing that can work.
-            total = end + 4 + (int(m.group(1)) if m is not None else 0)
+            total = end + 4 + (_length(m.group(1)) if m is not None else 0)
             if total > MAX_MESSAGE_SIZE:
                 self._fatal(buf[: end + 4], SipParseError("Message Too Large", 513))
                 return
@@ -105,6 +135,8 @@ class SipStreamProtocol(Protocol):
 
     def _fatal(self, data: bytes, error: SipParseError) -> None:
         """Framing is lost: answer if we can, then close (RFC 3261 18.3)."""
+        if error.message is None:
+            error = _addressed(data, error)
         self.controller.parse_error(error, data, self.flow)
         self.buffer = b""
         self.transport.loseConnection()

@@ -15,6 +15,17 @@ from rustpbx_py.sip.message import SipParseError, parse_message
 _DROPPED = frozenset([errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNREFUSED])
 _MAX_CHECKED_HOSTS = 10000
 
+#: The largest datagram read whole: a UDP payload is at most 65,507 bytes
+#: over IPv4 and 65,527 over IPv6; Twisted's default of 8,192 silently cut
+#: bigger ones (an 8 KB REGISTER became "malformed Contact").  Anything
+#: above L{MAX_MESSAGE_SIZE} is refused by the parser with 513.
+MAX_DATAGRAM = 65536
+
+
+def listen_udp(reactor, port: int, protocol: "SipDatagramProtocol", interface: str = ""):
+    """Listen for SIP over UDP, reading datagrams up to L{MAX_DATAGRAM}."""
+    return reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=MAX_DATAGRAM)
+
 
 class SipDatagramProtocol(DatagramProtocol):
     """

@@ -561,11 +561,23 @@ def _valid_method(method: str) -> bool:
     return ok
 
 
+#: The headers every response copies from its request (RFC 3261 8.2.6.2).
+_COPIED_BY_RESPONSES = frozenset(("via", "from", "to", "call-id", "cseq"))
+
+
 def _respondable(msg: "Request") -> bool:
-    """Whether a response can be addressed: the top Via element parses."""
+    """
+    Whether a response can be addressed and written: the top Via element
+    parses, and none of the headers a response copies holds a CR or LF
+    (a bare CR inside a header value: a response cannot repeat it without
+    letting the rest be read as headers of its own, so it is dropped).
+    """
     top = msg.top_via
     if not top:
         return False
+    for h in msg.headers:
+        if h[0] in _COPIED_BY_RESPONSES and ("\r" in h[2] or "\n" in h[2]):
+            return False
     try:
         Via.parse(top)
     except HeaderError:

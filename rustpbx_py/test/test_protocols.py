@@ -263,3 +263,44 @@ class ClosedListenerTests(SynchronousTestCase):
         protocol.transport = None
         protocol.write(b"late", ("10.0.0.1", 5060))
         self.assertEqual(controller.errors, [])
+
+
+class TooLargeTests(SynchronousTestCase):
+    """Messages above the 64 KiB limit through the real core."""
+
+    def setUp(self):
+        from rustpbx_py.config import default_config
+        from rustpbx_py.pipeline import Pipeline
+        from rustpbx_py.proxy import SipCore
+
+        self.core = SipCore(default_config(), task.Clock(), Pipeline([]))
+        self.core.accepting = True
+
+    def test_tcp_body_above_limit_gets_513(self):
+        """A TCP request whose Content-Length puts it above 64 KiB gets 513
+        Message Too Large on its connection, which is then closed."""
+        protocol = SipStreamFactory(self.core, "TCP", 0, task.Clock()).buildProtocol(None)
+        transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "10.0.0.1", 40000), hostAddress=IPv4Address("TCP", "127.0.0.1", 5060)
+        )
+        protocol.makeConnection(transport)
+        protocol.dataReceived(OPTIONS.replace(b"Content-Length: 4", b"Content-Length: 70000"))
+        self.assertTrue(transport.value().startswith(b"SIP/2.0 513 Message Too Large"), transport.value()[:60])
+        self.assertIn(b"Call-ID: x\r\n", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_udp_listener_reads_64k(self):
+        """The listener the server opens reads datagrams up to 64 KiB, not
+        Twisted's default 8,192 bytes (an 8 KB REGISTER was cut and became
+        "malformed Contact"); the real read is in interop/test_reflection."""
+        from twisted.internet import udp
+
+        from rustpbx_py.protocols.udp import MAX_DATAGRAM, listen_udp
+
+        class Reactor:
+            def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+                return udp.Port(port, protocol, interface, maxPacketSize)
+
+        port = listen_udp(Reactor(), 0, SipDatagramProtocol(self.core), "127.0.0.1")
+        self.assertGreaterEqual(MAX_DATAGRAM, 65535)
+        self.assertEqual(port.maxPacketSize, MAX_DATAGRAM)

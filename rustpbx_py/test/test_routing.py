@@ -719,3 +719,48 @@ class DestinationPolicyTests(SynchronousTestCase):
         """allow_landline = true changes nothing."""
         router = make_router(policy_route("allow_landline = true"), clock=self.clock)
         self.assertEqual(self.call(router, "+493012345678").action, "forward")
+
+
+class SampleConfigTollFraudTests(SynchronousTestCase):
+    """
+    The sample configuration (etc/pbx.toml with its routes and trunks)
+    does not hairpin: a call that arrives from a trunk's address (which
+    the auth module lets in without a challenge) to an external number
+    must not leave through a trunk again, or anyone who can send from, or
+    spoof, a provider's address calls premium numbers on our account.
+    """
+
+    def setUp(self):
+        import os
+
+        from rustpbx_py.config import load_config
+
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        self.config = load_config(os.path.join(repo, "etc", "pbx.toml"))
+        self.router = Router.from_config(self.config.proxy, task.Clock())
+
+    def decide(self, number: str, source_trunk: Optional[str]):
+        request = make_request("INVITE", uri=f"sip:{number}@127.0.0.1", from_uri="sip:someone@192.0.2.10")
+        direction = classify(request, self.config.proxy.realms, source_trunk, ["127.0.0.1"], None, False)
+        return direction, self.router.route(request, source_trunk, direction)
+
+    def test_trunk_call_to_external_number_not_sent_out(self):
+        """An INVITE from the provider's inbound_hosts to 0441234567 (the
+        outbound route's pattern) matches no route that sends it to a trunk."""
+        from ipaddress import ip_address
+
+        source = self.router.trunks.for_source(ip_address("192.0.2.10"), "someone", "0441234567")
+        self.assertEqual(source, "provider")
+        direction, decision = self.decide("0441234567", source)
+        self.assertEqual(direction, INBOUND)
+        if decision is not None:
+            self.assertEqual((decision.action, list(decision.trunks)), ("forward", []), decision.route)
+
+    def test_local_caller_still_goes_out(self):
+        """The same number dialled by one of our users (outbound) still
+        leaves through the provider: the sample's route works."""
+        request = make_request("INVITE", uri="sip:0441234567@127.0.0.1", from_uri="sip:1001@127.0.0.1")
+        direction = classify(request, self.config.proxy.realms, None, ["127.0.0.1"], None, False)
+        decision = self.router.route(request, None, direction)
+        self.assertEqual(direction, OUTBOUND)
+        self.assertEqual(list(decision.trunks[:1]), ["provider"])
