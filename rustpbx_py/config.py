@@ -260,6 +260,14 @@ def _string(what: str = "a non-empty string", pattern: Optional[str] = None, emp
 
 _str = _string()
 _any_str = _string("a string", empty=True)
+#: Text that goes into a SIP header as it is (User-Agent, Server): a CR or
+#: LF would end the header (every message the PBX writes was refused, so
+#: it answered nothing), other control characters are not allowed in a
+#: header value either (RFC 3261 section 25.1).
+_header_text = _string(
+    "a header value: printable text without CR, LF or other control characters",
+    pattern=r"^[^\x00-\x08\x0a-\x1f\x7f]+\Z",
+)
 
 
 def _enum(*values: str, fold: Optional[Callable[[str], str]] = None) -> Reader:
@@ -1241,7 +1249,7 @@ class ProxyConfig:
     dns_servers: list[tuple[str, int]] = _key(_dns_servers, factory=list, doc='Name servers for trunk and proxy host names (RFC 3263 NAPTR/SRV/A look-ups), "IP" or "IP:port"; empty = those of /etc/resolv.conf. An extension of rustpbx_py.')
     tls_ca_certificates: Optional[str] = _key(_path, doc="PEM bundle outbound SIP/TLS peers (trunks) are verified against, instead of the system's trust store; unset = the system's.")
     # Identity
-    useragent: str = _key(_str, DEFAULT_USERAGENT, default_doc='"RustPBX-py/<version>"', doc="User-Agent / Server header value.")
+    useragent: str = _key(_header_text, DEFAULT_USERAGENT, default_doc='"RustPBX-py/<version>"', doc="User-Agent / Server header value.")
     callid_suffix: str = _key(_str, "rustpbx-py", doc="Host part appended to generated Call-IDs (id@suffix).")
     realms: list[str] = _key(_str_list, factory=list, doc="Domains served; empty = any host.")
     # Protection
@@ -1440,6 +1448,9 @@ def _parse_toml(ctx: _Ctx, data: bytes) -> Optional[dict]:
     except tomllib.TOMLDecodeError as e:
         ctx.problem("", f"TOML syntax error: {e}")
         return None
+    except RecursionError:
+        ctx.problem("", "arrays or tables nested too deeply to read (a few hundred levels); expected a configuration file")
+        return None
 
 
 def _read_toml_file(report: _Report, path: str, what: str) -> tuple[Optional[dict], _Ctx]:
@@ -1572,13 +1583,16 @@ def _check_tls(ctx: _Ctx, config: Config) -> None:
         elif getattr(config, name) is not None:
             setattr(proxy, name, getattr(config, name))
             origin[name] = name
+    readable = {}
     for name, key in origin.items():
         path = getattr(proxy, name)
         try:
             with open(path, "rb") as f:
-                f.read(1)
+                readable[name] = f.read()
         except OSError as e:
             ctx.problem(key, f"expected a readable PEM file, found {_show(path)} ({_os_reason(e)})")
+    if len(readable) == 2:
+        _check_pem(ctx, origin, proxy, readable["ssl_certificate"], readable["ssl_private_key"])
     if proxy.tls_ca_certificates is not None:
         try:
             from rustpbx_py.protocols.tls import load_trust_root
@@ -1597,6 +1611,47 @@ def _check_tls(ctx: _Ctx, config: Config) -> None:
             port = getattr(proxy, key)
             if port is not None:
                 ctx.problem(f"proxy.{key}", f"{what} listener on port {port} needs proxy.ssl_certificate and proxy.ssl_private_key (or the top-level ssl_certificate and ssl_private_key), found neither")
+
+
+def _check_pem(ctx: _Ctx, origin: dict, proxy: Any, chain: bytes, key_pem: bytes) -> None:
+    """
+    The certificate and key parse and go together, as the TLS listener
+    needs at start-up (where a bad file stopped the PBX with an OpenSSL
+    traceback).
+    """
+    from OpenSSL import SSL, crypto
+
+    certs = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", chain, re.S)
+    cert = None
+    try:
+        if not certs:
+            raise ValueError("no BEGIN CERTIFICATE block")
+        loaded = [crypto.load_certificate(crypto.FILETYPE_PEM, c) for c in certs]
+        cert = loaded[0]
+    except (crypto.Error, ValueError) as e:
+        ctx.problem(origin["ssl_certificate"], f"expected a PEM certificate (chain), found {_show(proxy.ssl_certificate)} that does not parse ({_openssl_reason(e)})")
+    try:
+        key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
+    except (crypto.Error, ValueError, TypeError) as e:
+        ctx.problem(origin["ssl_private_key"], f"expected a PEM private key (unencrypted), found {_show(proxy.ssl_private_key)} that does not parse ({_openssl_reason(e)})")
+        return
+    if cert is None:
+        return
+    context = SSL.Context(SSL.TLS_METHOD)
+    try:
+        context.use_certificate(cert)
+        context.use_privatekey(key)
+        context.check_privatekey()
+    except SSL.Error as e:
+        ctx.problem(origin["ssl_private_key"], f"expected the private key of {_show(proxy.ssl_certificate)}, found {_show(proxy.ssl_private_key)} that does not go with it ({_openssl_reason(e)})")
+
+
+def _openssl_reason(error: Exception) -> str:
+    """OpenSSL's error list as a short phrase."""
+    args = getattr(error, "args", ())
+    if args and isinstance(args[0], list) and args[0]:
+        return "; ".join(str(part[-1]) for part in args[0] if part)
+    return str(error) or type(error).__name__
 
 
 def _from_document(

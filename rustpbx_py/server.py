@@ -9,6 +9,7 @@ directly with ephemeral ports.
 
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Optional
 
 from twisted.application import service
@@ -140,7 +141,11 @@ class PbxService(service.MultiService):
         d.addCallbacks(self.ready.callback, self._start_failed)
 
     def _start_failed(self, failure) -> None:
-        self.log.failure("rustpbx_py could not start", failure)
+        if failure.check(StartupError):
+            # A problem the admin can fix, said in one line.
+            self.log.critical("{line}", line=failure.value.message)
+        else:
+            self.log.failure("rustpbx_py could not start", failure)
         self.ready.errback(failure)
         if self.reactor.running:
             self.reactor.stop()
@@ -153,8 +158,7 @@ class PbxService(service.MultiService):
         proxy = config.proxy
         for warning in config.warnings + pending_features(config):
             self.log.warn("{message}", message=warning)
-        self.store = Database(config.database_url)
-        yield self.store.migrate()
+        yield self._open_store()
         from rustpbx_py.users import build_user_backends
 
         users = build_user_backends(config, self.store, self.reactor)
@@ -242,6 +246,24 @@ class PbxService(service.MultiService):
         timer = self.reactor.callLater(TRUNK_HOSTS_WAIT, finish)
         self.host_watcher.start().addBoth(finish)
         return done
+
+    @defer.inlineCallbacks
+    def _open_store(self):
+        """
+        Open and migrate the database, and make sure it can be written (a
+        read-only file would otherwise show at the first REGISTER); a
+        database that cannot be used stops start-up with one line naming
+        it, not a traceback.
+        """
+        config = self.config
+        try:
+            self.store = Database(config.database_url)
+            yield self.store.migrate()
+            yield self.store.check_writable()
+        except Exception as e:
+            where = _database_name(config.database_url)
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise StartupError(f"{config.path}: database_url: cannot use the database {where}: {reason}")
 
     def _listen(self) -> None:
         from rustpbx_py.protocols.stream import SipStreamFactory
@@ -352,6 +374,18 @@ class PbxService(service.MultiService):
 
 #: Seconds start-up waits for the trunks' host names to resolve.
 TRUNK_HOSTS_WAIT = 5.0
+
+
+def _database_name(url: str) -> str:
+    """The file of a SQLite URL, or the URL without its password."""
+    from rustpbx_py.store.db import redact, sqlite_path
+
+    try:
+        if url.lower().startswith("sqlite:"):
+            return os.path.abspath(sqlite_path(url))
+    except Exception:
+        pass
+    return redact(url)
 
 
 class StartupError(SystemExit):

@@ -432,6 +432,28 @@ class Database:
             )
         return applied
 
+    def check_writable(self) -> defer.Deferred:
+        """
+        Fails when the database cannot be written (a read-only SQLite file
+        or directory, C{mode=ro}): SQLite's C{BEGIN IMMEDIATE} takes the
+        write lock without writing anything.  Other databases pass (their
+        permissions show at the migration).
+        """
+        if self.dialect != "sqlite":
+            return defer.succeed(None)
+
+        def probe(conn):
+            cur = conn.cursor()
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                cur.execute("CREATE TABLE IF NOT EXISTS _write_probe (x INTEGER)")
+                cur.execute("DROP TABLE _write_probe")
+            finally:
+                conn.rollback()
+                cur.close()
+
+        return self.pool.runWithConnection(probe)
+
     def _lock_migrations(self, txn) -> None:
         if self.dialect == "postgresql":
             txn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))

@@ -1375,3 +1375,67 @@ class CheckConfigTests(ConfigTestMixin, SynchronousTestCase):
             raise self.skipTest("etc/pbx.toml is not part of an installed package")
         code, out, err = self.run_main("check-config", SAMPLE)
         self.assertEqual((code, out, err), (0, f"{SAMPLE}: OK\n", ""))
+
+
+class StartupTrapTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    check-config catches what start-up would otherwise trip on, each as one
+    line naming the file and the key, never a traceback.
+    """
+
+    run_main = CheckConfigTests.run_main
+
+    def check(self, text: str, files: Optional[dict[str, str]] = None) -> str:
+        base = self.tree({"pbx.toml": text, **(files or {})})
+        code, out, err = self.run_main("check-config", os.path.join(base, "pbx.toml"))
+        self.assertEqual(code, 1, out)
+        self.assertNotIn("Traceback", err)
+        return err
+
+    def test_useragent_with_crlf(self) -> None:
+        """A useragent holding CR or LF (every response would fail to be
+        written: the PBX answered nothing) is refused."""
+        for value in ('"PBX\\r\\nX-Injected: 1"', '"PBX\\n"', '"PBX\\u0000"'):
+            err = self.check(f"[proxy]\nuseragent = {value}\n")
+            self.assertIn("proxy.useragent: expected", err)
+
+    def test_deep_nesting(self) -> None:
+        """Arrays nested a thousand deep: a problem naming the file, not a
+        RecursionError traceback."""
+        err = self.check("a = " + "[" * 1000 + "]" * 1000 + "\n")
+        self.assertIn("pbx.toml: ", err)
+        self.assertIn("nested too deeply", err)
+        err = self.check("a = " + "{b=" * 1000 + "1" + "}" * 1000 + "\n")
+        self.assertIn("nested too deeply", err)
+
+    def test_certificate_does_not_parse(self) -> None:
+        """A certificate file that is readable but not a PEM certificate (or
+        a key that is not a key, or does not go with the certificate) is a
+        problem naming the key."""
+        from rustpbx_py.test.tls import write_self_signed
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        cert, key = write_self_signed(base)
+        garbage = os.path.join(base, "garbage.pem")
+        with open(garbage, "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+        err = self.check(f'[proxy]\ntls_port = 0\nssl_certificate = "{garbage}"\nssl_private_key = "{key}"\n')
+        self.assertIn("proxy.ssl_certificate: expected a PEM certificate", err)
+        err = self.check(f'[proxy]\ntls_port = 0\nssl_certificate = "{cert}"\nssl_private_key = "{garbage}"\n')
+        self.assertIn("proxy.ssl_private_key: expected a PEM private key", err)
+        os.makedirs(os.path.join(base, "other"))
+        other_cert, other_key = write_self_signed(os.path.join(base, "other"))
+        err = self.check(f'[proxy]\ntls_port = 0\nssl_certificate = "{cert}"\nssl_private_key = "{other_key}"\n')
+        self.assertIn("does not go with", err)
+
+    def test_good_certificate_passes(self) -> None:
+        """A matching certificate and key pass."""
+        from rustpbx_py.test.tls import write_self_signed
+
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        cert, key = write_self_signed(base)
+        path = os.path.join(self.tree({"pbx.toml": f'[proxy]\ntls_port = 0\nssl_certificate = "{cert}"\nssl_private_key = "{key}"\n'}), "pbx.toml")
+        code, out, err = self.run_main("check-config", path)
+        self.assertEqual((code, err), (0, ""))
