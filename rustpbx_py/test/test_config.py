@@ -40,6 +40,22 @@ DOCS = os.path.join(REPO, "README.md")
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
 
 
+def _pem_pair() -> tuple[str, str]:
+    """A real self-signed certificate and its key, as text (the loader
+    parses them and checks that they go together)."""
+    import tempfile
+
+    from rustpbx_py.test.tls import write_self_signed
+
+    with tempfile.TemporaryDirectory() as d:
+        cert, key = write_self_signed(d)
+        with open(cert) as c, open(key) as k:
+            return c.read(), k.read()
+
+
+CERT_PEM, KEY_PEM = _pem_pair()
+
+
 class ConfigTestMixin:
     """Write configuration trees in temporary directories and load them."""
 
@@ -289,7 +305,7 @@ class ParsingTests(ConfigTestMixin, SynchronousTestCase):
     def test_every_proxy_key(self) -> None:
         """Each [proxy] key of RustPBX's reference is read into the attribute
         of the same name."""
-        cert = self.tree({"cert.pem": "CERT", "key.pem": "KEY"})
+        cert = self.tree({"cert.pem": CERT_PEM, "key.pem": KEY_PEM})
         config = self.load(
             f"""
             [proxy]
@@ -754,7 +770,7 @@ class ParsingTests(ConfigTestMixin, SynchronousTestCase):
     def test_tls_files(self) -> None:
         """TLS files are read from [proxy], falling back to the top-level
         ssl_* keys."""
-        files = {"certs/c.pem": "C", "certs/k.pem": "K"}
+        files = {"certs/c.pem": CERT_PEM, "certs/k.pem": KEY_PEM}
         config = self.load(
             'ssl_certificate = "certs/c.pem"\nssl_private_key = "certs/k.pem"\n[proxy]\ntls_port = 5061\n', files
         )
@@ -863,7 +879,7 @@ class ErrorTests(ConfigTestMixin, SynchronousTestCase):
         """wss_port and ws_port are two TCP listeners: not on one port."""
         message = self.only_problem(
             '[proxy]\nws_port = 8089\nwss_port = 8089\nssl_certificate = "c.pem"\nssl_private_key = "k.pem"\n',
-            {"c.pem": "C", "k.pem": "K"},
+            {"c.pem": CERT_PEM, "k.pem": KEY_PEM},
         )
         self.assertNames(message, "pbx.toml", "proxy.wss_port")
         self.assertIn("ws_port", message)

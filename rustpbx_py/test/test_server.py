@@ -9,7 +9,7 @@ import os
 
 from twisted.internet import defer, reactor
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rustpbx_py.config import default_config
 from rustpbx_py.server import PbxService, StartupError
@@ -68,3 +68,25 @@ class DatabaseStartTests(TestCase):
         self.assertIsInstance(failure, StartupError)
         self.assertEqual(len(errors), 1, errors)
         self.assertIn(path, formatEvent(errors[0]))
+
+
+class FullCollectionTests(SynchronousTestCase):
+    def test_scheduled(self):
+        """A full collection runs every GC_FULL_INTERVAL seconds, on the
+        injected clock, until stopped."""
+        from twisted.internet import task
+
+        from rustpbx_py.server import GC_FULL_INTERVAL, FullCollections
+
+        clock = task.Clock()
+        runs = []
+        collections = FullCollections(clock, collect=lambda: runs.append(clock.seconds()) or 0)
+        collections.start()
+        clock.advance(GC_FULL_INTERVAL - 1)
+        self.assertEqual(runs, [])
+        clock.advance(1)
+        clock.advance(GC_FULL_INTERVAL)
+        self.assertEqual(runs, [GC_FULL_INTERVAL, 2 * GC_FULL_INTERVAL])
+        collections.stop()
+        clock.advance(GC_FULL_INTERVAL)
+        self.assertEqual(len(runs), 2)

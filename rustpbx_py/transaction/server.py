@@ -184,6 +184,10 @@ class ServerTransaction:
         self.state = TERMINATED
         self.timers.stop_all()
         self.layer.server_terminated(self)
+        # The observers are bound methods of the call, which holds this
+        # transaction: a reference cycle per call that only a full
+        # collection would free (see server.tune_garbage_collector).
+        self.cancel_observers = []
 
     def _send(self, data: bytes) -> None:
         self.layer.send(self.reply_flow, data)

@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""
+Memory soak: SIPp places a long run of calls through a PBX started as
+``twistd pbx`` (the garbage-collector tuning of a real deployment), and the
+PBX's resident memory is sampled against the number of calls completed.
+
+    .venv/bin/python bench/soak.py                       # 100,000 calls at 200/s, ~9 min
+    .venv/bin/python bench/soak.py --calls 400000        # ~35 min
+    .venv/bin/python bench/soak.py --calls 5000 --rate 100 --json out.json
+
+Every call is the benchmark's: INVITE, 407, ACK, INVITE with credentials,
+100/180/200, ACK, 1 s hold, BYE, 200, from the users 10000..10999 to the
+callee 20000 (bench/scenarios/uac_auth.xml and uas.xml), each call record
+written to the SQLite database.  After the last call the soak waits for
+every transaction to expire (64*T1 = 32 s) and samples once more.
+
+What it prints: RSS after the first 1,000 calls, after all of them and
+after the wait; the growth per 10,000 calls between 1,000 and the end; and
+whether the end is within 20 % of the 1,000-call level (issue 12's
+criterion).  Exit status 0 when it is, 1 when not, 2 when calls failed.
+It imports the harness of bench/run.py and nothing from rustpbx_py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import run as bench  # noqa: E402  (bench/run.py)
+
+
+def successful_calls(directory: str) -> int:
+    """SIPp's cumulative successful calls, from its statistics file."""
+    stats = bench.read_stats(os.path.join(directory, "stats.csv"))
+    try:
+        return int(stats.get("SuccessfulCall(C)", "0") or 0)
+    except ValueError:
+        return 0
+
+
+def soak(calls: int, rate: float, settle: float = 40.0, keep: str = "") -> dict:
+    raw = keep or bench.tempfile.mkdtemp(prefix="rustpbx-soak-")
+    os.makedirs(raw, exist_ok=True)
+    users_csv = bench.write_injection(os.path.join(raw, "users.csv"), bench.bench_users())
+    callee_csv = bench.write_injection(os.path.join(raw, "callee.csv"), [bench.CALLEE])
+    server = bench.PbxServer(raw)
+    server.start("soak")
+    samples = []
+    try:
+        callee_port = bench.free_port()
+        reg_dir = os.path.join(raw, "register")
+        reg = bench.run_sipp("sipp-callee-register", reg_dir, bench.sipp_args(
+            "register.xml", reg_dir, callee_port, "u1", remote=server.address(), calls=1, rate=1,
+            injection=callee_csv, timeout=15), 20)
+        if reg.successful != 1:
+            raise SystemExit(f"the callee could not register: {reg.first_error}")
+        limit = calls / rate + 60.0
+        uas_dir = os.path.join(raw, "callee")
+        uas = bench.start_sipp("sipp-callee", uas_dir, bench.sipp_args(
+            "uas.xml", uas_dir, callee_port, "u1", calls=calls, uac=False, service=bench.CALLEE, timeout=limit + 5))
+        time.sleep(0.3)
+        uac_dir = os.path.join(raw, "caller")
+        uac = bench.start_sipp("sipp-caller", uac_dir, bench.sipp_args(
+            "uac_auth.xml", uac_dir, bench.free_port(), "u1", remote=server.address(), calls=calls, rate=rate,
+            injection=users_csv, service=bench.CALLEE, timeout=limit))
+        started = time.monotonic()
+        while uac.alive() and time.monotonic() - started < limit + 5:
+            time.sleep(1.0)
+            samples.append((successful_calls(uac_dir), bench.memory_bytes([server.child.pid]), time.monotonic() - started))
+        result = bench.finish_sipp(uac, uac_dir, 5.0)
+        bench.finish_sipp(uas, uas_dir, 5.0)
+        done = time.monotonic() - started
+        time.sleep(settle)
+        after_wait = bench.memory_bytes([server.child.pid])
+    finally:
+        server.stop()
+        server.cleanup()
+    first = next((rss for n, rss, _ in samples if n >= 1000), None)
+    end_calls, end_rss = (samples[-1][0], samples[-1][1]) if samples else (0, None)
+    per_10k = None
+    if first is not None and end_rss is not None and end_calls > 1000:
+        start_at = next(n for n, rss, _ in samples if n >= 1000)
+        per_10k = (end_rss - first) / max(1, end_calls - start_at) * 10000
+    return {
+        "calls": calls,
+        "rate": rate,
+        "successful": result.successful,
+        "failed": result.failed,
+        "seconds": round(done, 1),
+        "rss_after_1000": first,
+        "rss_at_end": end_rss,
+        "rss_after_wait": after_wait,
+        "growth_per_10000_calls": per_10k,
+        "within_20_percent": (first is not None and after_wait <= first * 1.2),
+        "samples": samples,
+        "raw": raw,
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=100000)
+    parser.add_argument("--rate", type=float, default=200.0, help="calls per second")
+    parser.add_argument("--settle", type=float, default=40.0, help="seconds to wait after the last call")
+    parser.add_argument("--json", help="write the result (with every sample) to this file")
+    args = parser.parse_args(argv)
+    # A SIGTERM stops the PBX and SIPp too (the finally of soak()).
+    bench.signal.signal(bench.signal.SIGTERM, lambda *_: sys.exit(3))
+    result = soak(args.calls, args.rate, args.settle)
+    mb = lambda v: "n/a" if v is None else f"{v / 1048576:.1f} MB"  # noqa: E731
+    print(f"calls: {result['successful']} successful, {result['failed']} failed, in {result['seconds']} s")
+    print(f"RSS after 1,000 calls: {mb(result['rss_after_1000'])}; at the end: {mb(result['rss_at_end'])}; "
+          f"{args.settle:.0f} s later: {mb(result['rss_after_wait'])}")
+    growth = result["growth_per_10000_calls"]
+    print(f"growth per 10,000 calls: {'n/a' if growth is None else f'{growth / 1024:.0f} KB'}")
+    print("within 20 % of the 1,000-call level: " + ("yes" if result["within_20_percent"] else "NO"))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    if result["failed"]:
+        return 2
+    return 0 if result["within_20_percent"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
