@@ -74,6 +74,9 @@ ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, PRACK, UPDATE, INFO, MESSAGE, NOTIFY
 _NOT_COPIED_TAGS = ("replaces", "gruu", "100rel", "timer")
 
 MIN_SE = ST.MIN_SE
+#: Seconds between repeats of our provisional to a caller that is still
+#: ringing (RFC 3261 13.3.1.1: "every minute").
+PROVISIONAL_INTERVAL = 60.0
 
 
 class Target:
@@ -263,6 +266,8 @@ class Call:
         self.winner_response: Optional[Response] = None
         self.ring_timer = None
         self.ring_time: Optional[float] = None
+        #: Repeats our last provisional to the caller while it rings.
+        self.keepalive_timer = None
         self.end_reason: Optional[str] = None
         self.on_end: List[Callable] = []
         # Session timers (RFC 4028): the caller's plan, then one per leg.
@@ -639,6 +644,8 @@ class Call:
         headers.extend(extra)
         response = self.tx.reply(status, reason, headers, body)
         self.trace("a", "out", self.tx.reply_flow.remote, self.tx.sent or response)
+        if 100 < status < 200 and not any(name.lower() == "rseq" for name, _ in extra):
+            self._keep_ringing(response)
         if _is_2xx(status):
             leg = self._a_early()
             if body:
@@ -762,6 +769,29 @@ class Call:
         if self.ring_timer is not None and self.ring_timer.active():
             self.ring_timer.cancel()
         self.ring_timer = None
+        if self.keepalive_timer is not None and self.keepalive_timer.active():
+            self.keepalive_timer.cancel()
+        self.keepalive_timer = None
+
+    def _keep_ringing(self, provisional: Response) -> None:
+        """
+        Repeat C{provisional} to the caller every minute while nobody
+        answers (RFC 3261 13.3.1.1): a lost 180 is made good, and proxies
+        in front of us (Timer C, Kamailio's fr_inv_timer) see the call is
+        alive however long it rings.  Reliable ones are PRACKed, not
+        repeated.
+        """
+        if self.keepalive_timer is not None and self.keepalive_timer.active():
+            self.keepalive_timer.cancel()
+
+        def again() -> None:
+            self.keepalive_timer = None
+            if self.state in ("calling", "ringing") and not self.tx.completed:
+                self.tx.respond(provisional)
+                self.trace("a", "out", self.tx.reply_flow.remote, self.tx.sent or provisional)
+                self._keep_ringing(provisional)
+
+        self.keepalive_timer = self.clock.callLater(PROVISIONAL_INTERVAL, again)
 
     def hangup(self, reason: str) -> None:
         """
@@ -791,6 +821,10 @@ class Call:
         self.state = "ended"
         self.end_reason = reason
         self._stop_ring_timer()
+        # Whatever ended the call, no fork is left ringing (9.1: a silent
+        # one is cancelled when its first provisional arrives).
+        for fork in self.forks:
+            self._cancel_fork(fork)
         for pending in self.unacked.values():
             if pending.timer is not None and pending.timer.active():
                 pending.timer.cancel()

@@ -631,7 +631,7 @@ class TimeoutTests(CallHarness, SynchronousTestCase):
         fork.answer(180)
         self.clock.advance(3600)
         self.assertEqual(call.state, "ringing")
-        self.assertEqual(tx.statuses(), [100, 180])
+        self.assertEqual(set(tx.statuses()), {100, 180})  # the 180 every minute
         self.assertEqual(self.core.requests("CANCEL"), [])
         fork.answer(200, body=SDP_ANSWER)
         self.assertEqual(call.state, "answered")
@@ -684,6 +684,37 @@ class TimeoutTests(CallHarness, SynchronousTestCase):
         self.assertEqual([c.request.uri for c in self.core.requests("CANCEL")], [f1.request.uri])
         f1.answer(487)
         self.assertEqual(tx.last.status, 603)
+
+    def test_provisional_repeated_every_minute(self):
+        """While the callee rings, the caller gets our 180 again every
+        minute (RFC 3261 13.3.1.1), the same response, until the answer."""
+        self.setup_module(toml="max_ring_time = 0\n")
+        tx, call = self.invite()
+        fork = self.core.last("INVITE")
+        fork.answer(180)
+        self.clock.advance(59)
+        self.assertEqual(tx.statuses(), [100, 180])
+        self.clock.advance(1)
+        self.assertEqual(tx.statuses(), [100, 180, 180])
+        self.assertEqual(tx.responses[1].to_bytes(), tx.responses[2].to_bytes())
+        self.clock.advance(60)
+        self.assertEqual(tx.statuses(), [100, 180, 180, 180])
+        fork.answer(200, body=SDP_ANSWER)
+        self.caller_ack(call)
+        self.clock.advance(300)
+        self.assertEqual(tx.statuses(), [100, 180, 180, 180, 200])
+
+    def test_failure_after_forking_cancels(self):
+        """A call that fails for a local reason after it forked (here a
+        routing error) leaves no fork ringing: CANCEL to each that rang."""
+        self.setup_module(contacts=TWO)
+        tx, call = self.invite()
+        f1, f2 = self.core.requests("INVITE")
+        f1.answer(180)
+        call.fail(500, "Server Internal Error")
+        self.assertEqual([c.request.uri for c in self.core.requests("CANCEL")], [f1.request.uri])
+        f2.answer(180, to_tag="t2")
+        self.assertEqual(len(self.core.requests("CANCEL")), 2)
 
     def test_answer_stops_ring_timer(self):
         """An answer before the ring time cancels the timer."""
