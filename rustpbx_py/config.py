@@ -1286,7 +1286,7 @@ class ProxyConfig:
     acl_files: list[str] = _key(_patterns, factory=list, doc="Glob patterns of ACL files, each holding acl_rules = [...].")
     queue_dir: str = _key(_path, "./queues", default_doc='"./queues" (resolved)', doc="Directory for queue data files.")
     # Call handling
-    registrar_expires: int = _key(_int(1), 3600, doc="Registration expiry granted when the client asks for none, seconds.")
+    registrar_expires: int = _key(_int(1), 3600, doc="Registration lifetime granted when the client asks for none, and the longest one granted (longer requests are capped), seconds.")
     max_contacts: int = _key(_int(1), 10, doc="Most live contacts one user (address of record) may register; a REGISTER that would leave more gets 403 (Asterisk's max_contacts).")
     passthrough_failure: bool = _key(_bool, True, doc="Relay the callee's failure code to the caller (else a generic one).")
     sip_flow_max_items: int = _key(_int(0), 1000, doc="SIP messages kept per dialog for the call flow view.")

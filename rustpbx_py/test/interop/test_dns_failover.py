@@ -62,12 +62,13 @@ class DnsFailoverTests(SippMixin, TestCase):
     timeout = 120
 
     @defer.inlineCallbacks
-    def start(self):
+    def start(self, proxy_lines: str = ""):
         self.sipp = require_tool("sipp")
         self.broken_port, self.good_port = free_udp_port(), free_udp_port()
         server = serve_zone(zone(self.broken_port, self.good_port))
         self.addCleanup(server.stopListening)
-        self.pbx = yield start_pbx_toml(self, TOML.replace("{dns_port}", str(server.getHost().port)))
+        toml = TOML.replace("{dns_port}", str(server.getHost().port))
+        self.pbx = yield start_pbx_toml(self, toml.replace("[proxy]\n", "[proxy]\n" + proxy_lines, 1))
         self.port = self.pbx.ports["UDP"]
 
     @defer.inlineCallbacks
@@ -87,6 +88,23 @@ class DnsFailoverTests(SippMixin, TestCase):
             self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-3000:])
         rows = yield self.pbx.context.store.run_query("SELECT trunk, direction, status_code FROM call_records")
         self.assertEqual(list(rows), [("carrier", "outbound", 200)])
+
+    @defer.inlineCallbacks
+    def test_failover_from_silent_target(self):
+        """Nobody listens at the first SRV target (UDP: the PBX cannot see
+        the ICMP error on its unconnected socket): the INVITE times out
+        (timer B, 64*T1, shortened here to 3.2 s) and the call goes to the
+        second target, which answers."""
+        yield self.start("t1_timer = 50\nt1x64_timer = 3200\n")
+        good = self.sipp_run("call_uas.xml", self.good_port, ["-m", "1"], remote=False)
+        out, err, code = yield self.sipp_run(
+            "call_uac.xml", free_udp_port(), ["-s", "9555", "-au", "caller", "-ap", "caller-secret", "-m", "1"]
+        )
+        self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-3000:])
+        out, err, code = yield good
+        self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-3000:])
+        rows = yield self.pbx.context.store.run_query("SELECT trunk, status_code FROM call_records")
+        self.assertEqual(list(rows), [("carrier", 200)])
 
     @defer.inlineCallbacks
     def test_inbound_host_by_name(self):
