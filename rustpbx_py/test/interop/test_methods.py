@@ -1,7 +1,7 @@
 """
 Methods phones use, between real SIPp user agents through the PBX (auth,
 registrar, call and presence modules): MESSAGE forked to a user's two
-contacts, presence SUBSCRIBE/PUBLISH/NOTIFY between two users, and blind
+contacts, OPTIONS answered by a user's phone, presence SUBSCRIBE/PUBLISH/NOTIFY between two users, and blind
 and attended transfer (REFER with NOTIFY sipfrag, REFER with Replaces).
 """
 
@@ -119,6 +119,16 @@ class MethodsInteropTests(SippMixin, TestCase):
         phones = [self.uas("message_uas.xml", port) for port in ports]
         sender = self.as_user("caller", "message_uac.xml", "1002")
         yield self.all_pass([sender] + phones)
+
+    @defer.inlineCallbacks
+    def test_options_to_user(self):
+        """caller's OPTIONS to 1002 reaches 1002's phone, whose own Allow
+        comes back (the PBX's would not list X-PHONE-ONLY)."""
+        port = free_udp_port()
+        yield self.register("1002", port)
+        phone = self.uas("options_uas.xml", port)
+        asker = self.as_user("caller", "options_uac.xml", "1002")
+        yield self.all_pass([asker, phone])
 
     # -- presence --------------------------------------------------------------
 
