@@ -266,13 +266,22 @@ class SipCore:
         return ", ".join(methods)
 
     def capability_headers(self) -> List[Tuple[str, str]]:
-        """What an OPTIONS answer advertises (RFC 3261 11.2)."""
-        return [
+        """What an OPTIONS answer advertises (RFC 3261 11.2), with the
+        event packages modules serve (C{allow_events()}, RFC 6665 8.2.2)."""
+        headers = [
             ("Allow", self.allow_header()),
             ("Accept", ACCEPT),
             ("Supported", ", ".join(self.supported)),
             ("Accept-Language", "en"),
         ]
+        events: List[str] = []
+        for module in self.pipeline.modules:
+            for event in getattr(module, "allow_events", lambda: ())():
+                if event not in events:
+                    events.append(event)
+        if events:
+            headers.append(("Allow-Events", ", ".join(events)))
+        return headers
 
     def via_for(self, flow, branch: Optional[str] = None) -> str:
         """Our Via for a request sent over C{flow}."""

@@ -123,6 +123,10 @@ class PresenceModule:
     def allow_methods(self) -> List[str]:
         return ["SUBSCRIBE", "PUBLISH"]
 
+    def allow_events(self) -> List[str]:
+        """The event packages served, for the core's C{Allow-Events}."""
+        return list(EVENTS)
+
     def start(self) -> None:
         observers = getattr(self.context.locator, "observers", None)
         if observers is not None:

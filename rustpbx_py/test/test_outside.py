@@ -138,7 +138,8 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(r.get("allow"), "INVITE, ACK, BYE, MESSAGE")
 
     def test_to_self_answered_by_core(self):
-        """OPTIONS to the PBX is answered by the core: 200 with the true Allow."""
+        """OPTIONS to the PBX is answered by the core: 200 with the true
+        Allow, and Allow-Events naming the presence module's packages."""
         self.alice.request("OPTIONS", "sip:example.com")
         (r,) = self.alice.take(200)
         allow = [m.strip() for m in r.get("allow").split(",")]
@@ -146,6 +147,7 @@ class OptionsTests(SynchronousTestCase):
         for method in ("INVITE", "MESSAGE", "REFER", "SUBSCRIBE", "PUBLISH", "NOTIFY", "OPTIONS"):
             self.assertIn(method, allow)
         self.assertNotIn("REGISTER", allow)  # no registrar module in this pipeline
+        self.assertEqual(r.get("allow-events"), "presence, message-summary")
 
 
 class MethodNotAllowedTests(SynchronousTestCase):
