@@ -46,7 +46,11 @@ from rustpbx_py.test.interop.support import require_tool
 MODULE_PATHS = ("/usr/lib/baresip/modules", "/usr/lib/x86_64-linux-gnu/baresip/modules", "/usr/local/lib/baresip/modules")
 
 #: The modules a headless test phone needs, all in Debian's baresip-core.
-MODULES = ("stdio", "g711", "sndfile", "alsa", "aufile")
+MODULES = ("stdio", "sndfile", "alsa", "aufile")
+
+#: Codec modules by the name a test asks for, with the rate and channels
+#: the microphone file must have (aufile refuses any other).
+CODECS = {"g711": (8000, 1), "opus": (48000, 2)}
 APP_MODULES = ("contact", "menu", "ctrl_tcp")
 
 
@@ -55,9 +59,9 @@ def module_path() -> str:
     from twisted.trial.unittest import SkipTest
 
     for path in MODULE_PATHS:
-        if all(os.path.exists(os.path.join(path, f"{m}.so")) for m in MODULES + APP_MODULES):
+        if all(os.path.exists(os.path.join(path, f"{m}.so")) for m in MODULES + APP_MODULES + tuple(CODECS)):
             return path
-    raise SkipTest(f"baresip modules {', '.join(MODULES + APP_MODULES)} not found in {', '.join(MODULE_PATHS)} (.ci/run installs baresip-core)")
+    raise SkipTest(f"baresip modules {', '.join(MODULES + APP_MODULES + tuple(CODECS))} not found in {', '.join(MODULE_PATHS)} (.ci/run installs baresip-core)")
 
 
 class Control(NetstringReceiver):
@@ -105,10 +109,15 @@ class Control(NetstringReceiver):
 class BaresipPhone:
     """
     One baresip user agent registered as C{user} over C{transport} ("udp",
-    "tcp" or "tls") to the L{PhonePbx}; it answers calls by itself.
+    "tcp" or "tls") to the L{PhonePbx}; it answers calls by itself unless
+    C{answer} is "manual" (then the test sends C{accept} or C{hangup}), and
+    offers the one C{codec} family given ("g711" or "opus").
     """
 
-    def __init__(self, testcase, pbx: PhonePbx, user: str, transport: str = "udp", contacts: Tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, testcase, pbx: PhonePbx, user: str, transport: str = "udp", contacts: Tuple[str, ...] = (), answer: str = "auto",
+        codec: str = "g711",
+    ) -> None:
         self.testcase = testcase
         self.pbx = pbx
         self.user = user
@@ -123,6 +132,8 @@ class BaresipPhone:
         self.tone = TONES[user]
         self.ctrl_port = free_tcp_port()
         self.contacts = contacts
+        self.answer = answer
+        self.codec = codec
         self.process = ChildProcess(os.path.join(self.dir, "output.log"))
         self.control: Optional[Control] = None
 
@@ -131,9 +142,10 @@ class BaresipPhone:
         return f"sip:{self.user}@127.0.0.1"
 
     def write_config(self) -> None:
-        tone = write_tone(os.path.join(self.dir, "tone.wav"), self.tone)
+        rate, channels = CODECS[self.codec]
+        tone = write_tone(os.path.join(self.dir, "tone.wav"), self.tone, rate=rate, channels=channels)
         pbx_port = self.pbx.ports["TLS" if self.transport == "tls" else self.transport.upper()]
-        modules = "".join(f"module {m}.so\n" for m in MODULES) + "".join(f"module_app {m}.so\n" for m in APP_MODULES)
+        modules = "".join(f"module {m}.so\n" for m in MODULES + (self.codec,)) + "".join(f"module_app {m}.so\n" for m in APP_MODULES)
         config = f"""poll_method epoll
 sip_listen 127.0.0.1:0
 sip_cafile {self.pbx.cert}
@@ -165,7 +177,7 @@ ringback_disabled yes
         password = USERS[self.user]
         account = (
             f"<sip:{self.user}@127.0.0.1;transport={self.transport}>;auth_pass={password};"
-            f'outbound="sip:127.0.0.1:{pbx_port};transport={self.transport}";regint=600;answermode=auto\n'
+            f'outbound="sip:127.0.0.1:{pbx_port};transport={self.transport}";regint=600;answermode={self.answer}\n'
         )
         with open(os.path.join(self.dir, "accounts"), "w") as f:
             f.write(account)

@@ -45,12 +45,12 @@ def free_tcp_port() -> int:
     return port
 
 
-def write_tone(path: str, hz: int, seconds: float = 40.0, rate: int = RATE) -> str:
-    """A mono 16-bit WAV file holding a pure tone of C{hz}."""
-    period = [int(8000 * math.sin(2 * math.pi * hz * i / rate)) for i in range(rate)]
-    second = struct.pack(f"<{rate}h", *period)
+def write_tone(path: str, hz: int, seconds: float = 40.0, rate: int = RATE, channels: int = 1) -> str:
+    """A 16-bit WAV file holding a pure tone of C{hz} (the same on every channel)."""
+    period = [int(8000 * math.sin(2 * math.pi * hz * i / rate)) for i in range(rate) for _ in range(channels)]
+    second = struct.pack(f"<{rate * channels}h", *period)
     with wave.open(path, "wb") as w:
-        w.setnchannels(1)
+        w.setnchannels(channels)
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(second * int(seconds))

@@ -147,3 +147,60 @@ class BaresipTests(TestCase):
         yield alice.command("message", text)
         yield bob.process.wait_output(re.escape(f'sip:alice@127.0.0.1: "{text}"'))
         yield alice.process.wait_output(r"\nSIP/2.0 200 [^#]*\nCSeq: \d+ MESSAGE", since=out_a)
+
+    @defer.inlineCallbacks
+    def test_opus_call(self):
+        """Both phones offer only Opus (48 kHz): the PBX relays that SDP as is and each side decodes the other's tone."""
+        self.pbx = yield PhonePbx.start(self)
+        alice = yield BaresipPhone(self, self.pbx, "alice", "udp", codec="opus").start()
+        bob = yield BaresipPhone(self, self.pbx, "bob", "tcp", codec="opus").start()
+        yield self.call(alice, bob)
+        self.assertRegex(bob.process.output, r"audio: Set audio decoder: opus 48000Hz")
+        yield self.hangup(alice, bob)
+
+    @defer.inlineCallbacks
+    def test_callee_offline(self):
+        """alice calls carol, who has no registration: the call fails with 480 (RustPBX's answer) and nothing rings."""
+        self.pbx = yield PhonePbx.start(self)
+        alice = yield BaresipPhone(self, self.pbx, "alice").start()
+        yield alice.command("dial", "sip:carol@127.0.0.1")
+        event = yield alice.wait_event("CALL_CLOSED")
+        self.assertTrue(event["param"].startswith("480"), event["param"])
+
+    @defer.inlineCallbacks
+    def test_callee_busy(self):
+        """bob rejects the ringing call (486 Busy Here): alice's call ends with bob's 486, relayed by the PBX."""
+        self.pbx = yield PhonePbx.start(self)
+        alice = yield BaresipPhone(self, self.pbx, "alice").start()
+        bob = yield BaresipPhone(self, self.pbx, "bob", answer="manual").start()
+        yield alice.command("dial", bob.aor)
+        yield bob.wait_event("CALL_INCOMING")
+        yield alice.wait_event("CALL_RINGING")
+        yield bob.command("hangup")
+        event = yield alice.wait_event("CALL_CLOSED")
+        self.assertTrue(event["param"].startswith("486"), event["param"])
+
+    @defer.inlineCallbacks
+    def test_caller_cancels(self):
+        """alice hangs up while bob's phone rings: the CANCEL reaches bob, whose phone stops ringing."""
+        self.pbx = yield PhonePbx.start(self)
+        alice = yield BaresipPhone(self, self.pbx, "alice").start()
+        bob = yield BaresipPhone(self, self.pbx, "bob", answer="manual").start()
+        out_b = len(bob.process.output)
+        yield alice.command("dial", bob.aor)
+        yield bob.wait_event("CALL_INCOMING")
+        yield alice.wait_event("CALL_RINGING")
+        yield alice.command("hangup")
+        yield bob.wait_event("CALL_CLOSED")
+        yield bob.process.wait_output(r"\nCANCEL sip:", since=out_b)
+        self.assertNotIn("CALL_ESTABLISHED", bob.types())
+
+    @defer.inlineCallbacks
+    def test_unregister_on_exit(self):
+        """A phone that exits sends REGISTER with expires=0: the PBX drops its binding at once."""
+        self.pbx = yield PhonePbx.start(self)
+        bob = yield BaresipPhone(self, self.pbx, "bob", "tcp").start()
+        locator = self.pbx.service.context.locator
+        self.assertEqual(len(locator.lookup("bob@127.0.0.1")), 1)
+        yield bob.stop()
+        self.assertEqual(locator.lookup("bob@127.0.0.1"), [])
