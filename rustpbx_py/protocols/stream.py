@@ -18,7 +18,9 @@ from rustpbx_py.protocols.flow import StreamFlow, peer_address
 from rustpbx_py.protocols.tls import log_tls_failure
 from rustpbx_py.sip.message import MAX_MESSAGE_SIZE, SipParseError, parse_message
 
-_CONTENT_LENGTH_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", re.I | re.M)
+# Each header line but the last ends in CR LF: the CR is allowed before the
+# line end, or Content-Length would only be found as the last header.
+_CONTENT_LENGTH_RE = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*\r?$", re.I | re.M)
 
 
 def _length(digits: bytes) -> int:

@@ -138,6 +138,19 @@ class StreamTests(SynchronousTestCase):
         self.assertEqual(len(self.controller.messages), 1)
         self.assertEqual(self.transport.value(), b"")
 
+    def test_content_length_not_last(self):
+        """
+        Content-Length anywhere among the headers frames the body (belle-sip,
+        i.e. Linphone, writes it before Content-Type), in full or compact
+        form, whole or split over reads.
+        """
+        middle = OPTIONS.replace(b"Content-Length: 4\r\n", b"").replace(b"Via:", b"Content-Length: 4\r\nVia:")
+        compact = OPTIONS.replace(b"Content-Length: 4\r\n", b"").replace(b"Via:", b"l:4 \r\nVia:")
+        self.protocol.dataReceived(middle + compact[:60])
+        self.protocol.dataReceived(compact[60:] + OPTIONS)
+        self.assertEqual([m.body for m, _ in self.controller.messages], [b"body"] * 3)
+        self.assertEqual(self.controller.errors, [])
+
     def test_missing_content_length_body_less(self):
         """A body-less message without Content-Length (sipsak over TCP) is read as length 0."""
         self.protocol.dataReceived(OPTIONS.replace(b"Content-Length: 4\r\n", b"")[:-4])
