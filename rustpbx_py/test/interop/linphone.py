@@ -20,15 +20,25 @@ from typing import Optional
 
 from twisted.internet import defer
 
-from rustpbx_py.test.interop.phones import TONES, USERS, ChildProcess, PhonePbx, dominant_tone, until, write_tone
+from rustpbx_py.test.interop.phones import (
+    TONES,
+    USERS,
+    ChildProcess,
+    PhonePbx,
+    dominant_tone,
+    free_tcp_port,
+    until,
+    write_tone,
+)
 from rustpbx_py.test.interop.support import free_udp_port, require_tool
 
 
 class LinphonePhone:
-    """One linphonec registered as C{user} over UDP to the L{PhonePbx}."""
+    """One linphonec registered as C{user} over C{transport} ("udp", "tcp" or "tls") to the L{PhonePbx}."""
 
-    def __init__(self, testcase, pbx: PhonePbx, user: str, auto_answer: bool = True) -> None:
+    def __init__(self, testcase, pbx: PhonePbx, user: str, auto_answer: bool = True, transport: str = "udp") -> None:
         self.testcase = testcase
+        self.transport = transport
         self.pbx = pbx
         self.user = user
         self.binary = require_tool("linphonec")
@@ -46,8 +56,17 @@ class LinphonePhone:
     def write_config(self) -> str:
         path = os.path.join(self.dir, "linphonerc")
         with open(path, "w") as f:
+            if self.transport == "tls":
+                # The PBX's self-signed certificate is the one trusted root;
+                # the chain is verified but not the name: liblinphone's TLS
+                # (mbedTLS 2) does not match a certificate for an IP address.
+                ports = f"sip_port=0\nsip_tcp_port=0\nsip_tls_port={free_tcp_port()}\nroot_ca={self.pbx.cert}\n"
+            elif self.transport == "tcp":
+                ports = f"sip_port=0\nsip_tcp_port={free_tcp_port()}\nsip_tls_port=0\n"
+            else:
+                ports = f"sip_port={free_udp_port()}\nsip_tcp_port=0\nsip_tls_port=0\n"
             f.write(
-                f"[sip]\nsip_port={free_udp_port()}\nsip_tcp_port=0\nsip_tls_port=0\nuse_ipv6=0\n"
+                f"[sip]\n{ports}use_ipv6=0\nverify_server_certs=1\nverify_server_cn=0\n"
                 "[rtp]\naudio_rtp_port=-1\n[sound]\nechocancellation=0\n[video]\nenabled=0\n"
             )
         return path
@@ -66,7 +85,7 @@ class LinphonePhone:
         """Start linphonec in file mode with the user's tone; fires once the PBX holds its binding."""
         rc = self.write_config()
         tone = write_tone(os.path.join(self.dir, "tone.wav"), self.tone)
-        self.process.spawn([self.binary, "-c", rc], cwd=self.dir, env={**os.environ, "HOME": self.dir})
+        self.process.spawn([self.binary, "-c", rc, "-d", "5", "-l", os.path.join(self.dir, "linphone.log")], cwd=self.dir, env={**os.environ, "HOME": self.dir})
         self.testcase.addCleanup(self.stop)
         yield self.wait(r"linphonec> ")
         # G.711 only, as baresip offers: the recorder's header stays zeroed
@@ -80,8 +99,8 @@ class LinphonePhone:
             self.send(line)
         if self.auto_answer:
             self.send("autoanswer enable")
-        port = self.pbx.ports["UDP"]
-        self.send(f"register {self.aor} sip:127.0.0.1:{port} {USERS[self.user]}")
+        port = self.pbx.ports[self.transport.upper()]
+        self.send(f"register {self.aor} <sip:127.0.0.1:{port};transport={self.transport}> {USERS[self.user]}")
         locator = self.pbx.service.context.locator
         yield until(lambda: bool(locator.lookup(f"{self.user}@127.0.0.1")), 10, f"linphonec registering {self.user}")
         return self

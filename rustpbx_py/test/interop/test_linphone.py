@@ -137,3 +137,28 @@ class LinphoneTests(TestCase):
         mark = len(alice.process.output)
         yield bob.command("message", "from baresip: 4 5 6")
         yield alice.wait(re.escape("Message received from sip:bob@127.0.0.1: from baresip: 4 5 6"), since=mark)
+
+    @defer.inlineCallbacks
+    def stream_call(self, transport: str):
+        """linphonec registers over C{transport} and calls a baresip phone on the same; both hear each other."""
+        self.pbx = yield PhonePbx.start(self)
+        alice = yield LinphonePhone(self, self.pbx, "alice", transport=transport).start()
+        bob = yield BaresipPhone(self, self.pbx, "bob", transport).start()
+        mark = alice.send(f"call {bob.aor}")
+        yield alice.wait(rf"Call \d+ with {bob.aor} connected", since=mark)
+        yield alice.hears(bob)
+        yield bob.hears(alice)
+        mark_b = bob.mark()
+        alice.send("terminate")
+        yield bob.wait_event("CALL_CLOSED", since=mark_b)
+
+    def test_tcp_call(self):
+        """
+        linphonec over TCP: its requests carry Content-Length among the other
+        headers, not last, and are framed by it.
+        """
+        return self.stream_call("tcp")
+
+    def test_tls_call(self):
+        """linphonec over TLS, trusting the PBX's self-signed certificate."""
+        return self.stream_call("tls")
