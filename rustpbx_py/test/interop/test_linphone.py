@@ -162,3 +162,27 @@ class LinphoneTests(TestCase):
     def test_tls_call(self):
         """linphonec over TLS, trusting the PBX's self-signed certificate."""
         return self.stream_call("tls")
+
+    @defer.inlineCallbacks
+    def test_fork_to_two_phones(self):
+        """
+        bob has two phones, linphonec (answers by itself) and baresip (rings
+        only): alice's call rings both, linphonec answers, the PBX cancels the
+        baresip leg; alice and linphonec hear each other.
+        """
+        self.pbx = yield PhonePbx.start(self)
+        linphone = yield LinphonePhone(self, self.pbx, "bob").start()
+        baresip = yield BaresipPhone(self, self.pbx, "bob", "tcp", answer="manual").start()
+        alice = yield BaresipPhone(self, self.pbx, "alice", "udp").start()
+        self.assertEqual(len(self.pbx.service.context.locator.lookup("bob@127.0.0.1")), 2)
+        mark = len(linphone.process.output)
+        out_b = len(baresip.process.output)
+        yield alice.command("dial", "sip:bob@127.0.0.1")
+        yield alice.wait_event("CALL_ESTABLISHED")
+        yield linphone.wait(r"Call \d+ with sip:alice@127.0.0.1 connected", since=mark)
+        yield baresip.wait_event("CALL_INCOMING")
+        yield baresip.wait_event("CALL_CLOSED")
+        yield baresip.process.wait_output(r"\nCANCEL sip:", since=out_b)
+        self.assertNotIn("CALL_ESTABLISHED", baresip.types())
+        yield alice.hears(linphone)
+        yield linphone.hears(alice)
