@@ -87,21 +87,25 @@ class BaresipTests(TestCase):
         """
         alice holds bob: the re-INVITE's a=sendonly reaches bob and his
         a=recvonly answer comes back to alice; resume brings a=sendrecv both
-        ways, and the call still ends with a BYE bob sees.  (baresip 1.0
-        does not restart its own audio after a resume, with or without a
-        PBX in between, so only the signalling is checked after the hold.)
+        ways; then bob (the callee: a re-INVITE the other way through the
+        B2BUA) holds and resumes alice the same way; the call still ends
+        with a BYE bob sees.  (baresip 1.0 does not restart its own audio
+        after a resume, with or without a PBX in between, so only the
+        signalling is checked after the first hold.)
         """
         alice, bob = yield self.phones(("alice", "udp"), ("bob", "tcp"))
         yield self.call(alice, bob)
-        for command, offered, answered in (("hold", "sendonly", "recvonly"), ("resume", "sendrecv", "sendrecv")):
-            mark_a, mark_b = alice.mark(), bob.mark()
-            out_a, out_b = len(alice.process.output), len(bob.process.output)
-            yield alice.command(command)
-            yield bob.wait_event("CALL_REMOTE_SDP", since=mark_b, param="offer")
-            yield alice.wait_event("CALL_REMOTE_SDP", since=mark_a, param="answer")
-            # bob's trace: the relayed offer; alice's: the relayed answer.
-            yield bob.process.wait_output(rf"(?s)\nINVITE sip:[^\n]*\n.*?\na=({offered})\r?\n", since=out_b)
-            yield alice.process.wait_output(rf"(?s)\nSIP/2.0 200 [^\n]*\n.*?\na=({answered})\r?\n", since=out_a)
+        steps = (("hold", "sendonly", "recvonly"), ("resume", "sendrecv", "sendrecv"))
+        for holder, held in ((alice, bob), (bob, alice)):
+            for command, offered, answered in steps:
+                mark_a, mark_b = holder.mark(), held.mark()
+                out_a, out_b = len(holder.process.output), len(held.process.output)
+                yield holder.command(command)
+                yield held.wait_event("CALL_REMOTE_SDP", since=mark_b, param="offer")
+                yield holder.wait_event("CALL_REMOTE_SDP", since=mark_a, param="answer")
+                # the held phone's trace: the relayed offer; the holder's: the relayed answer.
+                yield held.process.wait_output(rf"(?s)\nINVITE sip:[^\n]*\n.*?\na=({offered})\r?\n", since=out_b)
+                yield holder.process.wait_output(rf"(?s)\nSIP/2.0 200 [^\n]*\n.*?\na=({answered})\r?\n", since=out_a)
         self.assertNotIn("CALL_CLOSED", alice.types() + bob.types())
         yield self.hangup(alice, bob)
 
