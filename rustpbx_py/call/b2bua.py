@@ -24,6 +24,7 @@ from rustpbx_py.call.credentials import build_authorization
 from rustpbx_py.call.dialog import (
     Leg,
     contact_target,
+    record_route_headers,
     relayed_max_forwards,
     tag_of,
     uac_leg_from_response,
@@ -637,8 +638,7 @@ class Call:
             # A dialog-creating response copies the request's Record-Route,
             # in order (RFC 3261 12.1.1): the caller's ACK and BYE then go
             # back through the proxies that asked to stay on the path.
-            for route in self.tx.request.get_all("record-route"):
-                headers.append(("Record-Route", route))
+            headers.extend(record_route_headers(self.tx.request))
             headers.append(("Contact", self.core.contact_for(self.tx.flow)))
             headers.append(("Allow", ALLOW))
         headers.extend(extra)

@@ -154,6 +154,15 @@ def request_target(target: str, routes: List[str]) -> Tuple[str, List[str]]:
     return str(uri), list(routes[1:]) + [f"<{target}>"]
 
 
+def record_route_headers(request: Request) -> List[Tuple[str, str]]:
+    """
+    The Record-Route headers a dialog-creating response to C{request}
+    carries: the request's, in order (RFC 3261 12.1.1), so the peer's
+    later requests go back through the proxies that asked to stay.
+    """
+    return [("Record-Route", route) for route in request.get_all("record-route")]
+
+
 def relayed_max_forwards(request: Request) -> int:
     """Max-Forwards for a request we send because of C{request}: one less
     than it had (RFC 3261 16.6 step 3; 70 when it had none)."""

@@ -32,7 +32,7 @@ from xml.sax.saxutils import escape
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from rustpbx_py.call.dialog import Leg, tag_of, uas_leg_from_request
+from rustpbx_py.call.dialog import Leg, record_route_headers, tag_of, uas_leg_from_request
 from rustpbx_py.interfaces import ABORT, CONTINUE, IProxyModule
 from rustpbx_py.registrar import make_aor
 from rustpbx_py.sip.headers import HeaderError, URI, bare_host
@@ -251,7 +251,8 @@ class PresenceModule:
         request = tx.request
         leg = uas_leg_from_request("sub", request, tx.local_tag(), tx.reply_flow)
         sub = Subscription(event, aor, entity, leg, self.clock.seconds() + expires)
-        tx.reply(200, "OK", [("Expires", str(expires)), ("Contact", self.core.contact_for(tx.reply_flow))])
+        headers = [("Expires", str(expires)), ("Contact", self.core.contact_for(tx.reply_flow))]
+        tx.reply(200, "OK", headers + record_route_headers(request))
         if expires == 0:
             # A fetch (RFC 6665 4.4.3): one NOTIFY and done.
             self._notify(sub, terminated="timeout")

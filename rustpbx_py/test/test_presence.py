@@ -48,6 +48,17 @@ class PresenceTests(SynchronousTestCase):
         self.assertIn(b'entity="sip:bob@example.com"', notify.body)
         self.alice.answer(notify, 200, "OK", to_tag=tag_of(sub.get("from")))
 
+    def test_subscribe_behind_record_routing_proxy(self):
+        """A SUBSCRIBE that came through record-routing proxies: the 200
+        that creates the subscription copies their Record-Route in order
+        (RFC 3261 12.1.1) and our NOTIFYs follow them as Route."""
+        rr = ["<sip:edge1.example.net;lr>", "<sip:edge2.example.net;lr>"]
+        self.subscribe(extra=[("Record-Route", value) for value in rr])
+        (ok,) = self.alice.take(200)
+        self.assertEqual(ok.get_all("record-route"), rr)
+        (notify,) = self.alice.take("NOTIFY")
+        self.assertEqual(notify.get_all("route"), rr)
+
     def test_unregistered_user_closed(self):
         """A user of ours with no contact is "closed"."""
         self.subscribe(uri="sip:carol@example.com")
