@@ -155,6 +155,9 @@ class PresenceModule:
             return CONTINUE
         to_tag = tag_of(request.get("to"))
         if to_tag:
+            if (request.call_id, to_tag) not in self.subscriptions and self.core.dialog_lookup(request):
+                # A call's dialog (a REFER's subscription): the call module's.
+                return CONTINUE
             self._refresh(tx, to_tag)
             return ABORT
         return self._subscribe(tx)

@@ -86,6 +86,24 @@ class BlindTransferTests(SynchronousTestCase):
         self.assertEqual(len(self.bob.take("BYE")), 1)
 
 
+class PresenceFirstTests(SynchronousTestCase):
+    """With presence before call in the modules, a call's SUBSCRIBE still reaches the call."""
+
+    def test_refer_subscription_relayed(self):
+        """The presence module leaves a SUBSCRIBE inside a call's dialog to
+        the call module, which relays it (not 481)."""
+        pbx = CorePbx()
+        self.addCleanup(pbx.stop)
+        from rustpbx_py.pipeline import Pipeline
+
+        pbx.core.pipeline = Pipeline([pbx.presence, pbx.call])
+        alice, bob = pbx.phone("alice"), pbx.phone("bob")
+        a, b, _ = place_call(alice, bob)
+        a.request("SUBSCRIBE", [("Event", "refer"), ("Expires", "0")])
+        self.assertEqual(len(bob.take("SUBSCRIBE")), 1)
+        self.assertEqual(alice.responses(), [])
+
+
 class AttendedTransferTests(SynchronousTestCase):
     """alice talks to bob, consults carol, then joins bob and carol (RFC 5589 7)."""
 
