@@ -32,6 +32,8 @@ def pending_features(config: Config) -> List[str]:
                 f"{where}: route {route.name!r}: action {action!r} (queues, applications) is not implemented yet; "
                 "calls matching it are answered 501"
             )
+    for name, trunk in proxy.trunks.items():
+        warnings.extend(f"{where}: proxy.trunks.{name}.{text}" for text in _trunk_pending(trunk))
     for backend in proxy.user_backends:
         if backend.type == "http":
             unused = [k for k in ("request_uri_field", "token_header") if getattr(backend, k)]
@@ -61,6 +63,23 @@ def pending_features(config: Config) -> List[str]:
             "(python3-phonenumbers) is not installed; destinations are not checked"
         )
     return warnings
+
+
+def _trunk_pending(trunk) -> List[str]:
+    """A trunk's settings whose feature is not built: only values that
+    would change what the PBX does (the ones naming today's behaviour,
+    e.g. call_id_mode = "rewrite", are what happens anyway)."""
+    found = []
+    if trunk.call_id_mode == "transparent":
+        found.append('call_id_mode = "transparent": not implemented yet; the call towards the trunk always gets a new Call-ID (as "rewrite")')
+    if trunk.media_mode not in (None, "none"):
+        found.append(f"media_mode = {trunk.media_mode!r}: the media relay is not implemented yet; SDP and RTP pass end to end")
+    if trunk.video_policy not in (None, "pass_through"):
+        found.append(f"video_policy = {trunk.video_policy!r}: not implemented yet; video passes through")
+    for key in ("bind_ip", "external_ip"):
+        if getattr(trunk, key):
+            found.append(f"{key}: the media relay (RTP sockets and SDP addresses per trunk) is not implemented yet; no effect")
+    return found
 
 
 def _destination_policies(proxy) -> bool:
