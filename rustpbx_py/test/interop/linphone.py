@@ -34,11 +34,18 @@ from rustpbx_py.test.interop.support import free_udp_port, require_tool
 
 
 class LinphonePhone:
-    """One linphonec registered as C{user} over C{transport} ("udp", "tcp" or "tls") to the L{PhonePbx}."""
+    """
+    One linphonec registered as C{user} over C{transport} ("udp", "tcp" or
+    "tls") to the L{PhonePbx}; with C{late_offer} its INVITEs carry no SDP
+    (the callee offers in its 2xx, linphonec answers in the ACK).
+    """
 
-    def __init__(self, testcase, pbx: PhonePbx, user: str, auto_answer: bool = True, transport: str = "udp") -> None:
+    def __init__(
+        self, testcase, pbx: PhonePbx, user: str, auto_answer: bool = True, transport: str = "udp", late_offer: bool = False
+    ) -> None:
         self.testcase = testcase
         self.transport = transport
+        self.late_offer = late_offer
         self.pbx = pbx
         self.user = user
         self.binary = require_tool("linphonec")
@@ -67,6 +74,8 @@ class LinphonePhone:
                 ports = f"sip_port={free_udp_port()}\nsip_tcp_port=0\nsip_tls_port=0\n"
             f.write(
                 f"[sip]\n{ports}use_ipv6=0\nverify_server_certs=1\nverify_server_cn=0\n"
+                # sdp_200_ack: INVITEs without SDP, the answer in the ACK
+                f"sdp_200_ack={int(self.late_offer)}\n"
                 "[rtp]\naudio_rtp_port=-1\n[sound]\nechocancellation=0\n[video]\nenabled=0\n"
             )
         return path

@@ -186,3 +186,22 @@ class LinphoneTests(TestCase):
         self.assertNotIn("CALL_ESTABLISHED", baresip.types())
         yield alice.hears(linphone)
         yield linphone.hears(alice)
+
+    @defer.inlineCallbacks
+    def test_late_offer(self):
+        """
+        linphonec calls with an INVITE without SDP: baresip offers in its
+        200, linphonec answers in the ACK, and the PBX relays both, so each
+        side hears the other.
+        """
+        self.pbx = yield PhonePbx.start(self)
+        alice = yield LinphonePhone(self, self.pbx, "alice", late_offer=True).start()
+        bob = yield BaresipPhone(self, self.pbx, "bob", "udp").start()
+        out_b = len(bob.process.output)
+        mark = alice.send(f"call {bob.aor}")
+        yield alice.wait(rf"Call \d+ with {bob.aor} connected", since=mark)
+        # bob's trace: an INVITE with no body, then an ACK with the answer.
+        yield bob.process.wait_output(r"\nINVITE sip:[^#]*\nContent-Length: 0\r?\n", since=out_b)
+        yield bob.process.wait_output(r"\nACK sip:[^#]*\r?\n\r?\nv=0", since=out_b)
+        yield alice.hears(bob)
+        yield bob.hears(alice)
