@@ -205,3 +205,24 @@ class LinphoneTests(TestCase):
         yield bob.process.wait_output(r"\nACK sip:[^#]*\r?\n\r?\nv=0", since=out_b)
         yield alice.hears(bob)
         yield bob.hears(alice)
+
+    @defer.inlineCallbacks
+    def test_blind_transfer(self):
+        """
+        bob (linphonec) talks to alice (baresip) and transfers her blind to
+        carol (baresip): alice calls carol by herself, they hear each other,
+        and bob learns the transfer succeeded (the NOTIFYs reach him).
+        """
+        self.pbx = yield PhonePbx.start(self)
+        bob = yield LinphonePhone(self, self.pbx, "bob").start()
+        alice = yield BaresipPhone(self, self.pbx, "alice", "udp").start()
+        carol = yield BaresipPhone(self, self.pbx, "carol", "tcp").start()
+        mark = bob.send(f"call {alice.aor}")
+        yield bob.wait(r"Call 1 with [^\n]* connected", since=mark)
+        mark_a, mark_c = alice.mark(), carol.mark()
+        mark = bob.send(f"transfer 1 {carol.aor}")
+        yield alice.wait_event("TRANSFER", since=mark_a)
+        yield carol.wait_event("CALL_ESTABLISHED", since=mark_c)
+        yield bob.wait(r"has been transfered", since=mark)
+        yield alice.hears(carol)
+        yield carol.hears(alice)
