@@ -207,11 +207,24 @@ class SipCore:
             # For the PBX itself, or for a user when no module relays it.
             tx.reply(200, "OK", self.capability_headers())
             return
+        if request.method != "REGISTER" and self._to_tag(request):
+            # 12.2.2: inside a dialog no module knows (a subscription of a
+            # module that is not configured, a dialog long gone).
+            tx.reply(481, "Call/Transaction Does Not Exist")
+            return
         # RFC 3261 21.4.6 / 21.5.2: both carry the Allow that is true here.
         if request.method in KNOWN_METHODS:
             tx.reply(405, "Method Not Allowed", [("Allow", self.allow_header())])
         else:
             tx.reply(501, "Not Implemented", [("Allow", self.allow_header())])
+
+    @staticmethod
+    def _to_tag(request: Request) -> bool:
+        try:
+            to = request.to_addr
+        except HeaderError:
+            return False
+        return to is not None and bool(to.tag)
 
     def _pipeline_failed(self, failure, tx) -> None:
         self.log.failure("request pipeline failed", failure)

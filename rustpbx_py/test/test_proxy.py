@@ -117,6 +117,12 @@ class CoreAnswerTests(SynchronousTestCase):
         self.assertEqual(response.status, 405)
         self.assertEqual(response.get("allow"), "OPTIONS, ACK, CANCEL, REGISTER")
 
+    def test_unknown_dialog_is_481(self):
+        """A request inside a dialog no module knows (a To tag) gets 481,
+        not 405: the method is fine, the dialog is gone (12.2.2)."""
+        flow = feed(core([Module(methods=["REGISTER"])]), request("SUBSCRIBE", "sip:bob@example.com").replace(b"To: <sip:bob@example.com>", b"To: <sip:bob@example.com>;tag=gone"))
+        self.assertEqual(flow.sent[0][1].status, 481)
+
     def test_unknown_method_is_501(self):
         """A method that is no SIP method we know gets 501 with Allow."""
         flow = feed(core([Module(methods=["REGISTER"])]), request("FROB", "sip:bob@example.com"))
