@@ -78,6 +78,9 @@ MIN_SE = ST.MIN_SE
 #: Seconds between repeats of our provisional to a caller that is still
 #: ringing (RFC 3261 13.3.1.1: "every minute").
 PROVISIONAL_INTERVAL = 60.0
+#: Seconds a relayed re-INVITE may stay unanswered after a provisional
+#: before we CANCEL it (RFC 3261 16.6 step 11: Timer C, more than 3 min).
+TIMER_C = 181.0
 
 
 class Target:
@@ -269,6 +272,8 @@ class Call:
         self.ring_time: Optional[float] = None
         #: Repeats our last provisional to the caller while it rings.
         self.keepalive_timer = None
+        #: Timer C of each re-INVITE we relayed, by (leg name, CSeq).
+        self.relay_timers: Dict[Tuple[str, int], object] = {}
         self.end_reason: Optional[str] = None
         self.on_end: List[Callable] = []
         # Session timers (RFC 4028): the caller's plan, then one per leg.
@@ -378,11 +383,14 @@ class Call:
         self.trace("b", "in", fork.target.flow.remote, response)
         status = response.status
         if status < 200:
-            if status == 100:
-                return
+            # Any provisional, 100 included, lets a CANCEL through (9.1);
+            # the INVITE then waits in Proceeding, so one that only got a
+            # 100 must be cancelled too when the call gives up.
             fork.provisional = True
             if fork.cancel_pending:
                 self._cancel_fork(fork)
+                return
+            if status == 100:
                 return
             if self.state in ("calling", "ringing") and not self.tx.completed:
                 self._b_provisional(fork, response)
@@ -821,6 +829,10 @@ class Call:
         self.state = "ended"
         self.end_reason = reason
         self._stop_ring_timer()
+        for timer in self.relay_timers.values():
+            if timer.active():
+                timer.cancel()
+        self.relay_timers.clear()
         # Whatever ended the call, no fork is left ringing (9.1: a silent
         # one is cancelled when its first provisional arrives).
         for fork in self.forks:
@@ -937,6 +949,17 @@ class Call:
         self.core.send_request(relay, other.flow, lambda ctx, r: self._relayed_response(tx, leg, other, relay, r, plan))
         if request.method == "INVITE":
             tx.on_cancel(lambda t: self._relay_cancelled(t, leg, other, relay))
+        if relay.method == "INVITE":
+            # Timer B stops at the peer's first provisional: a re-INVITE
+            # it never answers is cancelled after Timer C (RFC 3261 16.6
+            # step 11), so the offer/answer exchange cannot stay open.
+            key = (other.name, relay.cseq[0])
+            self.relay_timers[key] = self.clock.callLater(TIMER_C, self._relay_timer_c, key, tx, leg, other, relay)
+
+    def _relay_timer_c(self, key, tx, leg: Leg, other: Leg, relay: Request) -> None:
+        self.relay_timers.pop(key, None)
+        if self.state != "ended":
+            self._relay_cancelled(tx, leg, other, relay)
 
     def _mapped_event(self, leg: Leg, value: str) -> str:
         """
@@ -967,6 +990,10 @@ class Call:
         status = response.status
         if status == 100:
             return
+        if status >= 200:
+            timer = self.relay_timers.pop((other.name, relay.cseq[0]), None) if relay.method == "INVITE" else None
+            if timer is not None and timer.active():
+                timer.cancel()
         if status >= 200 and relay.method in ("INVITE", "UPDATE"):
             if not _is_2xx(status) or tx.request.method != "INVITE" or tx.completed:
                 # The exchange is over (a 2xx relayed to an INVITE ends

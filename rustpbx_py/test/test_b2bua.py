@@ -203,6 +203,20 @@ class CancelTests(CallHarness, SynchronousTestCase):
         self.assertEqual(len(self.core.requests("CANCEL")), 2)
         self.assertEqual(tx.statuses(), [100, 180, 487])
 
+    def test_cancel_after_100_trying(self):
+        """A fork that only said 100 Trying is cancelled like one that rang
+        (any provisional, RFC 3261 9.1), at once or when its 100 comes;
+        its INVITE does not wait for ever in Proceeding."""
+        tx, call = self.invite()
+        f1, f2 = self.core.requests("INVITE")
+        f1.answer(100, to_tag=None)
+        tx.cancel()
+        self.assertEqual([c.request.uri for c in self.core.requests("CANCEL")], [f1.request.uri])
+        f2.answer(100, to_tag=None)
+        self.assertEqual(len(self.core.requests("CANCEL")), 2)
+        self.clock.advance(64)
+        self.assertEqual(self.sip.transactions.client, {})
+
     def test_answer_after_cancel(self):
         """A 2xx that crosses our CANCEL is ACKed and ended with BYE."""
         tx, call = self.invite()
@@ -486,6 +500,25 @@ class RelayTests(CallHarness, SynchronousTestCase):
         cancel = self.core.last("CANCEL").request
         self.assertEqual((cancel.top_via, cancel.get("cseq")), (out.request.top_via, "2 CANCEL"))
         out.answer(487)
+        again = self.caller_request(call, "INVITE", 3, body=SDP_OFFER)
+        self.assertEqual(self.core.last("INVITE").request.get("cseq"), "3 INVITE")
+        self.assertEqual(again.statuses(), [])
+
+    def test_reinvite_unanswered_after_provisional(self):
+        """A callee that says 100 to a relayed re-INVITE and nothing else:
+        after Timer C (181 s) we CANCEL it and the caller gets 487; the
+        next re-INVITE is relayed, not refused as glare."""
+        tx, call, fork = self.answered_call()
+        reinvite = self.caller_request(call, "INVITE", 2, body=SDP_OFFER)
+        out = self.core.last("INVITE")
+        out.answer(100, to_tag=None)
+        self.clock.advance(180)
+        self.assertEqual((reinvite.statuses(), self.core.requests("CANCEL")), ([], []))
+        self.clock.advance(1)
+        self.assertEqual(reinvite.statuses(), [487])
+        cancel = self.core.last("CANCEL").request
+        self.assertEqual((cancel.top_via, cancel.get("cseq")), (out.request.top_via, "2 CANCEL"))
+        self.clock.advance(32)  # no 487 from the callee either: the INVITE gives up
         again = self.caller_request(call, "INVITE", 3, body=SDP_OFFER)
         self.assertEqual(self.core.last("INVITE").request.get("cseq"), "3 INVITE")
         self.assertEqual(again.statuses(), [])
