@@ -111,12 +111,14 @@ class BaresipPhone:
     One baresip user agent registered as C{user} over C{transport} ("udp",
     "tcp" or "tls") to the L{PhonePbx}; it answers calls by itself unless
     C{answer} is "manual" (then the test sends C{accept} or C{hangup}), and
-    offers the one C{codec} family given ("g711" or "opus").
+    offers the one C{codec} family given ("g711" or "opus"); C{password}
+    replaces the user's own (to try a wrong one).
     """
 
     def __init__(
         self, testcase, pbx: PhonePbx, user: str, transport: str = "udp", contacts: Tuple[str, ...] = (), answer: str = "auto",
         codec: str = "g711",
+        password: Optional[str] = None,
     ) -> None:
         self.testcase = testcase
         self.pbx = pbx
@@ -134,6 +136,7 @@ class BaresipPhone:
         self.contacts = contacts
         self.answer = answer
         self.codec = codec
+        self.password = password
         self.process = ChildProcess(os.path.join(self.dir, "output.log"))
         self.control: Optional[Control] = None
 
@@ -174,7 +177,7 @@ ringback_disabled yes
 """
         with open(os.path.join(self.dir, "config"), "w") as f:
             f.write(config)
-        password = USERS[self.user]
+        password = self.password or USERS[self.user]
         account = (
             f"<sip:{self.user}@127.0.0.1;transport={self.transport}>;auth_pass={password};"
             f'outbound="sip:127.0.0.1:{pbx_port};transport={self.transport}";regint=600;answermode={self.answer}\n'
@@ -201,7 +204,11 @@ ringback_disabled yes
                 yield later(0.1)
         else:
             raise AssertionError(f"baresip's ctrl_tcp never listened on {self.ctrl_port}:\n{self.process.output[-3000:]}")
-        match = yield self.process.wait_output(r"\{0/\w+/v4\} (\d{3}) [^\n]*|Register: [^\n]*", timeout=10)
+        # "{0/UDP/v4} 200 OK ..." once registered, "reg: AOR: 403 Forbidden"
+        # on a final failure, "Register: <errno text>" when libre gives up.
+        match = yield self.process.wait_output(
+            r"\{0/\w+/v4\} (\d{3}) [^\n]*|reg: [^\n]*?: (\d{3}) [^\n]*|Register: [^\n]*", timeout=10
+        )
         if match.group(1) != "200":
             raise AssertionError(f"{self.user} did not register over {self.transport}: {match.group(0)}")
         return self

@@ -208,3 +208,15 @@ class BaresipTests(TestCase):
         self.assertEqual(len(locator.lookup("bob@127.0.0.1")), 1)
         yield bob.stop()
         self.assertEqual(locator.lookup("bob@127.0.0.1"), [])
+
+    @defer.inlineCallbacks
+    def test_wrong_password(self):
+        """A phone with a wrong password is refused (no binding); the right one then registers."""
+        self.pbx = yield PhonePbx.start(self)
+        wrong = BaresipPhone(self, self.pbx, "bob", "udp", password="not-bobs")
+        failure = yield self.assertFailure(wrong.start(), AssertionError)
+        self.assertIn("did not register", str(failure))
+        self.assertEqual(self.pbx.service.context.locator.lookup("bob@127.0.0.1"), [])
+        yield wrong.stop()
+        yield BaresipPhone(self, self.pbx, "bob", "udp").start()
+        self.assertEqual(len(self.pbx.service.context.locator.lookup("bob@127.0.0.1")), 1)
