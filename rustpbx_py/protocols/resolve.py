@@ -37,6 +37,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import socket
+import weakref
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from twisted.internet import defer
@@ -136,10 +137,33 @@ def default_resolver(servers: Optional[Sequence[Tuple[str, int]]] = None, reacto
 
     if reactor is None:
         from twisted.internet import reactor
+
+    class ClosableResolver(client.Resolver):
+        """A client resolver whose UDP queries still in flight can be
+        abandoned when the service stops (their ports closed, their
+        timeouts cancelled), instead of outliving it."""
+
+        def _connectedProtocol(self, *args, **kwargs):
+            protocol = client.Resolver._connectedProtocol(self, *args, **kwargs)
+            self.__dict__.setdefault("in_flight", weakref.WeakSet()).add(protocol)
+            return protocol
+
+        def abandon(self) -> None:
+            for protocol in list(getattr(self, "in_flight", ())):
+                live = getattr(protocol, "liveMessages", {})
+                entries = list(live.values())
+                live.clear()
+                for d, timeout in entries:
+                    if timeout is not None and timeout.active():
+                        timeout.cancel()
+                    if not d.called:
+                        # The client's own callback then closes the port.
+                        d.errback(defer.CancelledError("the resolver is closed"))
+
     if servers:
-        upstream = client.Resolver(servers=list(servers), reactor=reactor)
+        upstream = ClosableResolver(servers=list(servers), reactor=reactor)
     else:
-        upstream = client.Resolver(resolv="/etc/resolv.conf", reactor=reactor)
+        upstream = ClosableResolver(resolv="/etc/resolv.conf", reactor=reactor)
     memory = cache.CacheResolver(reactor=reactor)
     chain = resolve.ResolverChain([hosts.Resolver(b"/etc/hosts"), memory, upstream])
     return chain, (memory, upstream)
@@ -173,8 +197,15 @@ class SipResolver:
         self._servers = servers
         self._reactor = reactor
         self._parts: Tuple[Any, ...] = ()
+        self._closed = False
         self.transports = tuple(transports)
         self.rng = rng or random.Random()
+
+    def _ask(self, method: str, name: str) -> defer.Deferred:
+        """One query through the resolver chain (none once closed)."""
+        if self._closed:
+            return defer.fail(defer.CancelledError("the resolver is closed"))
+        return defer.maybeDeferred(getattr(self.resolver, method), name)
 
     @property
     def resolver(self):
@@ -185,8 +216,13 @@ class SipResolver:
 
     def close(self) -> None:
         """Cancel the default chain's timers (cache expiry, resolv.conf
-        re-reading): the service is stopping."""
+        re-reading) and abandon the queries in flight: the service is
+        stopping.  Look-ups after this find nothing."""
+        self._closed = True
         for part in self._parts:
+            abandon = getattr(part, "abandon", None)
+            if abandon is not None:
+                abandon()
             parse = getattr(part, "_parseCall", None)
             if parse is not None and parse.active():
                 parse.cancel()
@@ -246,7 +282,7 @@ class SipResolver:
     def _naptr(self, name: str, secure: bool):
         """(transport, SRV name) pairs from the domain's NAPTR records, in order."""
         try:
-            answers, _, _ = yield self.resolver.lookupNamingAuthorityPointer(name)
+            answers, _, _ = yield self._ask("lookupNamingAuthorityPointer", name)
         except Exception as e:
             self._debug("NAPTR", name, e)
             return []
@@ -270,7 +306,7 @@ class SipResolver:
         """The targets of the SRV records of each (transport, SRV name), in order."""
         services = list(services)
         lookups = yield defer.DeferredList(
-            [defer.maybeDeferred(self.resolver.lookupService, srv) for _, srv in services], consumeErrors=True
+            [self._ask("lookupService", srv) for _, srv in services], consumeErrors=True
         )
         ordered: List[Tuple[str, Any]] = []
         for (transport, srv), (ok, result) in zip(services, lookups):
@@ -315,8 +351,8 @@ class SipResolver:
             return [name], None
         v4, v6 = yield defer.DeferredList(
             [
-                defer.maybeDeferred(self.resolver.lookupAddress, name),
-                defer.maybeDeferred(self.resolver.lookupIPV6Address, name),
+                self._ask("lookupAddress", name),
+                self._ask("lookupIPV6Address", name),
             ],
             consumeErrors=True,
         )
@@ -401,6 +437,8 @@ class HostWatcher:
         return d
 
     def _resolved(self, name: str, result: Tuple[List[str], Optional[int]]) -> None:
+        if not self._running:
+            return
         addresses, ttl = result
         if not addresses:
             self._failed(name, None)
@@ -413,6 +451,8 @@ class HostWatcher:
         self._schedule(name, delay)
 
     def _failed(self, name: str, failure: Any) -> None:
+        if not self._running:
+            return  # stopped: an abandoned look-up is no news
         kept = self.addresses.get(name)
         self.log.warn(
             "cannot resolve {name}{why}; {kept}",

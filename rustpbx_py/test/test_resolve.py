@@ -14,7 +14,7 @@ from collections import Counter
 from twisted.internet import defer, task
 from twisted.names import dns
 from twisted.names.error import DNSQueryTimeoutError
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rustpbx_py.call.trunks import TrunkLocation, TrunkSet, host_name
 from rustpbx_py.config import parse_config_text
@@ -474,3 +474,36 @@ class ServiceAddressTests(SynchronousTestCase):
         result = []
         SipResolver(MemoryAuthority("carrier.test", zone)).service_addresses("carrier.test").addCallback(result.append)
         self.assertEqual(result, [(["198.51.100.9", "198.51.100.1", "198.51.100.2"], 90)])
+
+
+class CloseTests(TestCase):
+    """L{SipResolver.close} leaves nothing behind on the real reactor."""
+
+    @defer.inlineCallbacks
+    def test_close_abandons_queries(self) -> None:
+        """A name server that never answers: closing the resolver ends the
+        look-up (no target), closes its port and cancels its timeouts, so
+        the reactor is clean when the service has stopped."""
+        from twisted.internet import reactor
+        from twisted.internet.protocol import DatagramProtocol
+
+        silent = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
+        self.addCleanup(silent.stopListening)
+        resolver = SipResolver(servers=[("127.0.0.1", silent.getHost().port)], reactor=reactor)
+        pending = resolver.locate("carrier.test")
+        yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertFalse(pending.called)
+        resolver.close()
+        targets = yield pending
+        self.assertEqual(targets, [])
+
+    def test_stopped_watcher_is_quiet(self) -> None:
+        """An answer (or failure) arriving after stop changes and logs nothing."""
+        clock = task.Clock()
+        answer = defer.Deferred()
+        changes = []
+        watcher = HostWatcher(["carrier.test"], lambda name: answer, lambda n, a: changes.append(a), clock)
+        watcher.start()
+        watcher.stop()
+        answer.callback((["192.0.2.1"], 60))
+        self.assertEqual((changes, clock.getDelayedCalls()), ([], []))
