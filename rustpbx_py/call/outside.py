@@ -266,8 +266,8 @@ def _decision_groups(module, tx, decision):
     if action != "forward":
         return [], (405, "Method Not Allowed", [("Allow", module.core.allow_header())])
     if not decision.trunks:
-        targets = yield module._uri_targets(decision.request)
-        return ([targets], None) if targets else ([], (480, "Temporarily Unavailable"))
+        groups = yield module._uri_groups(decision.request)
+        return (groups, None) if groups else ([], (480, "Temporarily Unavailable"))
     groups: List[List[Target]] = []
     refusal: Optional[Tuple] = None
     from rustpbx_py.modules.call import identity
@@ -281,14 +281,12 @@ def _decision_groups(module, tx, decision):
             continue
         outbound = module.trunks.outbound_request(name, decision.request)
         trunk = module.trunks.get(name)
-        for dest in module.trunks.destinations(name):
-            try:
-                flow = yield module.core.resolve(dest.transport, dest.host, dest.port)
-            except Exception as e:
-                module.log.info("trunk {trunk}: {error}", trunk=name, error=e)
-                continue
-            to = _untagged(outbound.get("to") or "")
-            groups.append([Target(outbound.uri, flow, to, trunk=trunk, label=name, template=outbound)])
+        to = _untagged(outbound.get("to") or "")
+        for where in module.trunks.locations(name):
+            # dest then backup_dest, each through DNS (RFC 3263), as for calls.
+            flows = yield module._located_flows(where.host, where.port, where.transport, where.secure, f"trunk {name}")
+            for flow in flows:
+                groups.append([Target(outbound.uri, flow, to, trunk=trunk, label=name, template=outbound)])
     if not groups:
         return [], refusal or (503, "Service Unavailable")
     return groups, None

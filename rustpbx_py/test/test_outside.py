@@ -120,6 +120,44 @@ dest = "carrier"
         self.assertEqual(alice.responses(), [202])
 
 
+class MessageUriRouteTests(SynchronousTestCase):
+    """A route without trunks forwards the MESSAGE to its (rewritten) Request-URI."""
+
+    TOML = """
+[[proxy.routes]]
+name = "gw"
+[proxy.routes.match]
+"to.user" = "^8"
+[proxy.routes.rewrite]
+"to.host" = "198.51.100.9"
+"""
+
+    def test_forwarded_to_rewritten_uri(self):
+        """The MESSAGE goes to the rewritten host (looked up as calls are,
+        RFC 3263) and the gateway's 200 comes back."""
+        from twisted.internet import defer
+
+        from rustpbx_py.test.core_phones import WireFlow
+
+        pbx = CorePbx(self.TOML)
+        self.addCleanup(pbx.stop)
+        alice = pbx.phone("alice")
+        gateway = pbx.phone("gw", register=False)
+        resolved = []
+
+        def resolve(transport, host, port):
+            resolved.append((host, port))
+            return defer.succeed(WireFlow(gateway, (host, port or 5060)))
+
+        pbx.core.resolve = resolve
+        alice.request("MESSAGE", "sip:8123@example.com", headers=[("Content-Type", TEXT)], body=b"gw")
+        (m,) = gateway.take("MESSAGE")
+        self.assertEqual(resolved, [("198.51.100.9", 5060)])
+        self.assertEqual(m.uri, "sip:8123@198.51.100.9")
+        gateway.answer(m, 200, "OK")
+        self.assertEqual(alice.responses(), [200])
+
+
 class OptionsTests(SynchronousTestCase):
     """OPTIONS to a user goes to the user; OPTIONS to the PBX stays the core's."""
 
