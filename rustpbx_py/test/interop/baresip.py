@@ -26,7 +26,7 @@ import shutil
 import tempfile
 from typing import Callable, Dict, List, Optional, Tuple
 
-from twisted.internet import defer, protocol, reactor
+from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.protocols.basic import NetstringReceiver
 
@@ -43,7 +43,11 @@ from rustpbx_py.test.interop.phones import (
 )
 from rustpbx_py.test.interop.support import require_tool
 
-MODULE_PATHS = ("/usr/lib/baresip/modules", "/usr/lib/x86_64-linux-gnu/baresip/modules", "/usr/local/lib/baresip/modules")
+MODULE_PATHS = (
+    "/usr/lib/baresip/modules",
+    "/usr/lib/x86_64-linux-gnu/baresip/modules",
+    "/usr/local/lib/baresip/modules",
+)
 
 #: The modules a headless test phone needs, all in Debian's baresip-core.
 MODULES = ("stdio", "sndfile", "alsa", "aufile")
@@ -61,7 +65,8 @@ def module_path() -> str:
     for path in MODULE_PATHS:
         if all(os.path.exists(os.path.join(path, f"{m}.so")) for m in MODULES + APP_MODULES + tuple(CODECS)):
             return path
-    raise SkipTest(f"baresip modules {', '.join(MODULES + APP_MODULES + tuple(CODECS))} not found in {', '.join(MODULE_PATHS)} (.ci/run installs baresip-core)")
+    names = ", ".join(MODULES + APP_MODULES + tuple(CODECS))
+    raise SkipTest(f"baresip modules {names} not found in {', '.join(MODULE_PATHS)} (.ci/run installs baresip-core)")
 
 
 class Control(NetstringReceiver):
@@ -116,7 +121,13 @@ class BaresipPhone:
     """
 
     def __init__(
-        self, testcase, pbx: PhonePbx, user: str, transport: str = "udp", contacts: Tuple[str, ...] = (), answer: str = "auto",
+        self,
+        testcase,
+        pbx: PhonePbx,
+        user: str,
+        transport: str = "udp",
+        contacts: Tuple[str, ...] = (),
+        answer: str = "auto",
         codec: str = "g711",
         password: Optional[str] = None,
     ) -> None:
@@ -148,7 +159,8 @@ class BaresipPhone:
         rate, channels = CODECS[self.codec]
         tone = write_tone(os.path.join(self.dir, "tone.wav"), self.tone, rate=rate, channels=channels)
         pbx_port = self.pbx.ports["TLS" if self.transport == "tls" else self.transport.upper()]
-        modules = "".join(f"module {m}.so\n" for m in MODULES + (self.codec,)) + "".join(f"module_app {m}.so\n" for m in APP_MODULES)
+        modules = "".join(f"module {m}.so\n" for m in MODULES + (self.codec,))
+        modules += "".join(f"module_app {m}.so\n" for m in APP_MODULES)
         config = f"""poll_method epoll
 sip_listen 127.0.0.1:0
 sip_cafile {self.pbx.cert}
@@ -203,7 +215,8 @@ ringback_disabled yes
                     raise AssertionError(f"baresip exited:\n{self.process.output[-3000:]}")
                 yield later(0.1)
         else:
-            raise AssertionError(f"baresip's ctrl_tcp never listened on {self.ctrl_port}:\n{self.process.output[-3000:]}")
+            output = self.process.output[-3000:]
+            raise AssertionError(f"baresip's ctrl_tcp never listened on {self.ctrl_port}:\n{output}")
         # "{0/UDP/v4} 200 OK ..." once registered, "reg: AOR: 403 Forbidden"
         # on a final failure, "Register: <errno text>" when libre gives up.
         match = yield self.process.wait_output(

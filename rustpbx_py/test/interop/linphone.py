@@ -41,7 +41,13 @@ class LinphonePhone:
     """
 
     def __init__(
-        self, testcase, pbx: PhonePbx, user: str, auto_answer: bool = True, transport: str = "udp", late_offer: bool = False
+        self,
+        testcase,
+        pbx: PhonePbx,
+        user: str,
+        auto_answer: bool = True,
+        transport: str = "udp",
+        late_offer: bool = False,
     ) -> None:
         self.testcase = testcase
         self.transport = transport
@@ -94,7 +100,8 @@ class LinphonePhone:
         """Start linphonec in file mode with the user's tone; fires once the PBX holds its binding."""
         rc = self.write_config()
         tone = write_tone(os.path.join(self.dir, "tone.wav"), self.tone)
-        self.process.spawn([self.binary, "-c", rc, "-d", "5", "-l", os.path.join(self.dir, "linphone.log")], cwd=self.dir, env={**os.environ, "HOME": self.dir})
+        args = [self.binary, "-c", rc, "-d", "5", "-l", os.path.join(self.dir, "linphone.log")]
+        self.process.spawn(args, cwd=self.dir, env={**os.environ, "HOME": self.dir})
         self.testcase.addCleanup(self.stop)
         yield self.wait(r"linphonec> ")
         # G.711 only, as baresip offers: the recorder's header stays zeroed
