@@ -224,6 +224,35 @@ if _NO_HYPOTHESIS is None:
             self.clock.advance(40)
             self.assertNothingLogged(data)
 
+    class ModulesFuzzTests(SynchronousTestCase):
+        """The same inputs through the real modules (acl, auth, registrar,
+        call, presence) behind the core, with a registered user."""
+
+        def setUp(self) -> None:
+            from rustpbx_py.test.sip_phones import Network, Phone
+
+            self.watch = _FailureWatch()
+            globalLogPublisher.addObserver(self.watch)
+            self.addCleanup(globalLogPublisher.removeObserver, self.watch)
+            self.clock = task.Clock()
+            users = [{"type": "memory", "users": [{"username": "alice", "password": "a-pw"}]}]
+            self.net = Network(self.clock, user_backends=users, realms=["example.com"])
+            self.addCleanup(self.net.stop)
+            Phone(self.net, "alice", "a-pw", ("203.0.113.1", 5060), ("10.0.0.1", 5060)).register(3600)
+
+        assertNothingLogged = FuzzTests.assertNothingLogged
+
+        @settings(max_examples=EXAMPLES or 600, deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @given(inputs, st.sampled_from(["203.0.113.1", "203.0.113.2", "198.51.100.7"]))
+        def test_udp_through_modules(self, data: bytes, source: str) -> None:
+            """A datagram through the whole pipeline: nothing raises, no
+            module's failure is logged (the core would answer it 500)."""
+            self.net.udp.datagramReceived(data, (source, 5060))
+            self.net.socket.sent.clear()
+            self.clock.advance(40)
+            self.assertNothingLogged(data)
+
 
 else:
 
