@@ -24,6 +24,7 @@ from rustpbx_py.call.credentials import build_authorization
 from rustpbx_py.call.dialog import (
     Leg,
     contact_target,
+    from_with_tag,
     record_route_headers,
     relayed_max_forwards,
     tag_of,
@@ -330,7 +331,7 @@ class Call:
         req = Request("INVITE", target.uri)
         req.add("Via", core.via_for(flow))
         req.add("Max-Forwards", str(relayed_max_forwards(a)))
-        req.add("From", self._b_from(a))
+        req.add("From", from_with_tag(a, self.b_tag))
         req.add("To", target.to)
         req.add("Call-ID", self.b_call_id)
         req.add("CSeq", "1 INVITE")
@@ -355,16 +356,6 @@ class Call:
         req.add("User-Agent", proxy.useragent)
         req.body = a.body
         return req
-
-    def _b_from(self, template: Request) -> str:
-        value = template.get("from") or ""
-        try:
-            na = NameAddr.parse(value)
-        except HeaderError:
-            return f"<sip:anonymous@anonymous.invalid>;tag={self.b_tag}"
-        na.params = {k: v for k, v in na.params.items() if k != "tag"}
-        na.params["tag"] = self.b_tag
-        return str(na)
 
     def _fork(self, target: Target) -> Fork:
         request = self._build_invite(target)

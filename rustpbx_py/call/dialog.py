@@ -213,6 +213,22 @@ def with_tag(header_value: str, tag: str) -> str:
     return f"{header_value};tag={tag}"
 
 
+def from_with_tag(template: Request, tag: str) -> str:
+    """
+    The From of a request we originate as a B2BUA from C{template}'s From:
+    its display name and URI with our C{tag} instead of the caller's, or
+    an anonymous From when the caller's cannot be parsed.
+    """
+    value = template.get("from") or ""
+    try:
+        na = NameAddr.parse(value)
+    except HeaderError:
+        return f"<sip:anonymous@anonymous.invalid>;tag={tag}"
+    na.params = {k: v for k, v in na.params.items() if k != "tag"}
+    na.params["tag"] = tag
+    return str(na)
+
+
 def uac_leg_from_response(name: str, request: Request, response: Response, flow) -> Leg:
     """The dialog a 2xx (or 1xx with a tag) to our INVITE creates (12.1.2)."""
     routes = list(reversed(response.get_all("record-route")))

@@ -20,8 +20,9 @@ from twisted.logger import Logger
 
 from rustpbx_py.call.b2bua import Target, best_response
 from rustpbx_py.call.credentials import build_authorization
+from rustpbx_py.call.dialog import from_with_tag
 from rustpbx_py.registrar import make_aor
-from rustpbx_py.sip.headers import HeaderError, NameAddr, URI, bare_host
+from rustpbx_py.sip.headers import HeaderError, URI, bare_host
 from rustpbx_py.sip.message import Request, Response
 from rustpbx_py.transaction.responses import new_call_id, new_tag
 
@@ -110,7 +111,7 @@ class OutsideRelay:
         req.add("Via", self.core.via_for(target.flow))
         mf = a.max_forwards
         req.add("Max-Forwards", str(max((70 if mf is None else mf) - 1, 0)))
-        req.add("From", self._from(template))
+        req.add("From", from_with_tag(template, self.tag))
         req.add("To", target.to)
         req.add("Call-ID", self.call_id)
         self.cseq += 1
@@ -122,16 +123,6 @@ class OutsideRelay:
                 req.headers.append(list(h))
         req.body = a.body
         return req
-
-    def _from(self, template: Request) -> str:
-        value = template.get("from") or ""
-        try:
-            na = NameAddr.parse(value)
-        except HeaderError:
-            return f"<sip:anonymous@anonymous.invalid>;tag={self.tag}"
-        na.params = {k: v for k, v in na.params.items() if k != "tag"}
-        na.params["tag"] = self.tag
-        return str(na)
 
     def _send(self, target: Target, request: Optional[Request] = None) -> None:
         fork = _Fork(target, request or self._build(target))
