@@ -514,19 +514,16 @@ def _frequency(ctx: _Ctx, key: str, value: Any) -> Any:
     if value == "db":
         ctx.warn(key, 'the database-backed limiter ("db") is a RustPBX feature rustpbx_py does not implement yet; no limit applied')
         return None
-    m = _FREQUENCY.match(value) if isinstance(value, str) else None
-    if m is None:
-        return ctx.expected(key, what, value)
-    count = int(m.group(1))
-    window = int(m.group(2) or "1") * _UNIT_SECONDS[m.group(3)]
-    if count < 1 or window < 1:
-        return ctx.expected(key, what + " with a count and window above zero", value)
-    return FrequencyLimit(count=count, window_seconds=window)
+    return _count_window(ctx, key, value, what)
 
 
 @_reader('"COUNT/WINDOW" with a unit s, m or h, e.g. "5/10m"', 'string "COUNT/WINDOW[s|m|h]"')
 def _failure_limit(ctx: _Ctx, key: str, value: Any) -> Any:
-    what = 'a limit "COUNT/WINDOW" with a unit s, m or h (e.g. "5/10m")'
+    return _count_window(ctx, key, value, 'a limit "COUNT/WINDOW" with a unit s, m or h (e.g. "5/10m")')
+
+
+def _count_window(ctx: _Ctx, key: str, value: Any, what: str) -> Any:
+    """A "COUNT/WINDOW[s|m|h]" limit; C{what} (with its example) names it in errors."""
     m = _FREQUENCY.match(value) if isinstance(value, str) else None
     if m is None:
         return ctx.expected(key, what, value)
