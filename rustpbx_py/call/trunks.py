@@ -102,15 +102,7 @@ def host_name(text: str) -> Optional[str]:
     """
     if _host_network(text) is not None:
         return None
-    text = text.strip().strip("<>")
-    lowered = text.lower()
-    for prefix in ("sips:", "sip:"):
-        if lowered.startswith(prefix):
-            text = text[len(prefix) :]
-            break
-    text = text.split(";", 1)[0].split("?", 1)[0]
-    if "@" in text:
-        text = text.rsplit("@", 1)[1]
+    text = _hostport(text)
     if text.count(":") == 1:
         text = text.split(":", 1)[0]
     text = text.strip().rstrip(".").lower()
@@ -146,12 +138,9 @@ def _compile_prefix(pattern: Optional[str]):
     return lambda value: rx.search(value) is not None
 
 
-def _host_network(text: str) -> Optional[Union[ipaddress.IPv4Network, ipaddress.IPv6Network]]:
-    """
-    An inbound host, dest or backup_dest as a network: C{1.2.3.4},
-    C{10.0.0.0/8}, C{1.2.3.4:5060}, C{[2001:db8::1]:5060},
-    C{sip:1.2.3.4:5060;transport=tcp}.  None for host names.
-    """
+def _hostport(text: str) -> str:
+    """The host[:port] of an inbound host, dest or backup_dest: without
+    <>, the sip:/sips: scheme, a user part, parameters or headers."""
     text = text.strip().strip("<>")
     lowered = text.lower()
     for prefix in ("sips:", "sip:"):
@@ -161,6 +150,16 @@ def _host_network(text: str) -> Optional[Union[ipaddress.IPv4Network, ipaddress.
     text = text.split(";", 1)[0].split("?", 1)[0]
     if "@" in text:
         text = text.rsplit("@", 1)[1]
+    return text
+
+
+def _host_network(text: str) -> Optional[Union[ipaddress.IPv4Network, ipaddress.IPv6Network]]:
+    """
+    An inbound host, dest or backup_dest as a network: C{1.2.3.4},
+    C{10.0.0.0/8}, C{1.2.3.4:5060}, C{[2001:db8::1]:5060},
+    C{sip:1.2.3.4:5060;transport=tcp}.  None for host names.
+    """
+    text = _hostport(text)
     if not text:
         return None
     candidates = [text]
