@@ -57,6 +57,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from rustpbx_py.interfaces import ABORT, CONTINUE, IProxyModule
+from rustpbx_py.modules.guard import TrustedSources
 from rustpbx_py.sip.headers import HeaderError, NameAddr
 
 __all__ = [
@@ -268,8 +269,8 @@ class FrequencyLimiter:
         self._sources: "OrderedDict[str, _Slot]" = OrderedDict()
         self._swept = -1
         #: Sources that authenticated lately -> until when they are trusted.
-        self._trusted: "OrderedDict[str, float]" = OrderedDict()
-        self.trust_seconds = max(TRUST_SECONDS, window)
+        self._trusted = TrustedSources(clock, max(TRUST_SECONDS, window), max_sources)
+        self.trust_seconds = self._trusted.seconds
 
     def __len__(self) -> int:
         """How many sources are tracked."""
@@ -332,21 +333,11 @@ class FrequencyLimiter:
             taken = min(count, slot.current)
             slot.current -= taken
             slot.previous = max(0, slot.previous - (count - taken))
-        trusted = self._trusted
-        trusted[source] = now + self.trust_seconds
-        trusted.move_to_end(source)
-        while len(trusted) > self.max_sources:
-            trusted.popitem(last=False)
+        self._trusted.trust(source, now)
 
     def trusted(self, source: str) -> bool:
         """Whether C{source} authenticated within the last L{trust_seconds}."""
-        until = self._trusted.get(source)
-        if until is None:
-            return False
-        if until <= self._clock.seconds():
-            del self._trusted[source]
-            return False
-        return True
+        return self._trusted.trusted(source)
 
     def _sweep(self, index: int) -> None:
         """Forget sources last seen before the previous window."""

@@ -42,6 +42,41 @@ MAX_BAN = 86400.0
 TRUST_SECONDS = 3600.0
 
 
+class TrustedSources:
+    """
+    Sources trusted for C{seconds} after a success (a login that passed),
+    bounded to C{max_keys}: the least recently trusted are forgotten first.
+    Shared by the login guard and the frequency limiter.
+    """
+
+    def __init__(self, clock: Any, seconds: float, max_keys: int) -> None:
+        self._clock = clock
+        self.seconds = seconds
+        self.max_keys = max_keys
+        self._until: "OrderedDict[str, float]" = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._until)
+
+    def trust(self, source: str, now: Optional[float] = None) -> None:
+        """Trust C{source} for L{seconds} from C{now} (the clock's time by default)."""
+        until = self._until
+        until[source] = (self._clock.seconds() if now is None else now) + self.seconds
+        until.move_to_end(source)
+        while len(until) > self.max_keys:
+            until.popitem(last=False)
+
+    def trusted(self, source: str) -> bool:
+        """Whether C{source} is still trusted (an expired entry is forgotten)."""
+        until = self._until.get(source)
+        if until is None:
+            return False
+        if until <= self._clock.seconds():
+            del self._until[source]
+            return False
+        return True
+
+
 class _Record:
     __slots__ = ("start", "count")
 
@@ -75,7 +110,7 @@ class LoginGuard:
         self._failures: "OrderedDict[Hashable, _Record]" = OrderedDict()
         #: key -> (banned until, bans so far)
         self._bans: "OrderedDict[Hashable, Tuple[float, int]]" = OrderedDict()
-        self._trusted: "OrderedDict[str, float]" = OrderedDict()
+        self._trusted = TrustedSources(clock, TRUST_SECONDS, max_keys)
 
     @property
     def enabled(self) -> bool:
@@ -85,20 +120,10 @@ class LoginGuard:
 
     def succeeded(self, source: str) -> None:
         """A login from C{source} succeeded: trust it (see the module docstring)."""
-        trusted = self._trusted
-        trusted[source] = self._clock.seconds() + TRUST_SECONDS
-        trusted.move_to_end(source)
-        while len(trusted) > self.max_keys:
-            trusted.popitem(last=False)
+        self._trusted.trust(source)
 
     def trusted(self, source: str) -> bool:
-        until = self._trusted.get(source)
-        if until is None:
-            return False
-        if until <= self._clock.seconds():
-            del self._trusted[source]
-            return False
-        return True
+        return self._trusted.trusted(source)
 
     def key(self, source: str, user: Optional[str]) -> Hashable:
         """What a failure of C{user} from C{source} counts against."""
