@@ -17,18 +17,17 @@ from __future__ import annotations
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from twisted.internet import defer, task
-from twisted.internet.address import IPv4Address
 
 from rustpbx_py.config import parse_config_text
 from rustpbx_py.pipeline import Pipeline
 from rustpbx_py.protocols.flow import StreamFlow
 from rustpbx_py.protocols.udp import SipDatagramProtocol
-from rustpbx_py.sip.headers import Via
 from rustpbx_py.sip.message import Request, Response, parse_message
+from rustpbx_py.test.core_wire import MemoryUDPSocket, ModuleContext, branch_of, phone_answer, with_content_type
 from rustpbx_py.test.fakes import FakeFlow, make_request
 from rustpbx_py.transaction.client import build_cancel
 from rustpbx_py.transaction.layer import client_key, server_key
-from rustpbx_py.transaction.responses import build_response, new_branch
+from rustpbx_py.transaction.responses import new_branch
 from rustpbx_py.transaction.timers import TimerValues
 
 SDP_OFFER = b"v=0\r\no=caller 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
@@ -38,35 +37,6 @@ SDP_ANSWER = b"v=0\r\no=callee 1 1 IN IP4 192.0.2.20\r\ns=-\r\nc=IN IP4 192.0.2.
 PBX_ADDRESS = ("192.0.2.1", 5060)
 #: Where the caller (alice) sends from.
 CALLER_ADDRESS = ("192.0.2.10", 5060)
-
-
-class MemoryDatagramTransport:
-    """
-    The UDP socket under the real L{SipDatagramProtocol}: what the PBX
-    writes (through Twisted's C{write} or straight to C{socket.sendto})
-    goes to the wire's log.
-    """
-
-    def __init__(self, wire: "Wire", address: Tuple[str, int]) -> None:
-        self.wire = wire
-        self.address = address
-        self.socket = self
-
-    def getHost(self) -> IPv4Address:
-        return IPv4Address("UDP", *self.address)
-
-    def write(self, data: bytes, addr) -> None:
-        self.wire.sent(data, self.wire.listener.flow_for(tuple(addr)))
-
-    sendto = write
-
-    def stopListening(self) -> None:
-        pass
-
-
-def _branch(message) -> str:
-    top = message.top_via
-    return (Via.parse(top).branch or "") if top else ""
 
 
 class WireClientTx:
@@ -97,12 +67,7 @@ class WireClientTx:
         contact: Optional[str] = "<sip:bob@192.0.2.20:5060>",
     ) -> Response:
         """Send the PBX a response to this request (with a To tag and a Contact)."""
-        headers = list(headers)
-        if contact and 100 < status < 300 and self.request.method in ("INVITE", "UPDATE", "SUBSCRIBE"):
-            headers.append(("Contact", contact))
-        if body and not any(h[0].lower() == "content-type" for h in headers):
-            headers.append(("Content-Type", "application/sdp"))
-        response = build_response(self.request, status, reason, headers, body, to_tag=to_tag)
+        response = phone_answer(self.request, status, reason, headers, body, to_tag, contact)
         self.answers.append(response)
         self.wire.deliver(response, self.flow)
         return response
@@ -127,7 +92,7 @@ class WireServerTx:
         self.request = request
         self.flow = flow
         self.reply_flow = flow
-        self.branch = _branch(request)
+        self.branch = branch_of(request)
         self.method = request.method
         self.start = len(wire.log)
         wire.deliver(request, flow)
@@ -139,7 +104,7 @@ class WireServerTx:
         return [
             m
             for m, _ in self.wire.log[self.start :]
-            if not m.is_request and m.cseq[1] == self.method and m.call_id == self.request.call_id and _branch(m) == self.branch
+            if not m.is_request and m.cseq[1] == self.method and m.call_id == self.request.call_id and branch_of(m) == self.branch
         ]
 
     @property
@@ -175,7 +140,7 @@ class WireServerTx:
         start = len(self.wire.log)
         self.wire.deliver(cancel, self.flow)
         for m, _ in self.wire.log[start:]:
-            if not m.is_request and m.cseq[1] == "CANCEL" and _branch(m) == self.branch:
+            if not m.is_request and m.cseq[1] == "CANCEL" and branch_of(m) == self.branch:
                 return m
         return None
 
@@ -196,7 +161,7 @@ class Wire:
         self._client: Dict[tuple, WireClientTx] = {}
         self._requests: List[WireClientTx] = []
         self.listener = SipDatagramProtocol(core)
-        self.listener.makeConnection(MemoryDatagramTransport(self, PBX_ADDRESS))
+        self.listener.makeConnection(MemoryUDPSocket(PBX_ADDRESS, lambda data, addr: self.sent(data, self.listener.flow_for(tuple(addr)))))
         core.transports.udp.append(self.listener)
         core.transports.listening["UDP"] = PBX_ADDRESS
         core.transports.listening["TCP"] = PBX_ADDRESS
@@ -277,7 +242,7 @@ class Wire:
         return [
             m
             for m, _ in self.log
-            if m.is_request and m.method == "ACK" and (_branch(m), "INVITE") not in self._client
+            if m.is_request and m.method == "ACK" and (branch_of(m), "INVITE") not in self._client
         ]
 
     def responses(self, status: Optional[int] = None) -> List[Response]:
@@ -309,12 +274,7 @@ class FakeClientTx:
         contact: Optional[str] = "<sip:bob@192.0.2.20:5060>",
     ) -> Response:
         """Feed a response to the request (with a To tag and a Contact)."""
-        headers = list(headers)
-        if contact and 100 < status < 300 and self.request.method in ("INVITE", "UPDATE", "SUBSCRIBE"):
-            headers.append(("Contact", contact))
-        if body and not any(h[0].lower() == "content-type" for h in headers):
-            headers.append(("Content-Type", "application/sdp"))
-        response = build_response(self.request, status, reason, headers, body, to_tag=to_tag)
+        response = phone_answer(self.request, status, reason, headers, body, to_tag, contact)
         self.answers.append(response)
         self.on_response(self, response)
         return response
@@ -432,29 +392,6 @@ class FakeRecords:
         return defer.succeed(None)
 
 
-class CallContext:
-    """The server context a L{CallModule} is built with."""
-
-    def __init__(self, config, clock, core, locator=None) -> None:
-        self.config = config
-        self.reactor = clock
-        self.store = None
-        self.core = core
-        self.users = None
-        self.trunks = None
-        self.locator = locator
-        self.addons: list = []
-        self.modules: list = []
-
-
-def _with_content_type(headers, body: bytes) -> List[Tuple[str, str]]:
-    """C{headers}, with an SDP Content-Type when there is a body and none is given."""
-    headers = list(headers)
-    if body and not any(name.lower() == "content-type" for name, _ in headers):
-        headers.append(("Content-Type", "application/sdp"))
-    return headers
-
-
 BASE_TOML = """
 [proxy]
 realms = ["example.com"]
@@ -489,7 +426,7 @@ class CallHarness:
         self.locator = FakeLocator()
         if contacts:
             self.locator.add("bob@example.com", *[c.strip("<>") for c in contacts])
-        self.context = CallContext(config, self.clock, self.sip, self.locator)
+        self.context = ModuleContext(config, self.clock, self.sip, self.locator)
         self.module = CallModule(self.context)
         self.module.records = self.records = FakeRecords()
         self.module.start()
@@ -536,7 +473,7 @@ class CallHarness:
             to_uri="sip:bob@example.com",
             to_tag=call.tx.local_tag(),
             cseq=cseq,
-            headers=_with_content_type(headers, body),
+            headers=with_content_type(headers, body),
             body=body,
         )
         if call.tx.flow.transport != "UDP":
@@ -556,7 +493,7 @@ class CallHarness:
             to_tag=call.b_tag,
             call_id=b.call_id,
             cseq=cseq,
-            headers=_with_content_type(headers, body),
+            headers=with_content_type(headers, body),
             body=body,
         )
         host, port = b.flow.remote

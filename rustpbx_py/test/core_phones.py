@@ -20,7 +20,7 @@ from rustpbx_py.config import parse_config_text
 from rustpbx_py.pipeline import Pipeline
 from rustpbx_py.proxy import SipCore
 from rustpbx_py.sip.message import Request, Response, parse_message
-from rustpbx_py.transaction.responses import build_response
+from rustpbx_py.test.core_wire import ModuleContext, phone_answer, phone_request
 
 BASE = """
 [proxy]
@@ -84,19 +84,6 @@ class Users:
         return username if username in self.names else None
 
 
-class Context:
-    def __init__(self, config, clock, core, locator, users) -> None:
-        self.config = config
-        self.reactor = clock
-        self.store = None
-        self.core = core
-        self.users = users
-        self.trunks = None
-        self.locator = locator
-        self.addons: list = []
-        self.modules: list = []
-
-
 class Phone:
     """One SIP endpoint: sends requests into the core, answers what it gets."""
 
@@ -133,17 +120,18 @@ class Phone:
     ) -> Request:
         """Send a new request to the PBX; returns it (its answer arrives in the inbox)."""
         n = next(_counter)
-        req = Request(method, uri)
-        req.add("Via", f"SIP/2.0/UDP {self.host}:{self.port};branch=z9hG4bK{self.user}{n};rport")
-        req.add("Max-Forwards", "70")
-        req.add("From", f"<sip:{self.user}@example.com>;tag={from_tag or self.user + str(n)}")
-        req.add("To", to or f"<{uri}>")
-        req.add("Call-ID", call_id or f"{self.user}-{n}@{self.host}")
-        req.add("CSeq", f"{cseq} {method}")
-        req.add("Contact", self.contact)
-        for name, value in headers:
-            req.add(name, value)
-        req.body = body
+        req = phone_request(
+            method,
+            uri,
+            via=f"SIP/2.0/UDP {self.host}:{self.port};branch=z9hG4bK{self.user}{n};rport",
+            from_=f"<sip:{self.user}@example.com>;tag={from_tag or self.user + str(n)}",
+            to=to or f"<{uri}>",
+            call_id=call_id or f"{self.user}-{n}@{self.host}",
+            cseq=cseq,
+            contact=self.contact,
+            headers=headers,
+            body=body,
+        )
         self.send(req)
         return req
 
@@ -152,10 +140,7 @@ class Phone:
 
     def answer(self, request: Request, status: int, reason: str = "", headers=(), body: bytes = b"", to_tag: str = "") -> Response:
         """Answer a request the PBX sent us."""
-        headers = list(headers)
-        if body and not any(h[0].lower() == "content-type" for h in headers):
-            headers.append(("Content-Type", "application/sdp"))
-        response = build_response(request, status, reason, headers, body, to_tag=to_tag or (self.user + "tag"))
+        response = phone_answer(request, status, reason, headers, body, to_tag=to_tag or (self.user + "tag"))
         self.answered[request.call_id] = response.get("to")
         self.send(response)
         return response
@@ -193,18 +178,18 @@ class PhoneDialog:
             cseq = self.cseq
         phone = self.phone
         n = next(_counter)
-        req = Request(method, "sip:pbx@127.0.0.1:5060")
-        req.add("Via", f"SIP/2.0/UDP {phone.host}:{phone.port};branch=z9hG4bK{phone.user}d{n};rport")
-        req.add("Max-Forwards", "70")
-        req.add("From", self.local)
-        req.add("To", self.remote)
-        req.add("Call-ID", self.call_id)
-        req.add("CSeq", f"{cseq} {method}")
-        if method not in ("ACK", "BYE"):
-            req.add("Contact", phone.contact)
-        for name, value in headers:
-            req.add(name, value)
-        req.body = body
+        req = phone_request(
+            method,
+            "sip:pbx@127.0.0.1:5060",
+            via=f"SIP/2.0/UDP {phone.host}:{phone.port};branch=z9hG4bK{phone.user}d{n};rport",
+            from_=self.local,
+            to=self.remote,
+            call_id=self.call_id,
+            cseq=cseq,
+            contact=phone.contact if method not in ("ACK", "BYE") else None,
+            headers=headers,
+            body=body,
+        )
         phone.send(req)
         return req
 
@@ -254,7 +239,7 @@ class CorePbx:
         self.config = parse_config_text(BASE + toml)
         self.core = SipCore(self.config, self.clock)
         self.locator = Locator()
-        self.context = Context(self.config, self.clock, self.core, self.locator, Users(users))
+        self.context = ModuleContext(self.config, self.clock, self.core, self.locator, Users(users))
         self.call = CallModule(self.context)
         self.call.records = None
         self.presence = PresenceModule(self.context)

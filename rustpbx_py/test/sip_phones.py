@@ -5,7 +5,7 @@ protocol and the configured modules -- and scripted UDP phones that talk to
 it, for tests of behaviour that only shows with many clients at once
 (an office behind one NAT address, a scanner beside it).
 
-The only doubles are the UDP socket (L{FakeUDPSocket} records datagrams;
+The only doubles are the UDP socket (L{MemoryUDPSocket} keeps datagrams;
 L{Network.pump} delivers them) and the clock.  Phones are small scripted
 user agents: they register (answering the 401), send OPTIONS and CRLF
 keep-alives, place calls (answering the 407, ACKing), answer calls and
@@ -18,7 +18,6 @@ import itertools
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import task
-from twisted.internet.address import IPv4Address
 
 from rustpbx_py.config import default_config
 from rustpbx_py.interfaces import IProxyModuleFactory
@@ -28,28 +27,12 @@ from rustpbx_py.proxy import SipCore
 from rustpbx_py.sip import digest
 from rustpbx_py.sip.headers import parse_auth_params
 from rustpbx_py.sip.message import Request, Response, parse_message
+from rustpbx_py.test.core_wire import MemoryUDPSocket, branch_of, phone_request
 
 Address = Tuple[str, int]
 
 PBX_ADDRESS: Address = ("192.0.2.1", 5060)
 SDP = b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
-
-
-class FakeUDPSocket:
-    """The UDP transport (and socket) of the PBX's listener: records datagrams."""
-
-    def __init__(self, address: Address = PBX_ADDRESS) -> None:
-        self.address = address
-        self.socket = self
-        self.sent: List[Tuple[bytes, Address]] = []
-
-    def getHost(self) -> IPv4Address:
-        return IPv4Address("UDP", *self.address)
-
-    def write(self, data: bytes, addr: Address) -> None:
-        self.sent.append((data, addr))
-
-    sendto = write
 
 
 class Network:
@@ -69,7 +52,9 @@ class Network:
         proxy.setdefault("media_proxy", "none")
         config = self.config = default_config(**proxy)
         core = self.core = SipCore(config, clock)
-        self.socket = FakeUDPSocket()
+        #: The datagrams the PBX sent, not yet delivered by L{pump}.
+        self.outbox: List[Tuple[bytes, Address]] = []
+        self.socket = MemoryUDPSocket(PBX_ADDRESS, lambda data, addr: self.outbox.append((data, addr)))
         self.udp = SipDatagramProtocol(core)
         self.udp.makeConnection(self.socket)
         core.transports.udp.append(self.udp)
@@ -105,7 +90,7 @@ class Network:
         self.pump()
 
     def pump(self) -> None:
-        sent = self.socket.sent
+        sent = self.outbox
         while sent:
             data, addr = sent.pop(0)
             phone = self.phones.get(addr)
@@ -173,22 +158,20 @@ class Phone:
         body: bytes = b"",
         branch: Optional[str] = None,
     ) -> Request:
-        req = Request(method, uri)
         host, port = self.private
-        req.add("Via", f"SIP/2.0/UDP {host}:{port};branch={branch or 'z9hG4bK' + str(next(_counter))};rport")
-        req.add("Max-Forwards", "70")
-        req.add("From", f"<sip:{self.user}@{self.domain}>;tag={from_tag}")
-        req.add("To", to)
-        req.add("Call-ID", call_id)
-        req.add("CSeq", f"{cseq} {method}")
-        req.add("Contact", f"<sip:{self.user}@{host}:{port}>")
-        req.add("User-Agent", self.user_agent)
-        for name, value in headers:
-            req.add(name, value)
-        if body:
-            req.add("Content-Type", "application/sdp")
-        req.body = body
-        return req
+        return phone_request(
+            method,
+            uri,
+            via=f"SIP/2.0/UDP {host}:{port};branch={branch or 'z9hG4bK' + str(next(_counter))};rport",
+            from_=f"<sip:{self.user}@{self.domain}>;tag={from_tag}",
+            to=to,
+            call_id=call_id,
+            cseq=cseq,
+            contact=f"<sip:{self.user}@{host}:{port}>",
+            user_agent=self.user_agent,
+            headers=tuple(headers) + ((("Content-Type", "application/sdp"),) if body else ()),
+            body=body,
+        )
 
     def transmit(self, message: Any) -> None:
         if isinstance(message, Request):
@@ -255,7 +238,7 @@ class Phone:
             cseq = response.cseq[0]
             if response.status >= 300:
                 # ACK for a non-2xx: same branch, To with the response's tag.
-                ack = self._request("ACK", uri, response.get("to"), call_id, cseq, tag, branch=_branch(response))
+                ack = self._request("ACK", uri, response.get("to"), call_id, cseq, tag, branch=branch_of(response))
                 self.transmit(ack)
                 if response.status == 407 and not challenged:
                     self.cseq += 1
@@ -327,11 +310,3 @@ class Phone:
             self._respond(request, 200)
         else:
             self._respond(request, 200)
-
-
-def _branch(response: Response) -> str:
-    via = response.get("via")
-    for part in via.split(";"):
-        if part.strip().lower().startswith("branch="):
-            return part.strip()[7:]
-    raise ValueError("no branch")

@@ -249,7 +249,7 @@ if _NO_HYPOTHESIS is None:
             """A datagram through the whole pipeline: nothing raises, no
             module's failure is logged (the core would answer it 500)."""
             self.net.udp.datagramReceived(data, (source, 5060))
-            self.net.socket.sent.clear()
+            self.net.outbox.clear()
             self.clock.advance(40)
             self.assertNothingLogged(data)
 
