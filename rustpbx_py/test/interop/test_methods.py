@@ -16,32 +16,21 @@ from twisted.trial.unittest import TestCase
 from rustpbx_py.call.dialog import tag_of
 from rustpbx_py.test.interop.support import (
     SippMixin,
+    call_pbx_toml,
     free_udp_port,
     require_tool,
     scenario,
     start_pbx_toml,
 )
 
-PBX_TOML = """
-[proxy]
-addr = "127.0.0.1"
-udp_port = 0
-
-[[proxy.user_backends]]
-type = "memory"
-
-[[proxy.user_backends.users]]
-username = "caller"
-password = "caller-secret"
-
-[[proxy.user_backends.users]]
-username = "1002"
-password = "callee-secret"
-
+#: The call tests' PBX and users, and 1003 (the transfer target).
+PBX_TOML = call_pbx_toml(
+    tail="""
 [[proxy.user_backends.users]]
 username = "1003"
 password = "target-secret"
 """
+)
 
 PASSWORDS = {"caller": "caller-secret", "1002": "callee-secret", "1003": "target-secret"}
 
