@@ -68,6 +68,20 @@ def _expires(request: Request) -> Optional[int]:
     return n if n >= 0 else None
 
 
+def _checked_expires(tx) -> Optional[int]:
+    """The Expires of C{tx}'s SUBSCRIBE or PUBLISH, or None once it is
+    answered 400 (unreadable) or 423 (under L{MIN_EXPIRES}, RFC 6665 4.2.1.1
+    and RFC 3903 6)."""
+    expires = _expires(tx.request)
+    if expires is None:
+        tx.reply(400, "Bad Expires")
+        return None
+    if 0 < expires < MIN_EXPIRES:
+        tx.reply(423, "Interval Too Brief", [("Min-Expires", str(MIN_EXPIRES))])
+        return None
+    return expires
+
+
 def pidf_document(entity: str, basic: str) -> bytes:
     """A minimal PIDF document (RFC 3863) with one tuple."""
     return (
@@ -223,12 +237,8 @@ class PresenceModule:
         accepted = self._refuse_accept(tx, event)
         if accepted is not None:
             return ABORT
-        expires = _expires(request)
+        expires = _checked_expires(tx)
         if expires is None:
-            tx.reply(400, "Bad Expires")
-            return ABORT
-        if 0 < expires < MIN_EXPIRES:
-            tx.reply(423, "Interval Too Brief", [("Min-Expires", str(MIN_EXPIRES))])
             return ABORT
         d = self._target(tx)
         d.addCallback(self._subscribe_to, tx, event, min(expires, MAX_EXPIRES))
@@ -279,12 +289,8 @@ class PresenceModule:
         if event_package(request.get("event")) != sub.event:
             tx.reply(489, "Bad Event", [("Allow-Events", ALLOW_EVENTS)])
             return
-        expires = _expires(request)
+        expires = _checked_expires(tx)
         if expires is None:
-            tx.reply(400, "Bad Expires")
-            return
-        if 0 < expires < MIN_EXPIRES:
-            tx.reply(423, "Interval Too Brief", [("Min-Expires", str(MIN_EXPIRES))])
             return
         expires = min(expires, MAX_EXPIRES)
         sub.leg.refresh_target(request)
@@ -371,12 +377,8 @@ class PresenceModule:
         if event_package(request.get("event")) != PRESENCE:
             tx.reply(489, "Bad Event", [("Allow-Events", PRESENCE)])
             return ABORT
-        expires = _expires(request)
+        expires = _checked_expires(tx)
         if expires is None:
-            tx.reply(400, "Bad Expires")
-            return ABORT
-        if 0 < expires < MIN_EXPIRES:
-            tx.reply(423, "Interval Too Brief", [("Min-Expires", str(MIN_EXPIRES))])
             return ABORT
         if request.body:
             content_type = (request.get("content-type") or "").split(";", 1)[0].strip().lower()
