@@ -39,19 +39,15 @@ PBX_ADDRESS = ("192.0.2.1", 5060)
 CALLER_ADDRESS = ("192.0.2.10", 5060)
 
 
-class WireClientTx:
-    """
-    One request the PBX sent (retransmissions counted in C{sends}); the
-    test answers it as the peer with L{answer}.
-    """
+class _AnsweredRequest:
+    """A request the code under test sent; the test answers it as the peer
+    with L{answer} (kept in C{answers}), which L{_send} hands over."""
 
-    def __init__(self, wire: "Wire", request: Request, flow) -> None:
-        self.wire = wire
+    def __init__(self, request: Request, flow) -> None:
         self.request = request
         self.flow = flow
         self.answers: List[Response] = []
         self.data = request.to_bytes()
-        self.sends = 1
 
     @property
     def method(self) -> str:
@@ -66,11 +62,29 @@ class WireClientTx:
         to_tag: Optional[str] = "callee1",
         contact: Optional[str] = "<sip:bob@192.0.2.20:5060>",
     ) -> Response:
-        """Send the PBX a response to this request (with a To tag and a Contact)."""
+        """Answer the request (with a To tag and a Contact)."""
         response = phone_answer(self.request, status, reason, headers, body, to_tag, contact)
         self.answers.append(response)
-        self.wire.deliver(response, self.flow)
+        self._send(response)
         return response
+
+    def _send(self, response: Response) -> None:
+        raise NotImplementedError
+
+
+class WireClientTx(_AnsweredRequest):
+    """
+    One request the PBX sent (retransmissions counted in C{sends}); the
+    test answers it as the peer with L{answer}, sent to the PBX as bytes.
+    """
+
+    def __init__(self, wire: "Wire", request: Request, flow) -> None:
+        super().__init__(request, flow)
+        self.wire = wire
+        self.sends = 1
+
+    def _send(self, response: Response) -> None:
+        self.wire.deliver(response, self.flow)
 
     def on_response(self, tx, response: Response) -> None:
         """Send C{response} again (a retransmission by the peer)."""
@@ -250,34 +264,16 @@ class Wire:
         return [m for m, _ in self.log if not m.is_request and (status is None or m.status == status)]
 
 
-class FakeClientTx:
-    """One request the call layer sent; the test answers it with L{answer}."""
+class FakeClientTx(_AnsweredRequest):
+    """One request sent on L{FakeCore}; the test answers it with
+    L{answer}, fed straight to the sender's callback."""
 
     def __init__(self, request: Request, flow, on_response) -> None:
-        self.request = request
-        self.flow = flow
+        super().__init__(request, flow)
         self.on_response = on_response
-        self.answers: List[Response] = []
-        self.data = request.to_bytes()
 
-    @property
-    def method(self) -> str:
-        return self.request.method
-
-    def answer(
-        self,
-        status: int,
-        reason: str = "",
-        headers: Iterable[Tuple[str, str]] = (),
-        body: bytes = b"",
-        to_tag: Optional[str] = "callee1",
-        contact: Optional[str] = "<sip:bob@192.0.2.20:5060>",
-    ) -> Response:
-        """Feed a response to the request (with a To tag and a Contact)."""
-        response = phone_answer(self.request, status, reason, headers, body, to_tag, contact)
-        self.answers.append(response)
+    def _send(self, response: Response) -> None:
         self.on_response(self, response)
-        return response
 
 
 class FakeCore:
