@@ -17,6 +17,7 @@ from zope.interface import implementer
 from rustpbx_py.interfaces import IFlow, IServerContext, IServerTransaction
 from rustpbx_py.pipeline import TransactionContext
 from rustpbx_py.sip.message import Request, Response
+from rustpbx_py.test.core_wire import phone_request
 
 
 @implementer(IFlow)
@@ -91,20 +92,19 @@ def make_request(
     """A well-formed request with the headers RFC 3261 8.1.1 requires."""
     if to_uri is None:
         to_uri = uri if method != "REGISTER" else from_uri
-    req = Request(method, uri)
-    req.add("Via", "SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK" + call_id.split("@")[0] + str(cseq))
-    req.add("Max-Forwards", "70")
-    req.add("From", f"<{from_uri}>" + (f";tag={from_tag}" if from_tag else ""))
-    req.add("To", f"<{to_uri}>" + (f";tag={to_tag}" if to_tag else ""))
-    req.add("Call-ID", call_id)
-    req.add("CSeq", f"{cseq} {method}")
-    req.add("Contact", "<sip:alice@192.0.2.10:5060>")
-    if user_agent is not None:
-        req.add("User-Agent", user_agent)
-    for name, value in headers:
-        req.add(name, value)
-    req.body = body
-    return req
+    return phone_request(
+        method,
+        uri,
+        via="SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK" + call_id.split("@")[0] + str(cseq),
+        from_=f"<{from_uri}>" + (f";tag={from_tag}" if from_tag else ""),
+        to=f"<{to_uri}>" + (f";tag={to_tag}" if to_tag else ""),
+        call_id=call_id,
+        cseq=cseq,
+        contact="<sip:alice@192.0.2.10:5060>",
+        user_agent=user_agent,
+        headers=headers,
+        body=body,
+    )
 
 
 def make_tx(
