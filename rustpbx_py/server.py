@@ -279,7 +279,10 @@ class PbxService(service.MultiService):
         reactor = self.reactor
         addr = proxy.addr
         interface = addr if addr not in ("0.0.0.0",) else ""
-        idle = max(proxy.registrar_expires + 60, 300)
+        idle = proxy.tcp_idle_timeout
+        if idle is None:
+            idle = max(proxy.registrar_expires + 60, 300)
+        limits = self.stream_limits(idle)
 
         if proxy.udp_port is not None:
             protocol = SipDatagramProtocol(core)
@@ -301,7 +304,7 @@ class PbxService(service.MultiService):
         # Stream factories serve outbound connections (trunks over TCP or
         # TLS) even where no listener of that transport is configured.
         for name in ("TCP", "TLS"):
-            core.transports.stream_factory[name] = SipStreamFactory(core, name, idle, reactor)
+            core.transports.stream_factory[name] = SipStreamFactory(core, name, idle, reactor, limits=limits)
         if proxy.tcp_port is not None:
             port = reactor.listenTCP(proxy.tcp_port, core.transports.stream_factory["TCP"], interface=interface)
             self._bound("TCP", port)
@@ -314,15 +317,41 @@ class PbxService(service.MultiService):
         if proxy.ws_port is not None:
             from rustpbx_py.protocols.ws import SipWebSocketFactory
 
-            factory = SipWebSocketFactory(core, proxy.ws_handler, "WS", server=proxy.useragent, allowed_origins=proxy.ws_allowed_origins)
+            factory = SipWebSocketFactory(core, proxy.ws_handler, "WS", server=proxy.useragent, allowed_origins=proxy.ws_allowed_origins, limits=limits, clock=reactor)
             port = reactor.listenTCP(proxy.ws_port, factory, interface=interface)
             self._bound("WS", port)
         if proxy.wss_port is not None and tls:
             from rustpbx_py.protocols.ws import SipWebSocketFactory
 
-            factory = SipWebSocketFactory(core, proxy.ws_handler, "WSS", server=proxy.useragent, allowed_origins=proxy.ws_allowed_origins)
+            factory = SipWebSocketFactory(core, proxy.ws_handler, "WSS", server=proxy.useragent, allowed_origins=proxy.ws_allowed_origins, limits=limits, clock=reactor)
             port = reactor.listenSSL(proxy.wss_port, factory, tls_context(WSS_ALPN), interface=interface)
             self._bound("WSS", port)
+
+    def stream_limits(self, idle: float):
+        """
+        The limits every TCP, TLS and WebSocket connection shares; the
+        process may open as many files as its hard limit allows (systemd's
+        C{LimitNOFILE}), and C{tcp_max_connections} defaults to that less
+        a reserve, so accept() never fails with EMFILE.
+        """
+        from rustpbx_py.protocols.limits import StreamLimits, default_max_connections, raise_open_files_limit
+
+        proxy = self.config.proxy
+        open_files = raise_open_files_limit()
+        limits = StreamLimits(
+            per_ip=proxy.tcp_max_connections_per_ip,
+            total=proxy.tcp_max_connections or default_max_connections(open_files),
+            first_message_timeout=proxy.tcp_first_message_timeout,
+            handshake_timeout=proxy.tls_handshake_timeout,
+            idle_timeout=idle,
+        )
+        self.log.info(
+            "stream connections: at most {total} in all, {per_ip} per source address (open files limit {files})",
+            total=limits.total,
+            per_ip=limits.per_ip,
+            files=open_files,
+        )
+        return limits
 
     def _bound(self, transport: str, port) -> None:
         host = port.getHost()

@@ -1,8 +1,9 @@
 # -*- test-case-name: rustpbx_py.test.test_protocols -*-
 """
 SIP over TCP and TLS: Content-Length framing (RFC 3261 section 18.3),
-CRLF keep-alive ping/pong (RFC 5626 section 4.4.1) and reaping of idle
-connections.
+CRLF keep-alive ping/pong (RFC 5626 section 4.4.1), and the limits of
+L{rustpbx_py.protocols.limits}: connections per source and in all, TLS
+handshake, first valid message and idle timeouts.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from rustpbx_py.protocols.flow import StreamFlow, peer_address
+from rustpbx_py.protocols.flow import StreamFlow, peer_address, strip_ipv6_scope
+from rustpbx_py.protocols.limits import ConnectionTimers, StreamLimits
 from rustpbx_py.protocols.tls import log_tls_failure
 from rustpbx_py.sip.message import MAX_MESSAGE_SIZE, SipParseError, parse_message
 
@@ -60,14 +62,16 @@ class SipStreamProtocol(Protocol):
     log = Logger()
     handshake_done = False
 
-    def __init__(self, controller, transport_name: str, idle_timeout: float, clock) -> None:
+    def __init__(self, controller, transport_name: str, limits: StreamLimits, clock, admitted: str = "") -> None:
         self.controller = controller
         self.transport_name = transport_name
-        self.idle_timeout = idle_timeout
+        self.limits = limits
         self.clock = clock
+        #: The source address counted against the limits (inbound only).
+        self.admitted = admitted
         self.buffer = b""
         self.flow: StreamFlow = None  # type: ignore[assignment]
-        self._idle = None
+        self.timers: ConnectionTimers = None  # type: ignore[assignment]
 
     def connectionMade(self) -> None:
         host = self.transport.getHost()
@@ -79,23 +83,20 @@ class SipStreamProtocol(Protocol):
             self.transport.loseConnection,
         )
         self.controller.flow_opened(self.flow)
-        self._touch()
+        self.timers = ConnectionTimers(
+            self.limits, self.clock, self._expired, tls=self.transport_name == "TLS", inbound=bool(self.admitted)
+        )
 
-    def _touch(self) -> None:
-        if self.idle_timeout <= 0:
-            return
-        if self._idle is not None and self._idle.active():
-            self._idle.reset(self.idle_timeout)
+    def _expired(self, what: str) -> None:
+        self.log.debug("closing {flow}: {what} timeout", flow=self.flow, what=what)
+        if what == "idle":
+            self.transport.loseConnection()
         else:
-            self._idle = self.clock.callLater(self.idle_timeout, self._reap)
-
-    def _reap(self) -> None:
-        self._idle = None
-        self.log.debug("closing idle {flow}", flow=self.flow)
-        self.transport.loseConnection()
+            # A peer that never did its part gets no graceful close.
+            self.transport.abortConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        self._touch()
+        self.timers.touch()
         self.buffer += data
         while self.buffer:
             buf = self.buffer
@@ -133,6 +134,7 @@ class SipStreamProtocol(Protocol):
             except SipParseError as e:
                 self.controller.parse_error(e, raw, self.flow)
                 continue
+            self.timers.message()
             self.controller.message_received(message, self.flow)
 
     def _fatal(self, data: bytes, error: SipParseError) -> None:
@@ -146,31 +148,46 @@ class SipStreamProtocol(Protocol):
     def handshakeCompleted(self) -> None:
         """The TLS handshake is done (L{IHandshakeListener}; TLS only)."""
         self.handshake_done = True
+        if self.timers is not None:
+            self.timers.handshake_done()
 
     def connectionLost(self, reason=None) -> None:
         if self.transport_name == "TLS" and self.flow is not None:
             log_tls_failure(self.log, "TLS", self.flow.remote, reason, self.handshake_done)
-        if self._idle is not None and self._idle.active():
-            self._idle.cancel()
-        self._idle = None
+        if self.timers is not None:
+            self.timers.cancel()
+        if self.admitted:
+            self.limits.release(self.admitted)
+            self.admitted = ""
         if self.flow is not None:
             self.flow.connected = False
             self.controller.flow_closed(self.flow)
 
 
 class SipStreamFactory(Factory):
-    """Makes a L{SipStreamProtocol} per connection, inbound or outbound."""
+    """
+    Makes a L{SipStreamProtocol} per connection, inbound (C{addr} given by
+    the listening port) or outbound (C{addr} None).  An inbound connection
+    over the limits gets no protocol, so Twisted closes its socket at once.
+    """
 
     #: No "Starting factory <... at 0x...>" lines: we log our listeners.
     noisy = False
 
-    def __init__(self, controller, transport_name: str, idle_timeout: float, clock) -> None:
+    def __init__(self, controller, transport_name: str, idle_timeout: float, clock, limits: StreamLimits = None) -> None:
         self.controller = controller
         self.transport_name = transport_name
-        self.idle_timeout = idle_timeout
         self.clock = clock
+        if limits is None:
+            limits = StreamLimits(per_ip=2**31, total=2**31, first_message_timeout=0, handshake_timeout=0, idle_timeout=idle_timeout)
+        self.limits = limits
 
     def buildProtocol(self, addr):
-        p = SipStreamProtocol(self.controller, self.transport_name, self.idle_timeout, self.clock)
+        admitted = ""
+        if addr is not None:
+            admitted = strip_ipv6_scope(getattr(addr, "host", "")) or "?"
+            if not self.limits.admit(admitted, self.transport_name, self.clock):
+                return None
+        p = SipStreamProtocol(self.controller, self.transport_name, self.limits, self.clock, admitted)
         p.factory = self
         return p

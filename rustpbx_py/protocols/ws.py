@@ -24,7 +24,8 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from rustpbx_py.protocols.flow import StreamFlow, peer_address
+from rustpbx_py.protocols.flow import StreamFlow, peer_address, strip_ipv6_scope
+from rustpbx_py.protocols.limits import ConnectionTimers, StreamLimits
 from rustpbx_py.protocols.tls import log_tls_failure
 from rustpbx_py.sip.message import MAX_MESSAGE_SIZE, SipParseError, parse_message
 
@@ -65,15 +66,43 @@ class SipWebSocketProtocol(WebSocketServerProtocol):
 
     flow: StreamFlow = None  # type: ignore[assignment]
     handshake_done = False
+    #: The source address counted against the factory's limits.
+    admitted = ""
+    timers: ConnectionTimers = None  # type: ignore[assignment]
     _log = Logger()
+
+    def connectionMade(self) -> None:
+        WebSocketServerProtocol.connectionMade(self)
+        factory = self.factory
+        self.timers = ConnectionTimers(
+            factory.limits, factory.clock, self._expired, tls=factory.transport_name == "WSS", inbound=bool(self.admitted)
+        )
+
+    def _expired(self, what: str) -> None:
+        """A timeout of L{ConnectionTimers}: an idle WebSocket is closed
+        with a close frame; one that never finished TLS, the HTTP upgrade
+        or sent a valid SIP message is dropped."""
+        self._log.debug("closing {transport} connection from {peer}: {what} timeout",
+                        transport=self.factory.transport_name, peer=self.peer, what=what)
+        if what == "idle" and self.flow is not None and self.flow.connected:
+            self.sendClose(code=1000, reason="idle")
+        else:
+            self.transport.abortConnection()
 
     def handshakeCompleted(self) -> None:
         """The TLS handshake of a WSS connection is done (L{IHandshakeListener})."""
         self.handshake_done = True
+        if self.timers is not None:
+            self.timers.handshake_done()
 
     def connectionLost(self, reason) -> None:
         if self.factory.transport_name == "WSS" and self.transport is not None:
             log_tls_failure(self._log, "WSS", peer_address(self.transport.getPeer()), reason, self.handshake_done)
+        if self.timers is not None:
+            self.timers.cancel()
+        if self.admitted:
+            self.factory.limits.release(self.admitted)
+            self.admitted = ""
         WebSocketServerProtocol.connectionLost(self, reason)
 
     def onConnect(self, request):
@@ -119,6 +148,7 @@ class SipWebSocketProtocol(WebSocketServerProtocol):
         self.sendClose()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.timers.touch()
         if not payload.strip(b"\r\n"):
             return
         if len(payload) > MAX_MESSAGE_SIZE:
@@ -129,6 +159,7 @@ class SipWebSocketProtocol(WebSocketServerProtocol):
         except SipParseError as e:
             self.factory.controller.parse_error(e, payload, self.flow)
             return
+        self.timers.message()
         self.factory.controller.message_received(message, self.flow)
 
     def onClose(self, wasClean, code, reason) -> None:
@@ -138,7 +169,10 @@ class SipWebSocketProtocol(WebSocketServerProtocol):
 
 
 class SipWebSocketFactory(WebSocketServerFactory):
-    """Serves SIP over WebSocket at one path."""
+    """
+    Serves SIP over WebSocket at one path.  An inbound connection over the
+    limits gets no protocol, so Twisted closes its socket at once.
+    """
 
     protocol = SipWebSocketProtocol
     #: No "Starting factory <... at 0x...>" lines: we log our listeners.
@@ -151,10 +185,28 @@ class SipWebSocketFactory(WebSocketServerFactory):
         transport_name: str = "WS",
         server: str = "",
         allowed_origins: Sequence[str] = (),
+        limits: StreamLimits = None,
+        clock=None,
     ) -> None:
         WebSocketServerFactory.__init__(self, server=server or None)
         self.controller = controller
         self.path = path
         self.transport_name = transport_name
         self.allowed_origins = tuple(o.lower() for o in allowed_origins)
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.clock = clock
+        if limits is None:
+            limits = StreamLimits(per_ip=2**31, total=2**31, first_message_timeout=0, handshake_timeout=0, idle_timeout=0)
+        self.limits = limits
+
+    def buildProtocol(self, addr):
+        admitted = ""
+        if addr is not None:
+            admitted = strip_ipv6_scope(getattr(addr, "host", "")) or "?"
+            if not self.limits.admit(admitted, self.transport_name, self.clock):
+                return None
+        protocol = WebSocketServerFactory.buildProtocol(self, addr)
+        protocol.admitted = admitted
+        return protocol
         self.setProtocolOptions(maxMessagePayloadSize=MAX_MESSAGE_SIZE, autoPingInterval=0)

@@ -107,6 +107,11 @@ class DefaultsTests(ConfigTestMixin, SynchronousTestCase):
         "ws_port": None,
         "ws_handler": "/ws",
         "wss_port": None,
+        "tcp_max_connections": None,
+        "tcp_max_connections_per_ip": 200,
+        "tcp_first_message_timeout": 30,
+        "tls_handshake_timeout": 10,
+        "tcp_idle_timeout": None,
         "ws_allowed_origins": [],
         "tls_ca_certificates": None,
         "ssl_certificate": None,
@@ -868,6 +873,15 @@ class ErrorTests(ConfigTestMixin, SynchronousTestCase):
         message = self.only_problem('[proxy]\ntls_ca_certificates = "ca.pem"\n', {"ca.pem": "not a certificate"})
         self.assertNames(message, "pbx.toml", "proxy.tls_ca_certificates")
         self.assertIn("no PEM certificate", message)
+
+    def test_connection_limits(self) -> None:
+        """The connection limits are integers in range, named when wrong."""
+        p = self.load("[proxy]\ntcp_max_connections = 5000\ntcp_max_connections_per_ip = 10\ntcp_idle_timeout = 0\n").proxy
+        self.assertEqual((p.tcp_max_connections, p.tcp_max_connections_per_ip, p.tcp_idle_timeout), (5000, 10, 0))
+        for key, bad in (("tcp_max_connections", "0"), ("tcp_max_connections_per_ip", "0"),
+                         ("tcp_first_message_timeout", "-1"), ("tls_handshake_timeout", '"10s"')):
+            message = self.only_problem(f"[proxy]\n{key} = {bad}\n")
+            self.assertNames(message, "pbx.toml", f"proxy.{key}")
 
     def test_wss_port_without_certificate(self) -> None:
         """A secure WebSocket listener without a certificate is refused."""
