@@ -130,3 +130,97 @@ class ConnectionFloodTests(SippMixin, TestCase):
                 break
             yield task.deferLater(reactor, 0.05, lambda: None)
         self.assertEqual(limits.counts, {})
+
+
+LOW_LIMIT = r"""
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def free_tcp_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class LowFileLimitTests(SippMixin, TestCase):
+    """
+    The PBX as the service runs it (twistd, its own process) with an
+    open-files limit of 1,024, the usual default without systemd's
+    LimitNOFILE: a flood of 2,000 connections would take every descriptor.
+    """
+
+    timeout = 200
+
+    @defer.inlineCallbacks
+    def run_pbx_and_flood(self, per_ip: int):
+        """Start twistd with the limit, flood it from 127.0.0.1, register
+        with SIPp from 127.0.0.2; (flood report, SIPp exit code, PBX log)."""
+        import os
+
+        self.sipp = require_tool("sipp")
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        tcp = free_tcp_port()
+        config = os.path.join(base, "pbx.toml")
+        with open(config, "w") as f:
+            f.write(f'database_url = "sqlite:///{base}/pbx.sqlite3"\n' + PBX.replace("udp_port = 0", f"udp_port = {free_udp_port()}")
+                    .replace("tcp_port = 0", f"tcp_port = {tcp}\ntcp_max_connections_per_ip = {per_ip}"))
+        log = os.path.join(base, "pbx.log")
+        pbx = run_tool([sys.executable, "-c", LOW_LIMIT, twistd, "-n", f"--pidfile={base}/pbx.pid", f"--logfile={log}", "pbx", "--config", config],
+                       timeout=150, cwd=base)
+        for _ in range(300):
+            if os.path.exists(log) and "modules:" in open(log).read():
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        flood = run_tool([sys.executable, "-c", FLOOD, "2000", str(tcp), "30"], timeout=90)
+        yield task.deferLater(reactor, 12, lambda: None)
+        self.port = tcp
+        out, err, sipp_code = yield self.sipp_run(
+            "call_register.xml", free_udp_port(),
+            ["-t", "t1", "-s", "1002", "-au", "1002", "-ap", "callee-secret", "-m", "1"],
+            local_ip="127.0.0.2", timeout=20,
+        )
+        out, err, code = yield flood
+        report = json.loads(out.decode().strip().splitlines()[-1])
+        with open(os.path.join(base, "pbx.pid")) as f:
+            os.kill(int(f.read().strip()), 15)
+        yield pbx
+        with open(log) as f:
+            text = f.read()
+        return report, sipp_code, text
+
+    @defer.inlineCallbacks
+    def test_per_source_cap_keeps_room(self):
+        """With the default per-source cap the flood holds 200 connections
+        and SIPp registers from 127.0.0.2; the log has one refusal warning
+        and no accept() error."""
+        report, sipp_code, text = yield self.run_pbx_and_flood(200)
+        self.assertIn("open files limit 1024", text)
+        self.assertEqual(report["opened"] - report["closed_early"], 200, report)
+        self.assertEqual(sipp_code, 0, text[-3000:])
+        self.assertEqual(text.count("refusing TCP connections"), 1, text[-3000:])
+        self.assertNotIn("EMFILE", text)
+        self.assertNotIn("Could not accept", text)
+
+    @defer.inlineCallbacks
+    def test_total_cap_refuses_cleanly(self):
+        """Without a useful per-source cap (5,000) the flood reaches the
+        total cap (1,024 less the 128 kept: 896 connections): everyone else
+        is refused too, SIPp cannot register from 127.0.0.2 (why the
+        per-source cap exists), but the refusals are clean: one warning
+        naming tcp_max_connections, no accept() error, no EMFILE."""
+        report, sipp_code, text = yield self.run_pbx_and_flood(5000)
+        self.assertEqual(report["opened"] - report["closed_early"], 896, report)
+        self.assertNotEqual(sipp_code, 0)
+        self.assertEqual(text.count("refusing TCP connections"), 1, text[-3000:])
+        self.assertIn("(proxy.tcp_max_connections)", text)
+        self.assertNotIn("EMFILE", text)
+        self.assertNotIn("Could not accept", text)
