@@ -193,6 +193,9 @@ class WebSocketLimitTests(SynchronousTestCase):
         self.clock = task.Clock()
         self.limits = StreamLimits(per_ip=2, total=100, first_message_timeout=30, handshake_timeout=10, idle_timeout=300)
         self.factory = SipWebSocketFactory(Controller(), "/ws", "WSS", limits=self.limits, clock=self.clock)
+        # Autobahn's own handshake timer runs on the global reactor (txaio's
+        # batched timer): off here, or it would be left for the next test.
+        self.factory.setProtocolOptions(openHandshakeTimeout=0)
 
     def test_per_ip_cap(self):
         """A third connection from one source is refused; another source
