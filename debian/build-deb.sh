@@ -68,7 +68,7 @@ tar -C "$src" \
     --exclude=./debian/rustpbx-py --exclude=./debian/.debhelper \
     --exclude=./debian/files --exclude='./debian/*.substvars' \
     --exclude='./debian/*.log' --exclude=./data --exclude=./config \
-    --exclude=./queues --exclude=./bench/results/raw \
+    --exclude=./queues --exclude=./bench/results/raw --exclude=node_modules \
     -cf - . | tar -C "$work/rustpbx-py" -xf -
 
 # 3. Build.

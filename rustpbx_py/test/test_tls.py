@@ -27,7 +27,7 @@ from rustpbx_py.test.tls import write_self_signed
 def handshake(server_context, offer=None):
     """Run a TLS handshake between C{server_context} and a client offering
     C{offer} over ALPN, through memory BIOs; the two connections."""
-    client_context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    client_context = SSL.Context(getattr(SSL, "TLS_CLIENT_METHOD", SSL.SSLv23_METHOD))
     client = SSL.Connection(client_context, None)
     if offer is not None:
         client.set_alpn_protos(offer)

@@ -20,6 +20,7 @@ from rustpbx_py.test.interop.support import SippMixin, free_udp_port, require_to
 FLOOD = r"""
 import json, resource, select, socket, sys, time
 count, port, hold = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+ready = sys.argv[4] if len(sys.argv) > 4 else None
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 socks = {}
@@ -54,6 +55,8 @@ def closed_by_peer():
             shut += 1
     return shut
 print("connected", flush=True)
+if ready:
+    open(ready, "w").close()
 time.sleep(hold / 2)
 first = closed_by_peer()
 time.sleep(hold / 2)
@@ -133,9 +136,11 @@ class ConnectionFloodTests(SippMixin, TestCase):
 
 
 LOW_LIMIT = r"""
-import os, resource, sys
+import resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
-os.execv(sys.argv[1], sys.argv[1:])
+from twisted.scripts.twistd import run
+sys.argv = ["twistd"] + sys.argv[1:]
+run()
 """
 
 
@@ -156,7 +161,7 @@ class LowFileLimitTests(SippMixin, TestCase):
     LimitNOFILE: a flood of 2,000 connections would take every descriptor.
     """
 
-    timeout = 200
+    timeout = 240
 
     @defer.inlineCallbacks
     def run_pbx_and_flood(self, per_ip: int):
@@ -165,7 +170,6 @@ class LowFileLimitTests(SippMixin, TestCase):
         import os
 
         self.sipp = require_tool("sipp")
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
         base = os.path.abspath(self.mktemp())
         os.makedirs(base)
         tcp = free_tcp_port()
@@ -174,14 +178,19 @@ class LowFileLimitTests(SippMixin, TestCase):
             f.write(f'database_url = "sqlite:///{base}/pbx.sqlite3"\n' + PBX.replace("udp_port = 0", f"udp_port = {free_udp_port()}")
                     .replace("tcp_port = 0", f"tcp_port = {tcp}\ntcp_max_connections_per_ip = {per_ip}"))
         log = os.path.join(base, "pbx.log")
-        pbx = run_tool([sys.executable, "-c", LOW_LIMIT, twistd, "-n", f"--pidfile={base}/pbx.pid", f"--logfile={log}", "pbx", "--config", config],
+        pbx = run_tool([sys.executable, "-c", LOW_LIMIT, "-n", f"--pidfile={base}/pbx.pid", f"--logfile={log}", "pbx", "--config", config],
                        timeout=150, cwd=base)
         for _ in range(300):
             if os.path.exists(log) and "modules:" in open(log).read():
                 break
             yield task.deferLater(reactor, 0.1, lambda: None)
-        flood = run_tool([sys.executable, "-c", FLOOD, "2000", str(tcp), "30"], timeout=90)
-        yield task.deferLater(reactor, 12, lambda: None)
+        ready = os.path.join(base, "flood-connected")
+        flood = run_tool([sys.executable, "-c", FLOOD, "2000", str(tcp), "40", ready], timeout=120)
+        for _ in range(600):
+            if os.path.exists(ready):
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        self.assertTrue(os.path.exists(ready), "the flood did not finish connecting")
         self.port = tcp
         out, err, sipp_code = yield self.sipp_run(
             "call_register.xml", free_udp_port(),
