@@ -168,6 +168,36 @@ class SipWebSocketProtocol(WebSocketServerProtocol):
             self.factory.controller.flow_closed(self.flow)
 
 
+class _TimerCall:
+    """A timer Autobahn can cancel twice, or after it ran."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call) -> None:
+        self.call = call
+
+    def cancel(self) -> None:
+        if self.call.active():
+            self.call.cancel()
+
+
+class _DirectTimer:
+    """
+    Autobahn's handshake timers on the clock itself, one call each.
+    Autobahn batches them into 200 ms buckets of the global reactor
+    whose calls outlive the connection that was cancelled from them: a
+    stopped PBX left such calls behind (trial's "dirty reactor"), and a
+    test clock could not drive them.  We hold far fewer WebSockets than
+    the thousands batching is for.
+    """
+
+    def __init__(self, clock) -> None:
+        self.clock = clock
+
+    def call_later(self, delay, func, *args, **kwargs):
+        return _TimerCall(self.clock.callLater(delay, func, *args, **kwargs))
+
+
 class SipWebSocketFactory(WebSocketServerFactory):
     """
     Serves SIP over WebSocket at one path.  An inbound connection over the
@@ -199,6 +229,7 @@ class SipWebSocketFactory(WebSocketServerFactory):
         if limits is None:
             limits = StreamLimits(per_ip=2**31, total=2**31, first_message_timeout=0, handshake_timeout=0, idle_timeout=0)
         self.limits = limits
+        self._batched_timer = _DirectTimer(clock)
 
     def buildProtocol(self, addr):
         admitted = ""

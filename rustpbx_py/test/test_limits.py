@@ -193,8 +193,8 @@ class WebSocketLimitTests(SynchronousTestCase):
         self.clock = task.Clock()
         self.limits = StreamLimits(per_ip=2, total=100, first_message_timeout=30, handshake_timeout=10, idle_timeout=300)
         self.factory = SipWebSocketFactory(Controller(), "/ws", "WSS", limits=self.limits, clock=self.clock)
-        # Autobahn's own handshake timer runs on the global reactor (txaio's
-        # batched timer): off here, or it would be left for the next test.
+        # These connections never send the HTTP upgrade: Autobahn's own
+        # open-handshake timeout (5 s) would drop them before ours run.
         self.factory.setProtocolOptions(openHandshakeTimeout=0)
 
     def test_per_ip_cap(self):
@@ -204,6 +204,16 @@ class WebSocketLimitTests(SynchronousTestCase):
         self.assertIsNotNone(connect(self.factory))
         self.assertIsNone(connect(self.factory))
         self.assertIsNotNone(connect(self.factory, "10.0.0.2"))
+
+    def test_autobahn_timers_on_our_clock(self):
+        """Autobahn's own open-handshake timer runs on the factory's clock
+        and is gone once the connection is (its batched timer left calls
+        on the global reactor: a dirty reactor for the next test)."""
+        self.factory.setProtocolOptions(openHandshakeTimeout=5)
+        protocol = connect(self.factory)
+        self.assertTrue(self.clock.getDelayedCalls())
+        close(protocol)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_stalled_upgrade_dropped(self):
         """A WSS connection that never finishes TLS is dropped after the
