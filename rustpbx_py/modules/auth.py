@@ -609,6 +609,9 @@ class AuthModule:
         tx.context.spam = True
         host = tx.flow.remote[0]
         if self._log_once((host, "drop")):
+            # why holds the request's user name: bytes that are not UTF-8
+            # (kept as surrogates) made the log file's writer raise.
+            why = "".join(c if c.isprintable() else "?" for c in why[:200])
             self.log.info("auth: dropping {method} from {host}: {why}", method=tx.request.method, host=host, why=why)
         return ABORT
 

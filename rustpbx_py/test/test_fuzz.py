@@ -269,6 +269,35 @@ class KnownInputTests(SynchronousTestCase):
     """The inputs that raised before the fuzz target existed, kept as
     plain tests."""
 
+    def test_non_utf8_user_name_logged(self):
+        """An INVITE from an unknown user whose name holds a byte that is
+        not UTF-8 (found by the long fuzz run through the modules): every
+        log line it causes can be written as UTF-8 (the log file's writer
+        raised UnicodeEncodeError on the surrogate)."""
+        from twisted.logger import formatEvent
+
+        from rustpbx_py.test.sip_phones import Network, Phone
+
+        clock = task.Clock()
+        users = [{"type": "memory", "users": [{"username": "alice", "password": "a-pw"}]}]
+        net = Network(clock, user_backends=users, realms=["example.com"])
+        self.addCleanup(net.stop)
+        Phone(net, "alice", "a-pw", ("203.0.113.1", 5060), ("10.0.0.1", 5060)).register(3600)
+        lines = []
+        globalLogPublisher.addObserver(lines.append)
+        self.addCleanup(globalLogPublisher.removeObserver, lines.append)
+        net.udp.datagramReceived(
+            b"INVITE sip:user@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.2;branch=z9hG4bKs1\r\n"
+            b"From: sip:caller\xcf@example.net;tag=1\r\nTo: <sip:user@example.com>\r\nCall-ID: s1\r\n"
+            b"CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:a@203.0.113.2>\r\nContent-Length: 0\r\n\r\n",
+            ("203.0.113.2", 5060),
+        )
+        clock.advance(40)
+        texts = [formatEvent(e) for e in lines]
+        self.assertTrue(any("caller" in t for t in texts), texts)
+        for text in texts:
+            text.encode("utf-8")
+
     def setUp(self) -> None:
         self.core = _core(task.Clock())
 
