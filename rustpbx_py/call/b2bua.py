@@ -20,7 +20,7 @@ from twisted.logger import Logger
 
 from rustpbx_py.call import record as R
 from rustpbx_py.call import session_timer as ST
-from rustpbx_py.call.credentials import build_authorization
+from rustpbx_py.call.credentials import trunk_authorization
 from rustpbx_py.call.dialog import (
     Leg,
     contact_target,
@@ -435,20 +435,11 @@ class Call:
 
     def _retry_with_credentials(self, fork: Fork, response: Response) -> bool:
         """Answer a carrier's 401/407 with the trunk's username and password (once)."""
-        trunk = fork.target.trunk
-        username = getattr(trunk, "username", None)
-        password = getattr(trunk, "password", None)
-        if not username or password is None:
+        authorization = trunk_authorization(fork.target.trunk, response, "INVITE", fork.request.uri)
+        if authorization is None:
             return False
-        header = "www-authenticate" if response.status == 401 else "proxy-authenticate"
-        challenge = response.get(header)
-        if not challenge:
-            return False
-        req = fork.request
-        authorization = build_authorization(challenge, "INVITE", req.uri, username, password)
-        name = "Authorization" if response.status == 401 else "Proxy-Authorization"
         fork.auth_tried = True
-        self._retry(fork, [(name, authorization)])
+        self._retry(fork, [authorization])
         return True
 
     def _retry_with_interval(self, fork: Fork, response: Response) -> bool:

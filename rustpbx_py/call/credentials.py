@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any, Optional, Tuple
 
 from rustpbx_py.sip.digest import compute_ha1, compute_response, normalize_algorithm
 from rustpbx_py.sip.headers import parse_auth_params
@@ -40,3 +41,25 @@ def build_authorization(challenge: str, method: str, uri: str, username: str, pa
     if "opaque" in params:
         parts.append(f'opaque="{params["opaque"]}"')
     return "Digest " + ", ".join(parts)
+
+
+def challenge_of(response: Any) -> Optional[str]:
+    """The challenge of a 401 (WWW-Authenticate) or 407 (Proxy-Authenticate)."""
+    return response.get("www-authenticate" if response.status == 401 else "proxy-authenticate")
+
+
+def trunk_authorization(trunk: Any, response: Any, method: str, uri: str) -> Optional[Tuple[str, str]]:
+    """
+    The (Authorization or Proxy-Authorization, value) header answering a
+    carrier's 401/407 C{response} with C{trunk}'s username and password;
+    None when the trunk has no credentials or the response no challenge.
+    """
+    username = getattr(trunk, "username", None)
+    password = getattr(trunk, "password", None)
+    if not username or password is None:
+        return None
+    challenge = challenge_of(response)
+    if not challenge:
+        return None
+    name = "Authorization" if response.status == 401 else "Proxy-Authorization"
+    return name, build_authorization(challenge, method, uri, username, password)

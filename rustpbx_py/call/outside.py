@@ -19,7 +19,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from rustpbx_py.call.b2bua import Target, best_response
-from rustpbx_py.call.credentials import build_authorization
+from rustpbx_py.call.credentials import trunk_authorization
 from rustpbx_py.call.dialog import from_with_tag
 from rustpbx_py.registrar import make_aor
 from rustpbx_py.sip.headers import HeaderError, URI, bare_host
@@ -165,23 +165,18 @@ class OutsideRelay:
 
     def _retry_with_credentials(self, fork: _Fork, response: Response) -> bool:
         """A carrier's 401/407: send again with the trunk's credentials (once)."""
-        trunk = fork.target.trunk
-        username = getattr(trunk, "username", None)
-        password = getattr(trunk, "password", None)
-        if fork.auth_tried or not username or password is None:
-            return False
-        header = "www-authenticate" if response.status == 401 else "proxy-authenticate"
-        challenge = response.get(header)
-        if not challenge:
+        if fork.auth_tried:
             return False
         req = fork.request
+        authorization = trunk_authorization(fork.target.trunk, response, req.method, req.uri)
+        if authorization is None:
+            return False
         retry = Request(req.method, req.uri, req.copy_headers(), req.body)
         retry.remove("via")
         retry.insert("Via", self.core.via_for(fork.target.flow))
         self.cseq += 1
         retry.set("CSeq", f"{self.cseq} {req.method}")
-        name = "Authorization" if response.status == 401 else "Proxy-Authorization"
-        retry.set(name, build_authorization(challenge, req.method, req.uri, username, password))
+        retry.set(*authorization)
         fork.final = response
         self.forks.remove(fork)
         self._send(fork.target, retry)

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from rustpbx_py.call.credentials import build_authorization
+from rustpbx_py.call.credentials import build_authorization, challenge_of
 from rustpbx_py.protocols.transports import TransportError
 from rustpbx_py.sip.headers import HeaderError, NameAddr, URI, join_hostport, parse_auth_params
 from rustpbx_py.sip.message import Request, Response
@@ -285,8 +285,7 @@ class TrunkRegistration:
         self._stop_done()
 
     def _take_challenge(self, response: Response) -> bool:
-        header = "www-authenticate" if response.status == 401 else "proxy-authenticate"
-        challenge = response.get(header)
+        challenge = challenge_of(response)
         if not challenge:
             return False
         self._challenge = (response.status, challenge)
@@ -295,8 +294,7 @@ class TrunkRegistration:
 
     def _stale(self, response: Response) -> bool:
         """A challenge saying our credentials were right but the nonce old (RFC 7616 3.3)."""
-        header = "www-authenticate" if response.status == 401 else "proxy-authenticate"
-        challenge = response.get(header)
+        challenge = challenge_of(response)
         if not challenge or self.password is None:
             return False
         try:
