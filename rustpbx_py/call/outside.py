@@ -13,7 +13,7 @@ nothing is kept once the answer went back.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -254,31 +254,11 @@ def _decision_groups(module, tx, decision):
     if not decision.trunks:
         groups = yield module._uri_groups(decision.request)
         return (groups, None) if groups else ([], (480, "Temporarily Unavailable"))
-    groups: List[List[Target]] = []
-    refusal: Optional[Tuple] = None
     from rustpbx_py.modules.call import identity
 
     caller = decision.caller or identity(tx.request.get("from"))
     callee = decision.callee or identity(tx.request.get("to"))
-    for name in list(decision.trunks):
-        refused = module.trunks.admit(name) or module.router.check_trunk_policy(name, caller, callee, tx.context.trunk)
-        if refused is not None:
-            refusal = refusal or refused
-            continue
-        outbound = module.trunks.outbound_request(name, decision.request)
-        trunk = module.trunks.get(name)
-        to = _untagged(outbound.get("to") or "")
-        for where in module.trunks.locations(name):
-            # dest then backup_dest, each through DNS (RFC 3263), as for calls.
-            flows = yield module._located_flows(where.host, where.port, where.transport, where.secure, f"trunk {name}")
-            for flow in flows:
-                groups.append([Target(outbound.uri, flow, to, trunk=trunk, label=name, template=outbound)])
+    groups, refusal = yield module._trunk_groups(list(decision.trunks), decision.request, caller, callee, tx.context.trunk)
     if not groups:
         return [], refusal or (503, "Service Unavailable")
     return groups, None
-
-
-def _untagged(value: str) -> str:
-    from rustpbx_py.modules.call import strip_tag
-
-    return strip_tag(value)

@@ -446,23 +446,13 @@ class CallModule:
                 return
             call.start(groups[0], groups[1:], ring_time=self.ring_time_for(groups[0], decision.config))
             return
-        groups: List[List[Target]] = []
-        refusal = None
-        for name in self.addon_route_order(call, list(decision.trunks)):
-            refused = self.trunks.admit(name) or self.router.check_trunk_policy(
-                name, caller, decision.callee or call.record.callee, call.tx.context.trunk
-            )
-            if refused is not None:
-                refusal = refusal or refused
-                continue
-            outbound = self.trunks.outbound_request(name, decision.request)
-            trunk = self.trunks.get(name)
-            for where in self.trunks.locations(name):
-                # dest then backup_dest, each through DNS (RFC 3263): one
-                # group per target, the next tried when one fails.
-                flows = yield self._located_flows(where.host, where.port, where.transport, where.secure, f"trunk {name}")
-                for flow in flows:
-                    groups.append([Target(outbound.uri, flow, strip_tag(outbound.get("to") or ""), trunk=trunk, label=name, template=outbound)])
+        groups, refusal = yield self._trunk_groups(
+            self.addon_route_order(call, list(decision.trunks)),
+            decision.request,
+            caller,
+            decision.callee or call.record.callee,
+            call.tx.context.trunk,
+        )
         if call.state != "routing":
             return
         if not groups:
@@ -474,6 +464,32 @@ class CallModule:
         self.trunks.call_started(first)
         call.on_end.append(lambda c: self.trunks.call_ended(first))
         call.start(groups[0], groups[1:], ring_time=self.ring_time_for(groups[0], decision.config))
+
+    @defer.inlineCallbacks
+    def _trunk_groups(self, names, request, caller: str, callee: str, source_trunk):
+        """
+        The targets of C{request} routed to the trunks C{names}, in order:
+        (groups, refusal), one group per DNS target of each trunk's dest
+        then backup_dest, and the first refusal (status, reason) of a trunk
+        left out by its limits or the route's trunk policy.  Calls and
+        out-of-dialog requests (MESSAGE, OPTIONS to users) share it.
+        """
+        groups: List[List[Target]] = []
+        refusal = None
+        for name in names:
+            refused = self.trunks.admit(name) or self.router.check_trunk_policy(name, caller, callee, source_trunk)
+            if refused is not None:
+                refusal = refusal or refused
+                continue
+            outbound = self.trunks.outbound_request(name, request)
+            trunk = self.trunks.get(name)
+            for where in self.trunks.locations(name):
+                # dest then backup_dest, each through DNS (RFC 3263): one
+                # group per target, the next tried when one fails.
+                flows = yield self._located_flows(where.host, where.port, where.transport, where.secure, f"trunk {name}")
+                for flow in flows:
+                    groups.append([Target(outbound.uri, flow, strip_tag(outbound.get("to") or ""), trunk=trunk, label=name, template=outbound)])
+        return groups, refusal
 
     @defer.inlineCallbacks
     def _uri_groups(self, request):
