@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import List
+from typing import List, Optional
 
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
@@ -92,6 +92,17 @@ class _UdpTransport:
 
     def getHost(self):
         return IPv4Address("UDP", "127.0.0.1", 5060)
+
+
+def _udp_protocol(core: SipCore, sent: Optional[list] = None) -> SipDatagramProtocol:
+    """The core's UDP listener, started on L{_UdpTransport}; what it
+    writes is appended to C{sent} when given."""
+    protocol = SipDatagramProtocol(core)
+    protocol.transport = _UdpTransport()
+    if sent is not None:
+        protocol.transport.write = lambda data, addr: sent.append(data)
+    protocol.startProtocol()
+    return protocol
 
 
 def _core(clock) -> SipCore:
@@ -195,9 +206,7 @@ if _NO_HYPOTHESIS is None:
             """A datagram through the UDP listener and the real core (Via
             stamping, checks, 400/501/200 answers, transactions): nothing
             raises, nothing logs a failure."""
-            protocol = SipDatagramProtocol(self.core)
-            protocol.transport = _UdpTransport()
-            protocol.startProtocol()
+            protocol = _udp_protocol(self.core)
             protocol.datagramReceived(data, (source, 5060))
             self.clock.advance(40)
             self.assertNothingLogged(data)
@@ -323,11 +332,8 @@ class KnownInputTests(SynchronousTestCase):
 
     def test_huge_content_length_udp(self):
         """The same over UDP: a 400, no exception."""
-        sent = []
-        protocol = SipDatagramProtocol(self.core)
-        protocol.transport = _UdpTransport()
-        protocol.transport.write = lambda data, addr: sent.append(data)
-        protocol.startProtocol()
+        sent: list = []
+        protocol = _udp_protocol(self.core, sent)
         protocol.datagramReceived(
             b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKcl\r\n"
             b"From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: cl\r\nCSeq: 1 OPTIONS\r\n"
@@ -339,11 +345,8 @@ class KnownInputTests(SynchronousTestCase):
     def test_bare_cr_in_header(self):
         """A bare CR inside a copied header (To): the 400 cannot carry it,
         so the request is dropped without an exception."""
-        sent = []
-        protocol = SipDatagramProtocol(self.core)
-        protocol.transport = _UdpTransport()
-        protocol.transport.write = lambda data, addr: sent.append(data)
-        protocol.startProtocol()
+        sent: list = []
+        protocol = _udp_protocol(self.core, sent)
         protocol.datagramReceived(
             b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKcr\r\n"
             b"From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\rX\r\nCall-ID: cr\r\nCSeq: 1 OPTIONS\r\n\r\n",
