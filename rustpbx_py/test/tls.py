@@ -47,3 +47,10 @@ def write_self_signed(directory: str, host: str = "127.0.0.1") -> Tuple[str, str
             )
         )
     return cert_path, key_path
+
+
+def self_signed_for(testcase, host: str = "127.0.0.1") -> Tuple[str, str]:
+    """C{cert.pem} and C{key.pem} for C{host} in a new directory of C{testcase}'s."""
+    base = os.path.abspath(testcase.mktemp())
+    os.makedirs(base)
+    return write_self_signed(base, host)

@@ -25,7 +25,7 @@ from twisted.internet import defer, error, protocol, reactor
 from twisted.python.failure import Failure
 
 from rustpbx_py.test.interop.support import start_pbx_toml
-from rustpbx_py.test.tls import write_self_signed
+from rustpbx_py.test.tls import self_signed_for
 
 #: The users of the phone tests: name -> password (memory backend).
 USERS: Dict[str, str] = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
@@ -137,9 +137,7 @@ class PhonePbx:
     @classmethod
     @defer.inlineCallbacks
     def start(cls, testcase, extra: str = ""):
-        base = os.path.abspath(testcase.mktemp())
-        os.makedirs(base)
-        cert, key = write_self_signed(base)
+        cert, key = self_signed_for(testcase)
         users = "".join(
             f'[[proxy.user_backends.users]]\nusername = "{name}"\npassword = "{password}"\n\n'
             for name, password in USERS.items()

@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from rustpbx_py.sip.message import parse_message
 from rustpbx_py.test.interop.support import require_tool, run_tool, start_pbx
-from rustpbx_py.test.tls import write_self_signed
+from rustpbx_py.test.tls import self_signed_for
 
 
 def options_request(transport: str, port: int, branch: str = "z9hG4bKinterop1") -> bytes:
@@ -134,9 +134,7 @@ class TlsTests(TestCase):
 
     @defer.inlineCallbacks
     def test_tls_options(self):
-        base = os.path.abspath(self.mktemp())
-        os.makedirs(base)
-        cert, key = write_self_signed(base, "127.0.0.1")
+        cert, key = self_signed_for(self)
         pbx = yield start_pbx(self, tls_port=0, ssl_certificate=cert, ssl_private_key=key, modules=[])
         port = pbx.ports["TLS"]
         payload = options_request("TLS", port)
@@ -269,9 +267,7 @@ class TlsOutboundTests(TestCase):
 
         from rustpbx_py.sip.message import Request
 
-        base = os.path.abspath(self.mktemp())
-        os.makedirs(base)
-        cert, key = write_self_signed(base, "127.0.0.1")
+        cert, key = self_signed_for(self)
         server = yield start_pbx(self, tls_port=0, ssl_certificate=cert, ssl_private_key=key, modules=[])
         client = yield start_pbx(self, modules=[])
         core = client.core

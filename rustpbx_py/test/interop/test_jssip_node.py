@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from rustpbx_py.test.interop.jssip import JS_DIR, require_js
 from rustpbx_py.test.interop.support import run_tool, start_pbx_toml
-from rustpbx_py.test.tls import write_self_signed
+from rustpbx_py.test.tls import self_signed_for
 
 USERS = """
 [[proxy.user_backends]]
@@ -50,9 +50,7 @@ class JsSipNodeTests(TestCase):
     @defer.inlineCallbacks
     def setUp(self):
         self.node = require_js()
-        base = os.path.abspath(self.mktemp())
-        os.makedirs(base)
-        self.cert, key = write_self_signed(base, "127.0.0.1")
+        self.cert, key = self_signed_for(self)
         self.pbx = yield start_pbx_toml(self, PBX.format(cert=self.cert, key=key))
 
     @defer.inlineCallbacks

@@ -8,7 +8,6 @@ its address.
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 
@@ -22,7 +21,7 @@ from twisted.trial.unittest import TestCase
 from rustpbx_py.sip.message import parse_message
 from rustpbx_py.test.interop.support import require_tool, run_tool, start_pbx
 from rustpbx_py.test.interop.test_core import options_request
-from rustpbx_py.test.tls import write_self_signed
+from rustpbx_py.test.tls import self_signed_for
 
 
 class AlpnTests(TestCase):
@@ -30,9 +29,7 @@ class AlpnTests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        base = os.path.abspath(self.mktemp())
-        os.makedirs(base)
-        self.cert, key = write_self_signed(base, "127.0.0.1")
+        self.cert, key = self_signed_for(self)
         self.pbx = yield start_pbx(
             self, tls_port=0, wss_port=0, ssl_certificate=self.cert, ssl_private_key=key, modules=[]
         )

@@ -7,7 +7,6 @@ C{proxy.tls_ca_certificates}.
 
 from __future__ import annotations
 
-import os
 
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol
@@ -15,7 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from rustpbx_py.protocols.tls import load_certificate_options, load_trust_root
 from rustpbx_py.test.interop.support import start_pbx, start_pbx_toml
-from rustpbx_py.test.tls import write_self_signed
+from rustpbx_py.test.tls import self_signed_for
 
 REGISTRAR = """
 [proxy]
@@ -51,9 +50,7 @@ class TlsTrunkByNameTests(TestCase):
     timeout = 60
 
     def certificate(self, name):
-        base = os.path.abspath(self.mktemp())
-        os.makedirs(base)
-        return write_self_signed(base, name)
+        return self_signed_for(self, name)
 
     @defer.inlineCallbacks
     def register_over_tls(self, cert_name, trunk_host):
