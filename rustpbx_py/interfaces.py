@@ -191,3 +191,61 @@ class ICallRecordSink(Interface):
     def drained():
         """A Deferred that fires once every record given so far is written
         (the call module waits for it when the service stops)."""
+
+
+class IMediaEngine(Interface):
+    """
+    What anchors a call's media on the PBX: the built-in relay
+    (L{rustpbx_py.media.session}) or rtpengine daemons driven over their ng
+    protocol (L{rustpbx_py.media.rtpengine}).  The B2BUA talks to either
+    through this contract alone, the way Kamailio's rtpengine module talks
+    to rtpengine: offer, answer, delete.
+    """
+
+    def session(call_id: str, policy):
+        """
+        A new L{IMediaSession} for one call, with the call's
+        L{rustpbx_py.media.policy.MediaPolicy} (codecs, strategy, addresses,
+        latching, timeouts).  Nothing is allocated until the first offer.
+        """
+
+    def stop():
+        """Release every session and socket (service shutdown); may return
+        a Deferred."""
+
+
+class IMediaSession(Interface):
+    """
+    One anchored call: two legs, C{"a"} (the caller's side) and C{"b"} (the
+    callee's side).  Every SDP body that crosses the B2BUA in either
+    direction goes through L{offer} or L{answer}, which returns the SDP to
+    send to the other leg (RFC 3264 offer/answer, re-offers included).
+    """
+
+    on_timeout = Attribute(
+        "None, or a callable (no arguments) the session calls once when no "
+        "RTP has flowed either way for the policy's rtp_timeout.")
+
+    def offer(leg: str, sdp, source):
+        """
+        C{sdp} (a L{rustpbx_py.sip.sdp.SessionDescription}) is an offer from
+        C{leg}, whose signalling came from C{source} (host, port).  Fires
+        with the offer to send to the other leg; fails with
+        L{rustpbx_py.media.MediaError} (the B2BUA answers 488, or 503 when
+        the port range is full).
+        """
+
+    def answer(leg: str, sdp, source):
+        """C{sdp} is C{leg}'s answer to the last offer: fires with the
+        answer to send to the other leg (same failures as L{offer})."""
+
+    def stats() -> dict:
+        """
+        Figures for the call record and the monitor: per leg, the codec,
+        local and remote (latched) addresses, and per direction (C{"in"},
+        C{"out"}) packets, bytes, lost and jitter (ms).
+        """
+
+    def close():
+        """Free the ports (or delete the rtpengine call); fires with the
+        final L{stats}.  Idempotent."""
