@@ -186,7 +186,10 @@ class _Machine:
                 proc = _run(
                     ["bash", os.path.join(_SOURCE, "debian", "build-deb.sh")],
                     timeout=1800,
-                    env=_env(RUSTPBX_DEB_OUT=out),
+                    # `make test` has just run this suite on the same tree:
+                    # running it again inside the build doubles CI time.
+                    env=_env(RUSTPBX_DEB_OUT=out,
+                             DEB_BUILD_OPTIONS=os.environ.get("DEB_BUILD_OPTIONS", "nocheck")),
                 )
                 cls.build_log = proc.stdout
                 debs = sorted(glob.glob(os.path.join(out, PKG + "_*_all.deb")))

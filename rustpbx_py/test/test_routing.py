@@ -736,7 +736,10 @@ class SampleConfigTollFraudTests(SynchronousTestCase):
         from rustpbx_py.config import load_config
 
         repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        self.config = load_config(os.path.join(repo, "etc", "pbx.toml"))
+        sample = os.path.join(repo, "etc", "pbx.toml")
+        if not os.path.exists(sample):
+            raise self.skipTest("etc/pbx.toml is not beside the package (an installed copy)")
+        self.config = load_config(sample)
         self.router = Router.from_config(self.config.proxy, task.Clock())
 
     def decide(self, number: str, source_trunk: Optional[str]):
