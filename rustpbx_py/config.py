@@ -372,6 +372,27 @@ def _host(ctx: _Ctx, key: str, value: Any) -> Any:
     return ctx.expected(key, "an IP address or host name", value)
 
 
+@_reader('a list of rtpengine ng addresses "udp:IP:PORT", e.g. ["udp:127.0.0.1:2223"]', 'list of "udp:IP:PORT"')
+def _rtpengine_servers(ctx: _Ctx, key: str, value: Any) -> Any:
+    """rtpengine daemons' ng control sockets, Kamailio's rtpengine_sock
+    syntax (udp:IP:PORT, udp:[IPv6]:PORT)."""
+    from rustpbx_py.media.rtpengine import parse_server
+
+    what = 'a list of rtpengine ng addresses "udp:IP:PORT", e.g. ["udp:127.0.0.1:2223"]'
+    if not isinstance(value, list):
+        return ctx.expected(key, what, value)
+    bad = False
+    for i, item in enumerate(value):
+        try:
+            parse_server(item)
+        except ValueError as e:
+            ctx.problem(_join(key, i), f"{e}, found {_show(item)}")
+            bad = True
+    if len(set(value)) != len(value) and not bad:
+        return ctx.problem(key, f"expected each daemon once, found {_show(value)}")
+    return _INVALID if bad else list(value)
+
+
 @_reader("a list of codec names (" + ", ".join(sorted(set(KNOWN_CODECS.values()))) + ")", "list of codec names")
 def _codecs(ctx: _Ctx, key: str, value: Any) -> Any:
     what = "a list of codec names"
@@ -1281,6 +1302,9 @@ class ProxyConfig:
     enable_latching: bool = _key(_bool, True, doc="Latch RTP to the address media really comes from (NAT).")
     latching_probation_max_packets: int = _key(_int(1, 255), 6, doc="Packets observed before latching to a source address.")
     nat_fix: bool = _key(_bool, True, doc="Fix Contact/Via of requests from clients behind NAT.")
+    media_engine: str = _key(_enum("builtin", "rtpengine"), "builtin", doc='rustpbx_py extension: what anchors relayed media: builtin (the PBX relays RTP itself, nothing to install) or rtpengine (the rtpengine_servers daemons, driven over the ng protocol as Kamailio does).')
+    rtpengine_servers: list[str] = _key(_rtpengine_servers, factory=list, doc='rustpbx_py extension: rtpengine daemons\' ng control addresses ("udp:IP:PORT", rtpengine --listen-ng); new calls are spread by Call-ID, a daemon that stops answering is skipped for 60 s. Required with media_engine = "rtpengine".')
+    rtpengine_timeout: float = _key(_seconds, 1.0, doc="rustpbx_py extension: seconds to wait for an rtpengine daemon's answer (4 sends in that time) before trying the next daemon; an INVITE waits at most this per daemon.")
     # Files & paths
     generated_dir: str = _key(_path, "./config", default_doc='"./config" (resolved)', doc="Directory of generated files (routes/routes.generated.toml, trunks/trunks.generated.toml, acl/acl.generated.toml), loaded last.")
     routes_files: list[str] = _key(_patterns, factory=list, doc="Glob patterns of route files, each holding [[routes]].")
@@ -1312,6 +1336,12 @@ class ProxyConfig:
                 if port in seen:
                     ctx.problem(_join(prefix, k), f"expected a TCP port not used by {seen[port]}, found {port}")
                 seen[port] = k
+        if self.media_engine == "rtpengine" and not self.rtpengine_servers and "rtpengine_servers" not in given:
+            ctx.problem(_join(prefix, "rtpengine_servers"), 'missing required key for media_engine = "rtpengine" (a list like ["udp:127.0.0.1:2223"])')
+        elif self.media_engine == "rtpengine" and not self.rtpengine_servers:
+            ctx.problem(_join(prefix, "rtpengine_servers"), 'expected at least one daemon for media_engine = "rtpengine", found []')
+        if self.rtpengine_timeout <= 0:
+            ctx.problem(_join(prefix, "rtpengine_timeout"), f"expected a number of seconds > 0, found {self.rtpengine_timeout}")
         modules = self.modules
         if len(set(modules)) != len(modules):
             dupes = sorted({m for m in modules if modules.count(m) > 1})

@@ -1,0 +1,72 @@
+"""
+A userspace rtpengine daemon for interop tests: Debian's rtpengine-daemon
+binary run in the foreground on loopback (no kernel module, no root, no
+config file), its ng port ephemeral, stopped when the test ends.
+"""
+
+from __future__ import annotations
+
+import random
+
+from twisted.internet import defer, error, protocol, reactor, task
+
+from rustpbx_py.test.interop.support import free_udp_port, require_tool
+
+
+class _Daemon(protocol.ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data[-65536:]
+
+    errReceived = outReceived
+
+    def processEnded(self, reason) -> None:
+        self.ended.callback(None)
+
+
+@defer.inlineCallbacks
+def start_rtpengine(testcase, ports: int = 200, timeout: float = 10.0):
+    """
+    Start rtpengine on 127.0.0.1 and fire with C{"udp:127.0.0.1:PORT"} (its
+    ng address) once it answers a ping; skips the test when the binary is
+    missing (.ci/run installs rtpengine-daemon).  The RTP ports are a random
+    block of C{ports} in 30000-59999 (rtpengine skips ports in use).
+    """
+    from rustpbx_py.media.rtpengine import NgClient
+
+    binary = require_tool("rtpengine")
+    ng = free_udp_port()
+    low = random.randrange(30000, 60000 - ports, 2)
+    proto = _Daemon()
+    args = [binary, "--foreground", "--config-file=none", "--table=-1", "--interface=127.0.0.1",
+            f"--listen-ng=127.0.0.1:{ng}", f"--port-min={low}", f"--port-max={low + ports - 1}",
+            "--log-stderr", "--log-level=5", "--num-threads=2", "--delete-delay=0", "--timeout=60"]
+    process = reactor.spawnProcess(proto, binary, args, env={"PATH": "/usr/bin:/bin"})
+    testcase.daemon_output = proto.output
+    testcase.rtpengine_ports = (low, low + ports - 1)
+
+    def stop():
+        try:
+            process.signalProcess("TERM")
+        except error.ProcessExitedAlready:
+            return None
+        return proto.ended
+
+    testcase.addCleanup(stop)
+    server = f"udp:127.0.0.1:{ng}"
+    client = NgClient(reactor, [server], timeout=0.5)
+    try:
+        for _ in range(int(timeout / 0.5)):
+            if proto.ended.called:
+                break
+            try:
+                yield client.ping(client.daemons[0])
+                return server
+            except Exception:
+                yield task.deferLater(reactor, 0.0, lambda: None)
+    finally:
+        yield client.stop()
+    raise AssertionError("rtpengine did not start: " + proto.output.decode("utf-8", "replace")[-2000:])
