@@ -18,3 +18,11 @@ class MediaError(Exception):
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
+
+
+def engine_from_config(reactor, config):
+    """The L{IMediaEngine} C{config} (a L{rustpbx_py.config.Config} or its
+    C{proxy} section) asks for: see L{rustpbx_py.media.engines}."""
+    from rustpbx_py.media.engines import engine_from_config as build
+
+    return build(reactor, config)

@@ -351,6 +351,19 @@ class SessionTests(SynchronousTestCase):
         self.assertIsInstance(out, Sdp)
         self.assertEqual(bytes(out), REWRITTEN)
 
+    def test_session_description(self):
+        """With the real SDP type, the body sent is bytes(sdp) and the
+        result is the parsed rewritten SDP."""
+        from rustpbx_py.sip.sdp import SessionDescription
+
+        d = self.session.offer("a", SessionDescription.parse(OFFER), ("192.0.2.10", 5060))
+        self.assertEqual(self.net.last()[1]["sdp"], OFFER)
+        self.net.reply(0, {"result": "ok", "sdp": REWRITTEN})
+        out = self.successResultOf(d)
+        self.assertIsInstance(out, SessionDescription)
+        self.assertEqual(bytes(out), REWRITTEN)
+        self.assertEqual(out.media[0].port, 30000)
+
     def test_bytes_in_bytes_out(self):
         """Given bytes, the session answers bytes."""
         d = self.session.offer("a", OFFER, ("192.0.2.10", 5060))
@@ -566,7 +579,7 @@ class FactoryTests(SynchronousTestCase):
         configured daemons with the configured timeout; nothing is opened
         before the first request."""
         from rustpbx_py.config import parse_config_text
-        from rustpbx_py.media.engines import engine_from_config
+        from rustpbx_py.media.engines import engine_from_config  # noqa
 
         config = parse_config_text('[proxy]\nmedia_engine = "rtpengine"\n'
                                    'rtpengine_servers = ["udp:127.0.0.1:2223", "udp:[::1]:2224"]\n'
@@ -576,6 +589,9 @@ class FactoryTests(SynchronousTestCase):
         self.assertIsInstance(engine, RtpengineEngine)
         self.assertEqual([str(d) for d in engine.client.daemons], ["udp:127.0.0.1:2223", "udp:[::1]:2224"])
         self.assertEqual(engine.client.timeout, 0.5)
+        from rustpbx_py import media
+
+        self.assertIsInstance(media.engine_from_config(reactor, config), RtpengineEngine)
 
 
 class ConfigTests(SynchronousTestCase):
