@@ -468,11 +468,12 @@ class RtpengineSession:
         self.tags = {"a": f"{call_id}-a", "b": f"{call_id}-b"}
         self.offerer: Optional[str] = None   # leg whose offer awaits an answer
         self.answered = False               # an answer went through: the dialog has both tags
+        self._answerer: Optional[str] = None  # leg of the last answer (a repeated answer is allowed)
         self.closed = False
         self._a_proto: Optional[str] = None  # transport leg a offered, restored on offers towards a
         self._stats = _empty_stats()
         self._poll: Any = None
-        self._last_packets = -1
+        self._last_packets = 0   # packets seen at the last poll (none before the answer)
         self._quiet_since = 0.0
         self._timed_out = False
         self._closing: Optional[defer.Deferred] = None
@@ -536,7 +537,10 @@ class RtpengineSession:
             elif self._a_proto:
                 command["transport-protocol"] = self._a_proto
         else:
-            if self.offerer is None or self.offerer == leg:
+            # a second answer to the same offer (an 18x's then the 2xx's, which
+            # may differ when the 18x was unreliable) updates rtpengine again
+            repeat = self.offerer is None and self._answerer == leg
+            if (self.offerer is None and not repeat) or self.offerer == leg:
                 raise MediaError(488, f"answer from leg {leg} without an offer from leg {other}")
             command["from-tag"] = self.tags[other]
             command["to-tag"] = self.tags[leg]
@@ -567,6 +571,7 @@ class RtpengineSession:
             self.offerer = leg
         else:
             self.offerer = None
+            self._answerer = leg
             self.answered = True
             self._start_polling()
         if isinstance(sdp, (bytes, bytearray)):

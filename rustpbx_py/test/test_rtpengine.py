@@ -423,6 +423,18 @@ class SessionTests(SynchronousTestCase):
         f = self.failureResultOf(self.session.answer("a", OFFER, None), MediaError)
         self.assertEqual(f.value.status, 488)
 
+    def test_repeated_answer(self):
+        """The 2xx's answer after an 18x's (same leg, no new offer) is sent
+        to rtpengine again with the same tags; the other leg cannot answer
+        its own offer."""
+        self.establish()
+        d = self.session.answer("b", ANSWER.replace(b"5000", b"5002"), ("192.0.2.20", 5060))
+        cmd = self.net.last()[1]
+        self.assertEqual((cmd["command"], cmd["from-tag"], cmd["to-tag"]), (b"answer", b"cid@host-a", b"cid@host-b"))
+        self.net.reply(-1, {"result": "ok", "sdp": REWRITTEN})
+        self.successResultOf(d)
+        self.failureResultOf(self.session.answer("a", OFFER, None), MediaError)
+
     def test_errors(self):
         """result=error → 488 (SDP refused) or 503 (ports, load); no daemon
         answering → 503; an unparsable SDP from rtpengine → 503."""
@@ -535,6 +547,18 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(len(self.net.sent()), n + 5)
         self.assertEqual(self.net.clock.getDelayedCalls(), [])
         self.assertEqual(self.session.stats()["a"]["in"]["packets"], 20)
+
+    def test_rtp_timeout_no_media_at_all(self):
+        """No packet ever after the answer: the timeout counts from the
+        answer (fires at the poll at rtp_timeout, not one poll later)."""
+        self.policy.rtp_timeout = 30
+        fired = []
+        self.session.on_timeout = lambda: fired.append(self.net.clock.seconds())
+        self.establish()
+        for _ in range(3):
+            self.net.clock.advance(10)
+            self.net.reply(-1, query_reply(self.session.tags, 0, 0))
+        self.assertEqual(fired, [30.0])
 
     def test_daemon_dropped_call(self):
         """rtpengine's own timeout deleted the call: the next poll's

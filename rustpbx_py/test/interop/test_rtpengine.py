@@ -159,3 +159,37 @@ class RtpengineInteropTests(TestCase):
         self.addCleanup(lonely.stop)
         f = yield self.assertFailure(lonely.session("x", Policy()).offer("a", sdp(4000), None), MediaError)
         self.assertEqual(f.status, 503)
+
+    @defer.inlineCallbacks
+    def test_srtp_towards_b(self):
+        """srtp_b = True: the offer to b is RTP/SAVP with SDES keys made by
+        rtpengine; b's SRTP answer comes back to a as plain RTP/AVP."""
+        (pa, a_port), (pb, b_port) = self.phones
+        session = self.engine.session("interop-4@test", Policy(srtp_b=True))
+        to_b = yield session.offer("a", sdp(a_port), ("127.0.0.1", 5060))
+        self.assertIn(b" RTP/SAVP ", to_b)
+        crypto = re.findall(rb"a=crypto:(\d+) (\S+) inline:(\S+)", to_b)
+        self.assertTrue(crypto, to_b)
+        answer = sdp(b_port).replace(b"RTP/AVP", b"RTP/SAVP") + b"a=crypto:" + crypto[0][0] + b" " + crypto[0][1] + \
+            b" inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVzcyAoZ\r\n"
+        to_a = yield session.answer("b", answer, ("127.0.0.1", 5062))
+        self.assertIn(b" RTP/AVP ", to_a)
+        self.assertNotIn(b"a=crypto", to_a)
+        yield session.close()
+
+    @defer.inlineCallbacks
+    def test_rtp_timeout(self):
+        """rtp_timeout = 2 and no RTP after the answer: on_timeout is called
+        once, within about a poll interval of the timeout."""
+        (pa, a_port), (pb, b_port) = self.phones
+        session = self.engine.session("interop-5@test", Policy(rtp_timeout=2))
+        fired = []
+        session.on_timeout = lambda: fired.append(reactor.seconds())
+        yield session.offer("a", sdp(a_port), ("127.0.0.1", 5060))
+        yield session.answer("b", sdp(b_port), ("127.0.0.1", 5062))
+        start = reactor.seconds()
+        yield self.wait_for(lambda: fired, seconds=6)
+        self.assertTrue(1.9 <= fired[0] - start <= 3.5, fired[0] - start)
+        yield task.deferLater(reactor, 1.5, lambda: None)
+        self.assertEqual(len(fired), 1)
+        yield session.close()
