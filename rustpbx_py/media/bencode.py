@@ -40,7 +40,9 @@ def _encode(value: Any, out: list) -> None:
     if isinstance(value, int):
         out.append(b"i%de" % value)
     elif isinstance(value, str):
-        data = value.encode("utf-8")
+        # surrogateescape: a Call-ID read from the wire with undecodable
+        # bytes goes back as those same bytes
+        data = value.encode("utf-8", "surrogateescape")
         out.append(b"%d:" % len(data))
         out.append(data)
     elif isinstance(value, (bytes, bytearray)):

@@ -97,7 +97,7 @@ def parse_server(text: str) -> tuple[str, int]:
     host = m.group(1) or m.group(2)
     port = int(m.group(3))
     try:
-        ipaddress.ip_address(host)
+        host = str(ipaddress.ip_address(host))  # canonical: answers are matched on it
     except ValueError:
         raise ValueError(f"expected an IP address, found {host!r}") from None
     if not 1 <= port <= 65535:

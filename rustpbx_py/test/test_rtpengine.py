@@ -101,6 +101,7 @@ class BencodeTests(SynchronousTestCase):
     def test_str_is_utf8(self):
         """Python strings are sent as UTF-8 byte strings."""
         self.assertEqual(bencode.encode("é"), b"2:\xc3\xa9")
+        self.assertEqual(bencode.encode(b"\xff".decode("utf-8", "surrogateescape")), b"1:\xff")
 
     def test_encode_rejects_unknown_types(self):
         """No booleans or floats in ng: a programming error, said at once."""
@@ -135,6 +136,7 @@ class ServerSpecTests(SynchronousTestCase):
         self.assertEqual(parse_server("udp:127.0.0.1:2223"), ("127.0.0.1", 2223))
         self.assertEqual(parse_server("udp:[::1]:2223"), ("::1", 2223))
         self.assertEqual(parse_server("udp6:[2001:db8::1]:22222"), ("2001:db8::1", 22222))
+        self.assertEqual(parse_server("udp:[2001:DB8:0::1]:22222"), ("2001:db8::1", 22222))
 
     def test_bad(self):
         """Host names, missing ports, TCP and bad ports are refused with
