@@ -378,6 +378,16 @@ def connection_address(sdp: bytes) -> Optional[str]:
     return media or session
 
 
+#: The transport of WebRTC media (RFC 8827): DTLS-SRTP with ICE, RTCP feedback.
+WEBRTC_PROTO = "UDP/TLS/RTP/SAVPF"
+
+
+def is_webrtc(sdp: bytes) -> bool:
+    """Whether the first audio stream is WebRTC's (DTLS-SRTP over ICE)."""
+    proto = audio_proto(sdp) or ""
+    return "TLS" in proto or ("SAVPF" in proto and b"a=fingerprint:" in sdp)
+
+
 def _private(address: Optional[str]) -> bool:
     try:
         ip = ipaddress.ip_address(address or "")
@@ -471,6 +481,7 @@ class RtpengineSession:
         self._answerer: Optional[str] = None  # leg of the last answer (a repeated answer is allowed)
         self.closed = False
         self._a_proto: Optional[str] = None  # transport leg a offered, restored on offers towards a
+        self._webrtc = {"a": False, "b": False}  # whether each leg's last SDP was WebRTC's
         self._stats = _empty_stats()
         self._poll: Any = None
         self._last_packets = 0   # packets seen at the last poll (none before the answer)
@@ -481,13 +492,24 @@ class RtpengineSession:
     # -- offer / answer ------------------------------------------------------------
 
     def _flags(self, leg: str, body: bytes, source: Any) -> dict:
-        """The ng keys shared by offer and answer for an SDP from C{leg}."""
-        command: dict = {
-            "call-id": self.call_id,
-            "replace": ["origin", "session-connection"],
-            "ICE": "remove",
-            "DTLS": "off",
-        }
+        """
+        The ng keys shared by offer and answer for an SDP from C{leg}.  ICE
+        and DTLS follow the leg that receives the SDP: towards a WebRTC leg
+        (one whose SDP was UDP/TLS/RTP/SAVPF, or C{policy.webrtc_b} for a
+        callee known to be a browser) rtpengine runs ICE-lite and DTLS-SRTP
+        (C{ICE=force}); towards any other leg both are removed, and
+        rtcp-mux is split when the sender muxes.
+        """
+        other = "b" if leg == "a" else "a"
+        self._webrtc[leg] = is_webrtc(body)
+        command: dict = {"call-id": self.call_id, "replace": ["origin", "session-connection"]}
+        if self._receiver_webrtc(other):
+            command["ICE"] = "force"
+        else:
+            command["ICE"] = "remove"
+            command["DTLS"] = "off"
+            if self._webrtc[leg]:
+                command["rtcp-mux"] = ["demux"]
         flags = []
         ip = source[0] if source else None
         if getattr(self.policy, "latching", True):
@@ -503,6 +525,12 @@ class RtpengineSession:
             flags += ["trust-address", "asymmetric"]  # no endpoint learning
         command["flags"] = flags
         return command
+
+    def _receiver_webrtc(self, leg: str) -> bool:
+        if self._webrtc[leg]:
+            return True
+        # the callee before its first SDP: the call side may know it is a browser
+        return leg == "b" and not self.answered and bool(getattr(self.policy, "webrtc_b", False))
 
     def offer(self, leg: str, sdp: Any, source: Any) -> defer.Deferred:
         return self._exchange("offer", leg, sdp, source)
@@ -529,13 +557,20 @@ class RtpengineSession:
                 if self._a_proto is None:
                     self._a_proto = audio_proto(body)
                 srtp_b = getattr(self.policy, "srtp_b", None)
-                if srtp_b is not None:
+                if self._receiver_webrtc("b"):
+                    command["transport-protocol"] = WEBRTC_PROTO
+                    command["rtcp-mux"] = ["offer"]
+                elif srtp_b is not None:
                     command["transport-protocol"] = "RTP/SAVP" if srtp_b else "RTP/AVP"
+                elif self._webrtc["a"]:
+                    command["transport-protocol"] = "RTP/AVP"   # a browser calling a SIP phone
                 codec = codec_flags(self.policy, offered_codecs(body))
                 if codec:
                     command["codec"] = codec
             elif self._a_proto:
                 command["transport-protocol"] = self._a_proto
+                if self._webrtc["a"]:
+                    command["rtcp-mux"] = ["offer"]
         else:
             # a second answer to the same offer (an 18x's then the 2xx's, which
             # may differ when the 18x was unreliable) updates rtpengine again

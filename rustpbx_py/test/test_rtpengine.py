@@ -41,6 +41,7 @@ class Policy:
     probation_packets: int = 6
     rtp_timeout: float = 0
     srtp_b: Optional[bool] = None
+    webrtc_b: bool = False   # a field the b2bua may add; read with getattr
 
 
 def wait(clock, seconds: float) -> None:

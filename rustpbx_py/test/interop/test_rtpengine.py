@@ -193,3 +193,30 @@ class RtpengineInteropTests(TestCase):
         yield task.deferLater(reactor, 1.5, lambda: None)
         self.assertEqual(len(fired), 1)
         yield session.close()
+
+    @defer.inlineCallbacks
+    def test_webrtc_caller(self):
+        """Chromium's offer (DTLS-SRTP, ICE, rtcp-mux, Opus) to a SIP phone:
+        the phone gets plain RTP/AVP without ICE or fingerprint; Chromium
+        gets rtpengine's DTLS fingerprint, an ICE-lite host candidate on
+        its anchored port and rtcp-mux."""
+        import os
+
+        path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "sdp", "chromium-audio.sdp")
+        with open(path, "rb") as f:
+            browser = f.read()
+        if b"\r\n" not in browser:
+            browser = browser.replace(b"\n", b"\r\n")
+        (pb, b_port) = self.phones[1]
+        session = self.engine.session("interop-6@test", Policy(codecs=["opus", "pcmu"]))
+        to_b = yield session.offer("a", browser, ("127.0.0.1", 5060))
+        self.assertIn(b" RTP/AVP ", to_b)
+        for line in (b"a=fingerprint", b"a=candidate", b"a=ice-ufrag", b"a=rtcp-mux"):
+            self.assertNotIn(line, to_b)
+        to_a = yield session.answer("b", sdp(b_port, "0 101"), ("127.0.0.1", 5062))
+        ip, port, formats = media(to_a)
+        self.assertIn(b" UDP/TLS/RTP/SAVPF ", to_a)
+        for line in (b"a=fingerprint:sha-256 ", b"a=setup:", b"a=ice-ufrag:", b"a=rtcp-mux"):
+            self.assertIn(line, to_a)
+        self.assertIn(f" 127.0.0.1 {port} typ host".encode(), to_a)
+        yield session.close()

@@ -1,0 +1,154 @@
+"""
+Real phones through the PBX with C{media_engine = "rtpengine"}: two
+baresip phones call each other with C{media_proxy = "all"} while a
+userspace rtpengine anchors the media.  Each phone's SDP names rtpengine's
+ports (never the other phone's), each decodes the other's tone, rtpengine
+transcodes Opus to G.711 with C{codec_strategy = "quality"}, and the call
+is deleted from rtpengine when it ends.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet import defer, reactor, task
+from twisted.trial.unittest import TestCase
+
+from rustpbx_py.media.rtpengine import NgClient
+from rustpbx_py.test.interop.baresip import BaresipPhone, module_path
+from rustpbx_py.test.interop.phones import PhonePbx
+from rustpbx_py.test.interop.rtpengine_daemon import start_rtpengine
+from rustpbx_py.test.interop.support import require_tool
+
+_AUDIO = re.compile(r"m=audio (\d+) ")
+_MESSAGE = re.compile(r"\n(?:UDP|TCP|TLS) \S+ -> \S+\n")
+
+
+class RtpengineCallTests(TestCase):
+    """baresip ↔ PBX ↔ baresip with rtpengine as the media engine."""
+
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        require_tool("baresip")
+        module_path()
+        self.server = yield start_rtpengine(self)
+
+    @defer.inlineCallbacks
+    def pbx(self, extra: str = ""):
+        self.pbx = yield PhonePbx.start(
+            self,
+            'media_proxy = "all"\nmedia_engine = "rtpengine"\n'
+            f'rtpengine_servers = ["{self.server}"]\n{extra}',
+        )
+        return self.pbx
+
+    @defer.inlineCallbacks
+    def calls_on_daemon(self):
+        """The Call-IDs rtpengine holds (ng "list")."""
+        client = NgClient(reactor, [self.server])
+        try:
+            reply = yield client.request(client.daemons[0], {"command": "list"})
+        finally:
+            yield client.stop()
+        return [c.decode() for c in reply.get("calls", [])]
+
+    @defer.inlineCallbacks
+    def wait_until_deleted(self, seconds: float = 10.0):
+        for _ in range(int(seconds / 0.2)):
+            calls = yield self.calls_on_daemon()
+            if not calls:
+                return
+            yield task.deferLater(reactor, 0.2, lambda: None)
+        self.fail(f"rtpengine still holds {calls}")
+
+    @defer.inlineCallbacks
+    def test_g711_call(self):
+        """alice calls bob: the INVITE bob gets and the 200 alice gets name
+        rtpengine's ports, each hears the other's tone, rtpengine holds the
+        call while it lasts and deletes it at the BYE."""
+        yield self.pbx()
+        alice = yield BaresipPhone(self, self.pbx, "alice", "udp").start()
+        bob = yield BaresipPhone(self, self.pbx, "bob", "udp").start()
+        out_a, out_b = len(alice.process.output), len(bob.process.output)
+        mark_a, mark_b = alice.mark(), bob.mark()
+        yield alice.command("dial", bob.aor)
+        yield alice.wait_event("CALL_ESTABLISHED", since=mark_a)
+        yield bob.wait_event("CALL_ESTABLISHED", since=mark_b)
+        yield alice.hears(bob)
+        yield bob.hears(alice)
+        calls = yield self.calls_on_daemon()
+        self.assertEqual(len(calls), 1, calls)
+        self.check_sdp(alice, out_a, bob, out_b)
+        mark_b = bob.mark()
+        yield alice.command("hangup")
+        yield bob.wait_event("CALL_CLOSED", since=mark_b)
+        yield self.wait_until_deleted()
+        media = yield self.media_record()
+        self.assertEqual((media["mode"], media["anchored"]), ("all", True))
+        low, high = self.rtpengine_ports
+        for leg in ("a", "b"):
+            figures = media["legs"][leg]
+            self.assertGreater(figures["in"]["packets"], 20, media)   # >= 1 s of tone each way
+            self.assertGreater(figures["out"]["packets"], 20, media)
+            self.assertTrue(low <= figures["local"][1] <= high, media)
+            self.assertEqual(figures["codec"], "pcmu")
+
+    @defer.inlineCallbacks
+    def media_record(self):
+        """The media part of the (one) call record, once written."""
+        import json
+
+        service = self.pbx.service
+        calls = next(m for m in service.modules if m.name == "call")
+        rows = []
+        for _ in range(100):
+            yield calls.records.drained()
+            rows = yield service.context.store.run_query("SELECT end_time, media FROM call_records")
+            if rows and all(r[0] is not None and r[1] for r in rows):
+                return json.loads(rows[-1][1])
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        self.fail(f"no finished call record with media: {rows}")
+
+    def check_sdp(self, alice, out_a, bob, out_b):
+        """The m=audio ports of the INVITE bob received and of the 200 alice
+        received are rtpengine's."""
+        low, high = self.rtpengine_ports
+        got_b = self.ports_in(bob, out_b, r"INVITE sip:bob-")
+        got_a = self.ports_in(alice, out_a, r"SIP/2\.0 200 [^\n]*\n(?:[^\n]+\n)*CSeq: \d+ INVITE")
+        self.assertTrue(got_b and all(low <= p <= high for p in got_b), (got_b, low, high))
+        self.assertTrue(got_a and all(low <= p <= high for p in got_a), (got_a, low, high))
+
+    def ports_in(self, phone, since: int, start: str) -> list:
+        """m=audio ports of the messages in the phone's SIP trace (baresip
+        -s: a "UDP src -> dst" line before each message) that match
+        C{start}: bob's received INVITEs name his Contact (sip:bob-...),
+        alice receives the only 200s for INVITE in her trace."""
+        ports = []
+        for block in _MESSAGE.split(phone.process.output[since:]):
+            if re.match(start, block):
+                ports += [int(p) for p in _AUDIO.findall(block)]
+        return ports
+
+    @defer.inlineCallbacks
+    def test_opus_to_g711_quality(self):
+        """An Opus-only phone calls a G.711-only phone with codec_strategy =
+        "quality": rtpengine transcodes and each still hears the other."""
+        yield self.pbx('codecs = ["opus", "pcmu", "pcma"]\ncodec_strategy = "quality"\n')
+        alice = yield BaresipPhone(self, self.pbx, "alice", "udp", codec="opus").start()
+        bob = yield BaresipPhone(self, self.pbx, "bob", "udp", codec="g711").start()
+        out_a, out_b = len(alice.process.output), len(bob.process.output)
+        mark_a, mark_b = alice.mark(), bob.mark()
+        yield alice.command("dial", bob.aor)
+        yield alice.wait_event("CALL_ESTABLISHED", since=mark_a)
+        yield bob.wait_event("CALL_ESTABLISHED", since=mark_b)
+        yield alice.hears(bob)
+        yield bob.hears(alice)
+        self.check_sdp(alice, out_a, bob, out_b)
+        invite = next(b for b in _MESSAGE.split(bob.process.output[out_b:]) if b.startswith("INVITE sip:bob-"))
+        self.assertIn("PCMU/8000", invite)   # added by rtpengine: alice offered Opus only
+        mark_b = bob.mark()
+        yield alice.command("hangup")
+        yield bob.wait_event("CALL_CLOSED", since=mark_b)
+        yield self.wait_until_deleted()
