@@ -114,6 +114,11 @@ class TableTests(SynchronousTestCase):
             "linphone.sdp": "opus/96 pcmu/0 pcma/8 g729/18 te48/99 te16/100 te/101",
             "chromium-audio.sdp": "opus/111 g722/9 pcmu/0 pcma/8 te48/110 te/126",
             "sipp-uac.sdp": "pcmu/0",
+            "firefox-audio.sdp": "opus/109 g722/9 pcmu/0 pcma/8 te/101",
+            "zoiper-2.10.sdp": "te/101 pcma/8 pcmu/0",
+            "yealink-t22p.sdp": "g722/9 pcmu/0 pcma/8 g729/18 te/101",
+            "asterisk-freepbx-opus.sdp": "pcmu/0 pcma/8 opus/107 g722/9 te/101 te48/103",
+            "carrier-broadworks-no-dtmf.sdp": "pcma/8",
         }
         for name, spec in expected.items():
             with open(os.path.join(DATA, name), "rb") as f:

@@ -58,8 +58,8 @@ class CorpusTests(SynchronousTestCase):
         issue names (see SOURCES.md); a glob that matched nothing would
         make the round-trip test pass vacuously."""
         names = [name for name, _ in corpus()]
-        self.assertGreaterEqual(len(names), 13, names)
-        for prefix in ("baresip", "linphone", "chromium", "sipp"):
+        self.assertGreaterEqual(len(names), 27, names)
+        for prefix in ("baresip", "linphone", "chromium", "firefox", "sipp", "zoiper", "yealink", "asterisk", "carrier"):
             self.assertTrue(any(n.startswith(prefix) for n in names), f"no {prefix}*.sdp in {names}")
 
     def test_round_trip(self):
@@ -112,6 +112,30 @@ class CorpusTests(SynchronousTestCase):
                 self.assertEqual(m.port, 40000)
                 self.assertEqual(again.address(m), "203.0.113.5")
                 self.assertEqual(m.direction, "sendonly")
+
+
+    def test_device_quirks(self):
+        """What the collected offers do that a strict reader would trip on:
+        Firefox's session-level a=sendrecv and G722/8000/1, Cisco's c=
+        after m= (no session c=), Yealink's fmtp before its rtpmap, Zoiper
+        listing telephone-event before the audio codecs."""
+        def load(name):
+            with open(os.path.join(DATA, name), "rb") as f:
+                return parse(f.read())
+
+        firefox = load("firefox-audio.sdp")
+        self.assertEqual(firefox.attribute("sendrecv"), "")
+        self.assertEqual(firefox.direction_of(firefox.media[0]), "sendrecv")
+        self.assertEqual(firefox.media[0].rtpmap()[9], ("G722", 8000, 1))
+        cisco = load("cisco-7960-c-after-m.sdp")
+        self.assertIsNone(cisco.connection)
+        self.assertEqual(cisco.address(cisco.media[0]), "192.0.2.10")
+        yealink = load("yealink-t22p.sdp")
+        self.assertEqual(yealink.media[0].rtpmap()[101], ("telephone-event", 8000, 1))
+        self.assertEqual(yealink.media[0].fmtp(101), "0-15")
+        zoiper = load("zoiper-2.10.sdp")
+        self.assertEqual(zoiper.media[0].formats[:2], ["3", "101"])
+        self.assertEqual(zoiper.media[0].rtpmap()[3], ("GSM", 8000, 1))
 
 
 class ParseTests(SynchronousTestCase):
