@@ -34,6 +34,7 @@ __all__ = [
     "SessionDescription",
     "STATIC_PAYLOAD_TYPES",
     "DIRECTIONS",
+    "answer_direction",
     "parse",
 ]
 
@@ -356,6 +357,18 @@ class MediaDescription(_Lines):
         """The m-line's formats as payload type numbers (RTP profiles)."""
         return [int(fmt) for fmt in self.formats if fmt.isdigit()]
 
+    @property
+    def rejected(self) -> bool:
+        """Port 0: a stream refused in an answer, or disabled in an offer
+        (RFC 3264 sections 6 and 8.2)."""
+        return self.port == 0
+
+    def reject(self) -> None:
+        """Refuse this stream in an answer: port 0, formats kept (the
+        m-line must still list at least one, RFC 3264 section 6)."""
+        self.port = 0
+        self.port_count = None
+
 
 def _parse_rtpmap(value: str) -> Optional[Tuple[int, Tuple[str, int, int]]]:
     """C{96 opus/48000/2} -> (96, ("opus", 48000, 2)); None if malformed."""
@@ -519,6 +532,28 @@ class SessionDescription(_Lines):
         """C{m}'s direction: its own attribute, else the session-level one,
         else C{"sendrecv"} (RFC 3264 section 5.1)."""
         return m._direction_line() or self._direction_line() or "sendrecv"
+
+    def is_hold(self, m: MediaDescription) -> bool:
+        """Whether C{m} puts the other side on hold: C{sendonly} or
+        C{inactive} (RFC 3264 section 8.4), or the RFC 2543 way some old
+        phones still use, a connection address of 0.0.0.0."""
+        return self.direction_of(m) in ("sendonly", "inactive") or self.address(m) == "0.0.0.0"
+
+
+#: RFC 3264 section 6.1: the direction an answer takes for each offered one.
+_ANSWER_DIRECTION = {"sendrecv": "sendrecv", "sendonly": "recvonly", "recvonly": "sendonly", "inactive": "inactive"}
+
+
+def answer_direction(offered: str, wanted: str = "sendrecv") -> str:
+    """The direction to answer an C{offered} one with, for an answerer that
+    would like C{wanted}: the intersection of both (RFC 3264 section 6.1),
+    e.g. an offer C{sendonly} (hold) answered C{recvonly}."""
+    if offered not in _ANSWER_DIRECTION or wanted not in _ANSWER_DIRECTION:
+        raise ValueError(f"directions are {', '.join(DIRECTIONS)}; got {offered!r}, {wanted!r}")
+    mirrored = _ANSWER_DIRECTION[offered]
+    send = "send" in mirrored and wanted in ("sendrecv", "sendonly")
+    recv = "recv" in mirrored and wanted in ("sendrecv", "recvonly")
+    return {(True, True): "sendrecv", (True, False): "sendonly", (False, True): "recvonly"}.get((send, recv), "inactive")
 
 
 def _check_attribute(value: str, number: int) -> None:

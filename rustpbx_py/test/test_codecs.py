@@ -310,3 +310,76 @@ class SetCodecsTests(SynchronousTestCase):
         to_a = caller.copy()
         set_codecs(to_a.media[0], result.a_entries)
         self.assertEqual(names(entries(parse(bytes(to_a)).media[0])), "opus/96 te48/99")
+
+
+try:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover - make test installs it
+    given = None
+
+if given is not None:
+    EXAMPLES = int(os.environ.get("RUSTPBX_FUZZ_EXAMPLES", "0"))
+    POOL = ["opus", "pcmu", "pcma", "g722", "g729", "te", "te48", "speex"]
+    PT_CHOICES = {"pcmu": [0], "pcma": [8], "g722": [9], "g729": [18]}
+
+    @st.composite
+    def offers(draw):
+        """A caller m-line spec: distinct payload types, known and unknown codecs."""
+        names = draw(st.lists(st.sampled_from(POOL), min_size=1, max_size=7))
+        used, items = set(), []
+        for name in names:
+            choices = PT_CHOICES.get(name) or [pt for pt in range(96, 128)]
+            pt = draw(st.sampled_from(choices))
+            if pt not in used:
+                used.add(pt)
+                items.append(f"{name}/{pt}")
+        return " ".join(items)
+
+    class PropertyTests(SynchronousTestCase):
+        @settings(max_examples=EXAMPLES or 400, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(
+            offers(),
+            st.lists(st.sampled_from(["opus", "pcmu", "pcma", "g722", "g729"]), unique=True, max_size=5),
+            st.sampled_from(["performance", "quality"]),
+            st.sets(st.sampled_from(["opus", "pcmu", "pcma", "g722", "g729"])),
+        )
+        def test_decisions(self, caller_spec, prefs, strategy, can):
+            """For any offer, list, strategy and engine: a 488 or an offer
+            with distinct PTs that set_codecs writes exactly; only allowed
+            codecs offered; performance never adds a codec nor transcodes;
+            quality adds only transcodable ones, never G.729; and whatever
+            offered codec the callee answers with, the caller gets a codec
+            it offered that is the same or transcodable both ways."""
+            caller = media(caller_spec)
+            try:
+                plan = plan_offer(caller, prefs, strategy, can)
+            except MediaError as e:
+                self.assertEqual(e.status, 488)
+                return
+            pts = [e.pt for e in plan.offer]
+            self.assertEqual(len(pts), len(set(pts)))
+            allowed = set(prefs) or {"opus", "pcmu", "pcma", "g722", "g729"}
+            offered_names = {c.name for _, c in offered(caller)}
+            for e in plan.offer_audio:
+                self.assertIn(e.codec.name, allowed)
+                if e.codec.name not in offered_names:
+                    self.assertEqual(strategy, "quality")
+                    self.assertIn(e.codec.name, can - {"g729"})
+            rewritten = parse(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n")
+            set_codecs(rewritten.media[0], plan.offer)
+            self.assertEqual(entries(parse(bytes(rewritten)).media[0]), plan.offer)
+            for e in plan.offer_audio:
+                result = choose_answer(plan, media(spec_of(e)))
+                self.assertEqual(result.b.codec, e.codec)
+                self.assertIn(result.a, plan.caller)
+                if strategy == "performance":
+                    self.assertFalse(result.transcoding)
+                elif result.transcoding:
+                    self.assertIn(result.a.codec.name, can - {"g729"})
+                    self.assertIn(result.b.codec.name, can - {"g729"})
+
+    def spec_of(entry):
+        """The media() spec of one entry."""
+        names = {"opus": "opus", "pcmu": "pcmu", "pcma": "pcma", "g722": "g722", "g729": "g729"}
+        return f"{names[entry.codec.name]}/{entry.pt}"

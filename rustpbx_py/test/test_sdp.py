@@ -16,6 +16,7 @@ from rustpbx_py.sip.sdp import (
     Origin,
     SdpError,
     SessionDescription,
+    answer_direction,
     parse,
 )
 
@@ -434,6 +435,40 @@ class ModelTests(SynchronousTestCase):
         self.assertEqual(m.lines[0], ("a", "recvonly"))
         self.assertNotIn(("a", "sendonly"), m.lines)
         self.assertRaises(ValueError, setattr, m, "direction", "hold")
+
+    def test_hold(self):
+        """Hold is sendonly or inactive (RFC 3264), or c=0.0.0.0 (RFC 2543,
+        still sent by old phones); recvonly is not hold."""
+        for extra, held in [(b"", False), (b"a=sendonly\r\n", True), (b"a=inactive\r\n", True), (b"a=recvonly\r\n", False)]:
+            sdp = parse(BASIC + extra)
+            self.assertEqual(sdp.is_hold(sdp.media[0]), held, extra)
+        sdp = parse(BASIC.replace(b"c=IN IP4 192.0.2.10", b"c=IN IP4 0.0.0.0"))
+        self.assertTrue(sdp.is_hold(sdp.media[0]))
+
+    def test_answer_direction(self):
+        """RFC 3264 section 6.1's table, and an answerer's own wish."""
+        table = {
+            ("sendrecv", "sendrecv"): "sendrecv",
+            ("sendonly", "sendrecv"): "recvonly",
+            ("recvonly", "sendrecv"): "sendonly",
+            ("inactive", "sendrecv"): "inactive",
+            ("sendrecv", "sendonly"): "sendonly",
+            ("sendrecv", "inactive"): "inactive",
+            ("sendonly", "sendonly"): "inactive",
+            ("recvonly", "recvonly"): "inactive",
+        }
+        for (offered, wanted), expected in table.items():
+            self.assertEqual(answer_direction(offered, wanted), expected, (offered, wanted))
+        self.assertRaises(ValueError, answer_direction, "hold")
+
+    def test_reject(self):
+        """A refused stream: port 0 (and no port count), formats kept."""
+        sdp = parse(BASIC.replace(b"4000", b"4000/2"))
+        m = sdp.media[0]
+        self.assertFalse(m.rejected)
+        m.reject()
+        self.assertTrue(m.rejected)
+        self.assertIn(b"m=audio 0 RTP/AVP 0 8 101\r\n", bytes(sdp))
 
     def test_attributes(self):
         """attribute/attributes read a=name[:value]; flags give ''."""
