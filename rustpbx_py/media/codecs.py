@@ -170,9 +170,11 @@ def codec_of(m: MediaDescription, pt: int) -> Optional[Codec]:
 
 def offered(m: MediaDescription) -> List[Tuple[int, Codec]]:
     """The known codecs of an m-line in its order, telephone-event included."""
+    maps = m.rtpmap()
     out = []
     for pt in m.payload_types():
-        codec = codec_of(m, pt)
+        mapping = maps.get(pt)
+        codec = _match(*mapping) if mapping is not None else None
         if codec is not None:
             out.append((pt, codec))
     return out
@@ -189,7 +191,12 @@ class CodecEntry:
 
 def entries(m: MediaDescription) -> List[CodecEntry]:
     """L{offered} with each payload type's fmtp."""
-    return [CodecEntry(pt, codec, m.fmtp(pt)) for pt, codec in offered(m)]
+    fmtps: Dict[int, str] = {}
+    for value in m.attributes("fmtp"):
+        head, _, params = value.partition(" ")
+        if head.isdigit():
+            fmtps.setdefault(int(head), params.strip())
+    return [CodecEntry(pt, codec, fmtps.get(pt)) for pt, codec in offered(m)]
 
 
 def _preferences(preferences: Iterable[str]) -> List[str]:
