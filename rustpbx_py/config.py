@@ -1246,7 +1246,7 @@ class ProxyConfig:
         "dos_max_concurrent_per_ip", "dos_scan_probe_threshold", "dos_scan_block_duration_secs",
         "uri_max_length", "uri_reject_malformed", "emergency",
         # later RustPBX releases
-        "rwi_path", "rtp_timeout", "ivr_dir", "ivr_files", "ivr_fallback",
+        "rwi_path", "ivr_dir", "ivr_files", "ivr_fallback",
         "audio_profile", "generated_db", "hold_music", "jwt_auth", "max_registrar_expires",
         "media_worker_threads", "parallel_fork", "route_originated_calls",
         "session_cmd_channel_capacity", "session_state_channel_capacity", "sip_worker_threads",
@@ -1301,6 +1301,7 @@ class ProxyConfig:
     codec_strategy: str = _key(_enum("performance", "quality"), "performance", doc="WebRTC codec choice: performance (avoid transcoding) or quality (prefer Opus > G729 > G722 > G711).")
     enable_latching: bool = _key(_bool, True, doc="Latch RTP to the address media really comes from (NAT).")
     latching_probation_max_packets: int = _key(_int(1, 255), 6, doc="Packets observed before latching to a source address.")
+    rtp_timeout: int = _key(_int(0), 30, doc="Seconds without RTP from a leg that should be sending (not on hold) before an anchored call is ended with BYE on both legs (RustPBX's RTP inactivity timeout); 0 = never.")
     nat_fix: bool = _key(_bool, True, doc="Fix Contact/Via of requests from clients behind NAT.")
     media_engine: str = _key(_enum("builtin", "rtpengine"), "builtin", doc='rustpbx_py extension: what anchors relayed media: builtin (the PBX relays RTP itself, nothing to install) or rtpengine (the rtpengine_servers daemons, driven over the ng protocol as Kamailio does).')
     rtpengine_servers: list[str] = _key(_rtpengine_servers, factory=list, doc='rustpbx_py extension: rtpengine daemons\' ng control addresses ("udp:IP:PORT", rtpengine --listen-ng); new calls are spread by Call-ID, a daemon that stops answering is skipped for 60 s. Required with media_engine = "rtpengine".')

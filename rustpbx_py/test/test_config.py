@@ -145,6 +145,7 @@ class DefaultsTests(ConfigTestMixin, SynchronousTestCase):
         "codec_strategy": "performance",
         "enable_latching": True,
         "latching_probation_max_packets": 6,
+        "rtp_timeout": 30,
         "nat_fix": True,
         "routes_files": [],
         "trunks_files": [],
@@ -467,6 +468,18 @@ class ParsingTests(ConfigTestMixin, SynchronousTestCase):
             problems = self.problems(f"[proxy]\n{text}\n")
             self.assertEqual(len(problems), 1, problems)
             self.assertIn(where, problems[0])
+
+    def test_rtp_timeout(self) -> None:
+        """rtp_timeout (RustPBX's RTP inactivity timeout) is read without a warning; 0 turns
+        it off; it is an integer of seconds >= 0."""
+        config = self.load("[proxy]\nrtp_timeout = 0\n")
+        self.assertEqual(config.proxy.rtp_timeout, 0)
+        self.assertEqual(self.load("[proxy]\nrtp_timeout = 45\n").proxy.rtp_timeout, 45)
+        self.assertFalse([w for w in config.warnings if "rtp_timeout" in w])
+        for text in ("rtp_timeout = -1", "rtp_timeout = 2.5", 'rtp_timeout = "30s"'):
+            problems = self.problems(f"[proxy]\n{text}\n")
+            self.assertEqual(len(problems), 1, problems)
+            self.assertIn("proxy.rtp_timeout: expected an integer >= 0", problems[0])
 
     def test_max_contacts(self) -> None:
         """max_contacts is an integer >= 1."""
