@@ -17,8 +17,8 @@ one C{struct} unpack (statistics) and the C{sendto}:
     RTP socket after the latch (SDES: SRTP unprotect; a future WebRTC leg:
     STUN answers, DTLS records and SRTP, with latching off and the ICE
     pair setting L{Latch.target});
-  - C{outbound(data) -> bytes}: what is sent on this leg's RTP socket
-    (SRTP protect);
+  - C{outbound(data) -> bytes | None}: what is sent on this leg's RTP
+    socket (SRTP protect; None drops the packet);
   - C{inbound_rtcp} / C{outbound_rtcp}: the same for RTCP;
   - C{translate(data) -> iterable of packets}: packets that came in on
     this leg, turned into what the other leg negotiated (transcoding,
@@ -74,9 +74,9 @@ class Leg:
         self.sendto = None
         self.sendto_rtcp = None
         self.inbound: Optional[Callable[[bytes, Address], Optional[bytes]]] = None
-        self.outbound: Optional[Callable[[bytes], bytes]] = None
+        self.outbound: Optional[Callable[[bytes], Optional[bytes]]] = None
         self.inbound_rtcp: Optional[Callable[[bytes, Address], Optional[bytes]]] = None
-        self.outbound_rtcp: Optional[Callable[[bytes], bytes]] = None
+        self.outbound_rtcp: Optional[Callable[[bytes], Optional[bytes]]] = None
         self.translate: Optional[Callable[[bytes], Iterable[bytes]]] = None
         self.send_errors = 0
         self.rtcp_in = 0
@@ -109,6 +109,8 @@ class Leg:
             return
         if self.outbound is not None:
             data = self.outbound(data)
+            if data is None:
+                return
         try:
             self.sendto(data, target)
         except OSError:
@@ -152,6 +154,8 @@ class RtpProtocol(DatagramProtocol):
             return
         if peer.outbound is not None:
             data = peer.outbound(data)
+            if data is None:
+                return
         try:
             peer.sendto(data, target)
         except OSError:
@@ -196,6 +200,8 @@ class RtcpProtocol(DatagramProtocol):
             return
         if peer.outbound_rtcp is not None:
             data = peer.outbound_rtcp(data)
+            if data is None:
+                return
         try:
             peer.sendto_rtcp(data, target)
         except OSError:

@@ -1,0 +1,527 @@
+# -*- test-case-name: rustpbx_py.test.test_media_session -*-
+"""
+The built-in media engine: L{BuiltinEngine} hands out one L{RelaySession}
+per anchored call, and the session turns every SDP crossing the B2BUA
+into the SDP the other leg gets (RFC 3264 offer/answer, the model of
+rtpengine's offer/answer/delete).
+
+On an offer from leg X, each m-line of the offer gets two port pairs, one
+facing X and one facing Y (the other leg); the offer sent to Y names the
+PBX address and the Y-facing ports, and X's own address becomes where
+the X-facing side sends (its latch's SDP address).  The answer from Y is
+rewritten the same way for X.  Re-offers from either leg reuse the pairs
+of the streams already there (and re-open latching); a stream offered
+with port 0, or with a transport the relay cannot carry, stays at port 0
+on both sides.  Direction attributes (hold) pass through unchanged.
+
+Nothing here imports L{rustpbx_py.call}: the B2BUA drives the session
+through L{IMediaSession}.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Callable, Optional
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from rustpbx_py.interfaces import IMediaEngine, IMediaSession
+from rustpbx_py.media import MediaError
+from rustpbx_py.media.latching import Address
+from rustpbx_py.media.ports import PortAllocator
+from rustpbx_py.media.relay import Leg, pair_legs
+from rustpbx_py.media.srtp import DEFAULT_SUITE, SdesKeys, select_crypto, srtp_session
+from rustpbx_py.sip.sdp import Connection, MediaDescription, Origin, SessionDescription
+
+log = Logger()
+
+LEGS = ("a", "b")
+OTHER = {"a": "b", "b": "a"}
+
+# Transports the relay carries: RTP profiles, SRTP ones keyed by SDES
+# (a=crypto); DTLS-SRTP (UDP/TLS/RTP/SAVPF) needs a WebRTC leg.
+RTP_PROTOS = frozenset({"RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF"})
+SECURE_PROTOS = frozenset({"RTP/SAVP", "RTP/SAVPF"})
+
+# ICE and RTCP multiplexing concern the path between a phone and the PBX:
+# the PBX answers without them (the relay uses plain RTP/RTCP port pairs),
+# and what one leg offered must not reach the other leg.
+ICE_ATTRIBUTES = ("candidate", "ice-ufrag", "ice-pwd", "ice-options", "ice-lite",
+                  "end-of-candidates", "remote-candidates", "ice-mismatch",
+                  "rtcp-mux", "rtcp-mux-only", "rtcp-rsize")
+
+UNSPECIFIED = frozenset({"0.0.0.0", "::"})
+
+
+def _ip_literal(address: Optional[str]) -> Optional[str]:
+    """C{address} when it is an IP literal a relay can send to, else None
+    (absent, C{0.0.0.0} hold, a host name)."""
+    if not address or address in UNSPECIFIED:
+        return None
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return address
+
+
+def _rtcp_address(sdp: SessionDescription, m: MediaDescription, rtp: Optional[Address]) -> Optional[Address]:
+    """Where the party wants RTCP: C{a=rtcp} (RFC 3605) else RTP port + 1."""
+    value = m.attribute("rtcp")
+    if value:
+        parts = value.split()
+        try:
+            port = int(parts[0])
+        except ValueError:
+            port = None
+        if port is not None:
+            host = _ip_literal(parts[3]) if len(parts) >= 4 else (rtp[0] if rtp else None)
+            return (host, port) if host else None
+    if rtp is None:
+        return None
+    return (rtp[0], rtp[1] + 1)
+
+
+class Stream:
+    """
+    One m-line of the call: the relay leg facing each party, or nothing
+    when the stream is refused (port 0).
+    """
+
+    __slots__ = ("index", "media", "sides", "refused", "codec", "direction", "proto",
+                 "secure", "remote_keys", "local_keys", "installed")
+
+    def __init__(self, index: int, media: str) -> None:
+        self.index = index
+        self.media = media
+        self.sides: dict[str, Leg] = {}
+        self.refused = True
+        self.codec: dict[str, Optional[str]] = {"a": None, "b": None}
+        self.direction: dict[str, str] = {"a": "sendrecv", "b": "sendrecv"}
+        # per leg: the transport it uses, and its SDES keys (its own, which
+        # we unprotect with; ours, which we protect what we send it with)
+        self.proto: dict[str, Optional[str]] = {"a": None, "b": None}
+        self.secure: dict[str, Optional[bool]] = {"a": None, "b": None}
+        self.remote_keys: dict[str, Optional[SdesKeys]] = {"a": None, "b": None}
+        self.local_keys: dict[str, Optional[SdesKeys]] = {"a": None, "b": None}
+        self.installed: dict[str, tuple] = {"a": (None, None), "b": (None, None)}
+
+    @property
+    def allocated(self) -> bool:
+        return bool(self.sides)
+
+
+@implementer(IMediaSession)
+class RelaySession:
+    """
+    One anchored call on the built-in relay.
+
+    @ivar on_timeout: set by the B2BUA; called once when a leg expected to
+        send RTP has sent none for the policy's C{rtp_timeout}.
+    @ivar timed_out: which leg went silent (C{"a"}/C{"b"}), once it did.
+    """
+
+    def __init__(self, engine: "BuiltinEngine", call_id: str, policy) -> None:
+        self.engine = engine
+        self.call_id = call_id
+        self.policy = policy
+        self.address = policy.external_ip or policy.local_ip
+        self.addrtype = "IP6" if ":" in self.address else "IP4"
+        self.streams: list[Stream] = []
+        self.pending: Optional[str] = None          # the leg whose offer awaits an answer
+        self.origins: dict[str, Origin] = {}
+        self.sent_bodies: dict[str, bytes] = {}
+        self.on_timeout: Optional[Callable[[], None]] = None
+        self.timed_out: Optional[str] = None
+        self.closed = False
+        self._final: Optional[dict] = None
+        self._watch = None
+        self._interval = 1.0
+        self._last = {"a": 0, "b": 0}
+        self._active = {"a": 0.0, "b": 0.0}
+
+    # -- IMediaSession -------------------------------------------------
+
+    def offer(self, leg: str, sdp: SessionDescription, source) -> defer.Deferred:
+        return self._call(self._offer, leg, sdp)
+
+    def answer(self, leg: str, sdp: SessionDescription, source) -> defer.Deferred:
+        return self._call(self._answer, leg, sdp)
+
+    def _call(self, method, leg: str, sdp: SessionDescription) -> defer.Deferred:
+        if leg not in OTHER:
+            return defer.fail(ValueError(f"leg must be 'a' or 'b', not {leg!r}"))
+        if self.closed:
+            return defer.fail(MediaError(503, "media session already closed"))
+        try:
+            return defer.succeed(method(leg, sdp))
+        except MediaError as e:
+            return defer.fail(e)
+
+    def _offer(self, leg: str, sdp: SessionDescription) -> SessionDescription:
+        other = OTHER[leg]
+        out = sdp.copy()
+        usable = 0
+        for index, m in enumerate(sdp.media):
+            if index == len(self.streams):
+                self.streams.append(Stream(index, m.media))
+            stream = self.streams[index]
+            target = out.media[index]
+            if m.port == 0 or m.proto not in RTP_PROTOS:
+                stream.refused = True
+                target.port = 0
+                continue
+            self._srtp_offer(stream, leg, m, target)
+            self._allocate(stream)
+            stream.refused = False
+            usable += 1
+            self._take_remote(stream, leg, sdp, m)
+            self._rewrite(target, stream.sides[other])
+            self._install_srtp(stream)
+        if not usable:
+            raise MediaError(488, "no RTP stream the relay can carry in the offer")
+        self._rewrite_session(out, sdp, other)
+        self.pending = leg
+        return out
+
+    def _answer(self, leg: str, sdp: SessionDescription) -> SessionDescription:
+        other = OTHER[leg]
+        out = sdp.copy()
+        for index, m in enumerate(sdp.media):
+            target = out.media[index]
+            if index >= len(self.streams):
+                # more m-lines in the answer than were offered: refuse them
+                target.port = 0
+                continue
+            stream = self.streams[index]
+            if m.port == 0 or stream.refused or not stream.allocated:
+                stream.refused = True
+                target.port = 0
+                continue
+            self._srtp_answer(stream, leg, m, target)
+            self._take_remote(stream, leg, sdp, m)
+            self._rewrite(target, stream.sides[other])
+            self._install_srtp(stream)
+        self._rewrite_session(out, sdp, other)
+        self.pending = None
+        self._start_watch()
+        return out
+
+    def stats(self) -> dict:
+        if self._final is not None:
+            return self._final
+        figures = {}
+        stream = self._main_stream()
+        for name in LEGS:
+            if stream is None:
+                figures[name] = {"codec": None, "local": None, "remote": None,
+                                 "in": _zero(), "out": _zero(), "dropped": 0}
+                continue
+            side = stream.sides[name]
+            leg_figures = side.figures()
+            leg_figures["codec"] = stream.codec[name]
+            leg_figures["dropped"] = side.latch.dropped
+            figures[name] = leg_figures
+        if self.timed_out is not None:
+            figures["timeout"] = self.timed_out
+        return figures
+
+    def close(self) -> defer.Deferred:
+        if not self.closed:
+            self._final = self.stats()
+            self.closed = True
+            if self._watch is not None and self._watch.active():
+                self._watch.cancel()
+            self._watch = None
+            for stream in self.streams:
+                for side in stream.sides.values():
+                    if side.pair is not None:
+                        side.pair.release()
+            self.engine.sessions.discard(self)
+        return defer.succeed(self._final)
+
+    # -- the streams ---------------------------------------------------
+
+    def _allocate(self, stream: Stream) -> None:
+        """Bind a port pair facing each leg for C{stream} (once: re-offers
+        reuse them); on a full range, nothing stays allocated for it."""
+        if stream.allocated:
+            return
+        policy = self.policy
+        allocator = self.engine.allocator(policy.rtp_start_port, policy.rtp_end_port)
+        interface = self.engine.bind_address or policy.local_ip
+        sides = {name: Leg(name, policy.latching, policy.probation_packets) for name in LEGS}
+        bound = []
+        try:
+            for name in LEGS:
+                pair = allocator.allocate(sides[name].protocols, interface)
+                bound.append(pair)
+                sides[name].bind(pair, (self.address, pair.rtp_port))
+        except MediaError:
+            for pair in bound:
+                pair.release()
+            raise
+        pair_legs(sides["a"], sides["b"])
+        stream.sides = sides
+
+    def _take_remote(self, stream: Stream, leg: str, sdp: SessionDescription,
+                     m: MediaDescription) -> None:
+        """C{leg} described its end of C{stream} in C{m}: where to send
+        it, re-opening the latch (a re-INVITE may come from elsewhere)."""
+        side = stream.sides[leg]
+        host = _ip_literal(sdp.address(m))
+        rtp = (host, m.port) if host else None
+        side.latch.reopen(rtp)
+        side.rtcp_latch.reopen(_rtcp_address(sdp, m, rtp))
+        stream.direction[leg] = sdp.direction_of(m)
+        rtpmap = m.rtpmap()
+        rates = {pt: rate for pt, (encoding, rate, _) in rtpmap.items()
+                 if encoding.lower() not in ("telephone-event", "cn")}
+        side.received.rates = rates
+        first = next((pt for pt in m.payload_types() if pt in rates), None)
+        if first is not None:
+            stream.codec[leg] = rtpmap[first][0].lower()
+            side.received.jitter_rate = rates[first]
+            side.sent.jitter_rate = rates[first]
+
+    def _rewrite(self, m: MediaDescription, side: Leg) -> None:
+        """Make C{m} name the PBX's C{side} port pair."""
+        port = side.pair.rtp_port
+        m.port = port
+        # c= lines are replaced where they are (here, or at session level
+        # in _rewrite_session), except a c=0.0.0.0 hold (RFC 2543 style)
+        if m.connection is not None and m.connection.address not in UNSPECIFIED:
+            m.connection = Connection("IN", self.addrtype, self.address)
+        if m.attribute("rtcp") is not None:
+            m.set_attribute("rtcp", f"{port + 1} IN {self.addrtype} {self.address}")
+        for name in ICE_ATTRIBUTES:
+            m.remove_attribute(name)
+
+    def _rewrite_session(self, out: SessionDescription, original: SessionDescription,
+                         to_leg: str) -> None:
+        """The session-level lines of what goes to C{to_leg}: the PBX's
+        origin (one session id per leg, the version bumped when the body
+        changes) and connection, without ICE attributes."""
+        if out.connection is not None and out.connection.address not in UNSPECIFIED:
+            out.connection = Connection("IN", self.addrtype, self.address)
+        for name in ICE_ATTRIBUTES:
+            out.remove_attribute(name)
+        previous = self.origins.get(to_leg)
+        if previous is None:
+            origin = Origin(original.origin.username, original.origin.sess_id,
+                            original.origin.sess_version, "IN", self.addrtype, self.address)
+        else:
+            origin = Origin(previous.username, previous.sess_id, previous.sess_version,
+                            "IN", self.addrtype, self.address)
+        out.origin = origin
+        body = bytes(out)
+        if previous is not None and body != self.sent_bodies.get(to_leg):
+            origin.sess_version = str(int(previous.sess_version) + 1) \
+                if previous.sess_version.isdigit() else "1"
+            out.origin = origin
+            body = bytes(out)
+        self.origins[to_leg] = origin
+        self.sent_bodies[to_leg] = body
+
+    # -- SRTP (SDES), each leg on its own --------------------------------
+
+    def _srtp_offer(self, stream: Stream, leg: str, m: MediaDescription,
+                    target: MediaDescription) -> None:
+        """
+        C{leg} offers C{m}: note its transport and key, and make the offer
+        to the other leg SRTP or plain RTP: leg b as the policy's
+        C{srtp_b} says (None: as leg a offered), leg a as it has been
+        (as offered, the first time).
+        """
+        other = OTHER[leg]
+        secure = m.proto in SECURE_PROTOS
+        if secure:
+            keys = select_crypto(m.attributes("crypto"))
+            if keys is None:
+                raise MediaError(488, f"{m.media} stream {stream.index} is {m.proto} without an "
+                                      "a=crypto line the relay can use (SDES; DTLS-SRTP needs WebRTC)")
+            stream.remote_keys[leg] = keys
+            local = stream.local_keys[leg]
+            if local is None or local.suite != keys.suite:
+                stream.local_keys[leg] = SdesKeys.generate(keys.suite, tag=keys.tag)
+        stream.secure[leg] = secure
+        stream.proto[leg] = m.proto
+        if other == "b" and self.policy.srtp_b is not None:
+            other_secure = bool(self.policy.srtp_b)
+        elif other == "a" and stream.secure["a"] is not None:
+            other_secure = stream.secure["a"]
+        else:
+            other_secure = secure
+        profile = "AVPF" if m.proto.endswith("AVPF") else "AVP"
+        target.proto = ("RTP/S" if other_secure else "RTP/") + profile
+        target.remove_attribute("crypto")
+        if other_secure:
+            local = stream.local_keys[other]
+            if local is None:
+                suite = stream.remote_keys[leg].suite if secure else DEFAULT_SUITE
+                local = stream.local_keys[other] = SdesKeys.generate(suite, tag=1)
+            target.add_attribute("crypto", local.attribute())
+        else:
+            stream.remote_keys[other] = None
+        stream.secure[other] = other_secure
+        stream.proto[other] = target.proto
+
+    def _srtp_answer(self, stream: Stream, leg: str, m: MediaDescription,
+                     target: MediaDescription) -> None:
+        """C{leg} answers: take its key (if we offered it SRTP), and answer
+        the offerer in the transport it offered, with our key for it under
+        the tag it chose."""
+        other = OTHER[leg]
+        if stream.secure[leg]:
+            keys = select_crypto(m.attributes("crypto")) if m.proto in SECURE_PROTOS else None
+            if keys is None and m.proto in SECURE_PROTOS:
+                raise MediaError(488, f"{m.media} stream {stream.index}: the {m.proto} answer has no "
+                                      "usable a=crypto line")
+            stream.remote_keys[leg] = keys
+            stream.secure[leg] = keys is not None
+            if keys is not None and stream.local_keys[leg] is not None \
+                    and stream.local_keys[leg].suite != keys.suite:
+                raise MediaError(488, f"{m.media} stream {stream.index}: the answer chose suite "
+                                      f"{keys.suite}, not the one offered")
+        stream.proto[leg] = m.proto
+        target.proto = stream.proto[other] or target.proto
+        target.remove_attribute("crypto")
+        if stream.secure[other]:
+            theirs = stream.remote_keys[other]
+            target.add_attribute("crypto", stream.local_keys[other].attribute(tag=theirs.tag))
+
+    def _install_srtp(self, stream: Stream) -> None:
+        """Give each side the SRTP hooks its keys call for (kept when the
+        keys did not change: libsrtp's replay and rollover state survives a
+        re-INVITE)."""
+        for name in LEGS:
+            side = stream.sides[name]
+            remote = stream.remote_keys[name] if stream.secure[name] else None
+            local = stream.local_keys[name] if stream.secure[name] else None
+            installed_remote, installed_local = stream.installed[name]
+            stream.installed[name] = (remote, local)
+            if remote != installed_remote:
+                if remote is not None:
+                    inbound = srtp_session(remote, outbound=False)
+                    side.inbound = _drop_source(inbound.unprotect)
+                    side.inbound_rtcp = _drop_source(inbound.unprotect_rtcp)
+                else:
+                    side.inbound = side.inbound_rtcp = None
+            if local != installed_local:
+                if local is not None:
+                    outbound = srtp_session(local, outbound=True)
+                    side.outbound = outbound.protect
+                    side.outbound_rtcp = outbound.protect_rtcp
+                else:
+                    side.outbound = side.outbound_rtcp = None
+
+    def _main_stream(self) -> Optional[Stream]:
+        """The stream the stats describe: the first audio one allocated."""
+        allocated = [s for s in self.streams if s.allocated]
+        for stream in allocated:
+            if stream.media == "audio":
+                return stream
+        return allocated[0] if allocated else None
+
+    # -- rtp_timeout ---------------------------------------------------
+
+    def _start_watch(self) -> None:
+        timeout = self.policy.rtp_timeout
+        if not timeout or self._watch is not None or self.closed:
+            return
+        self._interval = min(1.0, float(timeout))
+        now = self.engine.clock.seconds()
+        self._last = {name: self._received(name) for name in LEGS}
+        self._active = {name: now for name in LEGS}
+        self._watch = self.engine.clock.callLater(self._interval, self._check)
+
+    def _received(self, leg: str) -> int:
+        return sum(s.sides[leg].received.packets for s in self.streams if s.allocated)
+
+    def _sending(self, leg: str) -> bool:
+        """Whether C{leg} should be sending RTP (some stream not held
+        towards us: sendrecv or sendonly, port not 0)."""
+        return any(not s.refused and s.allocated and s.direction[leg] in ("sendrecv", "sendonly")
+                   for s in self.streams)
+
+    def _check(self) -> None:
+        """
+        Every second: a leg that should send and has sent nothing for
+        C{rtp_timeout} ends the call (RustPBX: RTP inactivity per leg); a
+        held leg's silence does not count.  Activity is sampled from the
+        packet counters, so the hot path does not read the clock for it.
+        """
+        self._watch = None
+        if self.closed:
+            return
+        timeout = self.policy.rtp_timeout
+        now = self.engine.clock.seconds()
+        for name in LEGS:
+            count = self._received(name)
+            if count != self._last[name] or not self._sending(name):
+                self._active[name] = now
+            self._last[name] = count
+            if now - self._active[name] >= timeout and self.timed_out is None:
+                self.timed_out = name
+                log.info("media {call_id}: no RTP from leg {leg} for {timeout} s (rtp_timeout)",
+                         call_id=self.call_id, leg=name, timeout=timeout)
+                if self.on_timeout is not None:
+                    self.on_timeout()
+                return
+        self._watch = self.engine.clock.callLater(self._interval, self._check)
+
+
+def _drop_source(method: Callable[[bytes], Optional[bytes]]) -> Callable:
+    """An C{inbound(data, source)} hook from a one-argument unprotect."""
+    def inbound(data: bytes, source) -> Optional[bytes]:
+        return method(data)
+    return inbound
+
+
+def _zero() -> dict:
+    return {"packets": 0, "bytes": 0, "lost": 0, "jitter_ms": 0.0}
+
+
+@implementer(IMediaEngine)
+class BuiltinEngine:
+    """
+    The built-in relay: RTP anchored on this process's sockets, nothing to
+    install.  Sessions of every policy with the same port range share one
+    L{PortAllocator}.
+
+    @param config: the L{rustpbx_py.config.Config} (or its C{proxy}
+        section); when the SIP listeners are bound to one address
+        (C{proxy.addr} not a wildcard) RTP is bound there too, else on each
+        call's C{policy.local_ip}.
+    @param clock: what rtp_timeout is measured on (default: C{reactor}).
+    """
+
+    def __init__(self, reactor=None, config=None, clock=None) -> None:
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.clock = clock if clock is not None else reactor
+        proxy = getattr(config, "proxy", config)
+        addr = getattr(proxy, "addr", None)
+        self.bind_address: Optional[str] = addr if addr and addr not in UNSPECIFIED else None
+        self.allocators: dict[tuple[int, int], PortAllocator] = {}
+        self.sessions: set[RelaySession] = set()
+
+    def allocator(self, start: int, end: int) -> PortAllocator:
+        key = (start, end)
+        allocator = self.allocators.get(key)
+        if allocator is None:
+            allocator = self.allocators[key] = PortAllocator(self.reactor, start, end)
+        return allocator
+
+    def session(self, call_id: str, policy) -> RelaySession:
+        session = RelaySession(self, call_id, policy)
+        self.sessions.add(session)
+        return session
+
+    def stop(self) -> defer.Deferred:
+        for session in list(self.sessions):
+            session.close()
+        return defer.succeed(None)
