@@ -57,16 +57,19 @@ class PortAllocator:
     """
     The RTP/RTCP pairs of one port range.
 
+    @ivar poller: an L{rustpbx_py.media.poller.RtpPoller} that reads the
+        sockets, or None (Twisted reads them).
     @ivar in_use: the even RTP ports currently handed out.
     """
 
-    def __init__(self, reactor, start: int, end: int) -> None:
+    def __init__(self, reactor, start: int, end: int, poller=None) -> None:
         first = start + (start & 1)
         # the last pair must fit: RTCP = RTP + 1 <= end
         last = end - 1 if end & 1 else end - 2
         if last < first:
             raise ValueError(f"RTP port range {start}-{end} holds no even/odd port pair")
         self.reactor = reactor
+        self.poller = poller
         self.start = start
         self.end = end
         self.first = first
@@ -101,6 +104,9 @@ class PortAllocator:
                 rtp.stopListening()
                 continue
             self.in_use.add(port)
+            if self.poller is not None:
+                self.poller.add(rtp)
+                self.poller.add(rtcp)
             return PortPair(self, port, rtp, rtcp)
         raise MediaError(503, f"no free RTP port pair in {self.start}-{self.end}"
                               f" ({len(self.in_use)} pairs in use)")
@@ -121,6 +127,8 @@ class PortAllocator:
         self.in_use.discard(pair.rtp_port)
         for listening in (pair.rtp, pair.rtcp):
             try:
+                if self.poller is not None:
+                    self.poller.remove(listening)
                 listening.stopListening()
             except Exception:
                 log.failure("closing RTP port {port}", port=pair.rtp_port)

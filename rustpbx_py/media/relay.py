@@ -95,8 +95,8 @@ class Leg:
         is the (ip, port) the SDP advertises for it.
         """
         self.pair = pair
-        self.sendto = pair.rtp.socket.sendto
-        self.sendto_rtcp = pair.rtcp.socket.sendto
+        self.sendto = _sender(pair.rtp)
+        self.sendto_rtcp = _sender(pair.rtcp)
         self.local_address = address
 
     def send(self, data: bytes) -> None:
@@ -208,6 +208,13 @@ class RtcpProtocol(DatagramProtocol):
             peer.send_errors += 1
             return
         peer.rtcp_out += 1
+
+
+def _sender(port) -> Callable[[bytes, Address], object]:
+    """The socket's own C{sendto} (see the module docstring), or the
+    port's C{write} for ports without a socket (test doubles)."""
+    sock = getattr(port, "socket", None)
+    return sock.sendto if sock is not None else getattr(port, "write", None)
 
 
 def pair_legs(a: Leg, b: Leg) -> None:

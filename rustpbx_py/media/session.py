@@ -30,6 +30,7 @@ from zope.interface import implementer
 from rustpbx_py.interfaces import IMediaEngine, IMediaSession
 from rustpbx_py.media import MediaError
 from rustpbx_py.media.latching import Address
+from rustpbx_py.media.poller import RtpPoller
 from rustpbx_py.media.ports import PortAllocator
 from rustpbx_py.media.relay import Leg, pair_legs
 from rustpbx_py.media.srtp import DEFAULT_SUITE, SdesKeys, select_crypto, srtp_session
@@ -496,12 +497,18 @@ class BuiltinEngine:
         (C{proxy.addr} not a wildcard) RTP is bound there too, else on each
         call's C{policy.local_ip}.
     @param clock: what rtp_timeout is measured on (default: C{reactor}).
+    @param poller: read the RTP sockets through one L{RtpPoller} (default:
+        where the reactor and the system allow it) rather than one reactor
+        reader per socket.
     """
 
-    def __init__(self, reactor=None, config=None, clock=None) -> None:
+    def __init__(self, reactor=None, config=None, clock=None, poller: Optional[bool] = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
+        if poller is None:
+            poller = RtpPoller.available(reactor)
+        self.poller: Optional[RtpPoller] = RtpPoller(reactor) if poller else None
         self.clock = clock if clock is not None else reactor
         proxy = getattr(config, "proxy", config)
         addr = getattr(proxy, "addr", None)
@@ -513,7 +520,7 @@ class BuiltinEngine:
         key = (start, end)
         allocator = self.allocators.get(key)
         if allocator is None:
-            allocator = self.allocators[key] = PortAllocator(self.reactor, start, end)
+            allocator = self.allocators[key] = PortAllocator(self.reactor, start, end, self.poller)
         return allocator
 
     def session(self, call_id: str, policy) -> RelaySession:
