@@ -29,11 +29,13 @@ from zope.interface import implementer
 
 from rustpbx_py.interfaces import IMediaEngine, IMediaSession
 from rustpbx_py.media import MediaError
+from rustpbx_py.media.codecs import AnswerPlan, OfferPlan, choose_answer, codec_by_name, plan_offer, set_codecs
 from rustpbx_py.media.latching import Address
 from rustpbx_py.media.poller import RtpPoller
 from rustpbx_py.media.ports import PortAllocator
 from rustpbx_py.media.relay import Leg, pair_legs
 from rustpbx_py.media.srtp import DEFAULT_SUITE, SdesKeys, select_crypto, srtp_session
+from rustpbx_py.media.translate import Translation
 from rustpbx_py.sip.sdp import Connection, MediaDescription, Origin, SessionDescription
 
 log = Logger()
@@ -92,7 +94,8 @@ class Stream:
     """
 
     __slots__ = ("index", "media", "sides", "refused", "codec", "direction", "proto",
-                 "secure", "remote_keys", "local_keys", "installed")
+                 "secure", "remote_keys", "local_keys", "installed", "plan", "offerer",
+                 "answer_plan")
 
     def __init__(self, index: int, media: str) -> None:
         self.index = index
@@ -108,6 +111,11 @@ class Stream:
         self.remote_keys: dict[str, Optional[SdesKeys]] = {"a": None, "b": None}
         self.local_keys: dict[str, Optional[SdesKeys]] = {"a": None, "b": None}
         self.installed: dict[str, tuple] = {"a": (None, None), "b": (None, None)}
+        # codecs (audio streams): the last offer's plan, who made it, and
+        # what the answer settled
+        self.plan: Optional[OfferPlan] = None
+        self.offerer: Optional[str] = None
+        self.answer_plan: Optional[AnswerPlan] = None
 
     @property
     def allocated(self) -> bool:
@@ -175,6 +183,7 @@ class RelaySession:
                 target.port = 0
                 continue
             self._srtp_offer(stream, leg, m, target)
+            self._plan_codecs(stream, leg, m, target)
             self._allocate(stream)
             stream.refused = False
             usable += 1
@@ -203,6 +212,7 @@ class RelaySession:
                 continue
             self._srtp_answer(stream, leg, m, target)
             self._take_remote(stream, leg, sdp, m)
+            self._answer_codecs(stream, leg, m, target)
             self._rewrite(target, stream.sides[other])
             self._install_srtp(stream)
         self._rewrite_session(out, sdp, other)
@@ -325,6 +335,57 @@ class RelaySession:
             body = bytes(out)
         self.origins[to_leg] = origin
         self.sent_bodies[to_leg] = body
+
+    # -- codecs -----------------------------------------------------------
+
+    def _plan_codecs(self, stream: Stream, leg: str, m: MediaDescription,
+                     target: MediaDescription) -> None:
+        """An audio offer from C{leg}: the codecs the other leg is offered
+        (the policy's list and strategy, L{plan_offer}); 488 when nothing
+        is left."""
+        if m.media != "audio":
+            return
+        plan = plan_offer(m, list(self.policy.codecs), self.policy.strategy, _transcodable())
+        set_codecs(target, plan.offer)
+        stream.plan = plan
+        stream.offerer = leg
+
+    def _answer_codecs(self, stream: Stream, leg: str, m: MediaDescription,
+                       target: MediaDescription) -> None:
+        """The answer from C{leg}: the codec of each leg (L{choose_answer}),
+        the answer to the offerer written with its own codec, and the
+        translation hooks where the legs differ (transcoding, payload
+        types)."""
+        plan = stream.plan
+        if plan is None or m.media != "audio" or stream.offerer != OTHER[leg]:
+            return
+        settled = choose_answer(plan, m)
+        offerer = stream.offerer
+        set_codecs(target, settled.a_entries)
+        stream.codec[offerer] = settled.a.codec.name
+        stream.codec[leg] = settled.b.codec.name
+        for name, entry in ((offerer, settled.a), (leg, settled.b)):
+            side = stream.sides[name]
+            side.received.rates = {entry.pt: entry.codec.clock_rate}
+            side.received.jitter_rate = side.sent.jitter_rate = entry.codec.clock_rate
+        if settled == stream.answer_plan:
+            return
+        stream.answer_plan = settled
+        directions = ((offerer, settled.a, settled.b, settled.a_dtmf, settled.b_dtmf),
+                      (leg, settled.b, settled.a, settled.b_dtmf, settled.a_dtmf))
+        for name, src, dst, src_dtmf, dst_dtmf in directions:
+            side = stream.sides[name]
+            if Translation.needed(src, dst, src_dtmf, dst_dtmf):
+                try:
+                    side.translate = Translation(src, dst, src_dtmf, dst_dtmf)
+                except ValueError as e:       # TranscodeError: this FFmpeg cannot
+                    raise MediaError(488, f"cannot transcode {src.codec.name} to "
+                                          f"{dst.codec.name}: {e}") from None
+            else:
+                side.translate = None
+            # end-to-end RTCP describes the other side's stream only when
+            # the packets are the same ones
+            side.rtcp_relayed = not settled.transcoding
 
     # -- SRTP (SDES), each leg on its own --------------------------------
 
@@ -472,6 +533,23 @@ class RelaySession:
                     self.on_timeout()
                 return
         self._watch = self.engine.clock.callLater(self._interval, self._check)
+
+
+_TRANSCODABLE: Optional[frozenset] = None
+
+
+def _transcodable() -> frozenset:
+    """The codec names this machine's FFmpeg transcodes (asked once)."""
+    global _TRANSCODABLE
+    if _TRANSCODABLE is None:
+        try:
+            from rustpbx_py.media.transcode import can_transcode
+        except ImportError:                 # PyAV missing: "quality" only reorders
+            _TRANSCODABLE = frozenset()
+        else:
+            _TRANSCODABLE = frozenset(name for name in ("opus", "g722", "pcmu", "pcma")
+                                      if can_transcode(codec_by_name(name)))
+    return _TRANSCODABLE
 
 
 def _drop_source(method: Callable[[bytes], Optional[bytes]]) -> Callable:

@@ -16,6 +16,7 @@ from rustpbx_py.media import MediaError
 from rustpbx_py.media.rtp import build_packet, parse_header, payload_of
 from rustpbx_py.media.session import BuiltinEngine
 from rustpbx_py.media.srtp import SdesKeys, parse_crypto, srtp_session
+from rustpbx_py.media.transcode import ULAW_TO_ALAW
 from rustpbx_py.sip.sdp import SessionDescription
 from rustpbx_py.test.media_wire import UdpPhone, free_range, settle
 
@@ -475,3 +476,62 @@ class SrtpTests(TestCase):
         failure = self.failureResultOf(self.session().offer("a", SessionDescription.parse(text), None),
                                        MediaError)
         self.assertEqual(failure.value.status, 488)
+
+
+def codec_sdp(address: str, port: int, formats: str, *rtpmaps: str) -> SessionDescription:
+    text = (f"v=0\r\no=phone 9 1 IN IP4 {address}\r\ns=-\r\nc=IN IP4 {address}\r\nt=0 0\r\n"
+            f"m=audio {port} RTP/AVP {formats}\r\n" + "".join(f"a=rtpmap:{r}\r\n" for r in rtpmaps))
+    return SessionDescription.parse(text.encode())
+
+
+class CodecTests(TestCase):
+    """The offer/answer codecs through codecs.plan_offer/choose_answer, and transcoding."""
+
+    def setUp(self) -> None:
+        start, end = free_range(40)
+        self.engine = BuiltinEngine(reactor, clock=task.Clock())
+        self.policy = Policy(rtp_start_port=start, rtp_end_port=end)
+        self.addCleanup(self.engine.stop)
+
+    def session(self, **changes):
+        return self.engine.session("call-c", replace(self.policy, **changes))
+
+    def test_allow_list(self) -> None:
+        """performance: b is offered only what the list allows, in the list's order, with
+        telephone-event kept; the answer to a names the codec b chose."""
+        session = self.session(codecs=("pcma",))
+        offer = self.successResultOf(session.offer("a", sdp("10.0.0.1", 4000), None))
+        self.assertEqual(offer.media[0].formats, ["8", "101"])
+        answer = self.successResultOf(session.answer(
+            "b", codec_sdp("10.0.0.2", 6000, "8 101", "101 telephone-event/8000"), None))
+        self.assertEqual(answer.media[0].formats, ["8", "101"])
+        self.assertEqual(session.stats()["a"]["codec"], "pcma")
+        self.assertIsNone(session.streams[0].sides["a"].translate)
+
+    def test_nothing_allowed(self) -> None:
+        """performance: an offer with nothing the list allows is refused with 488."""
+        failure = self.failureResultOf(self.session(codecs=("g722",)).offer(
+            "a", sdp("10.0.0.1", 4000), None), MediaError)
+        self.assertEqual(failure.value.status, 488)
+
+    @defer.inlineCallbacks
+    def test_quality_transcodes_pcmu_pcma(self):
+        """quality: a PCMU-only phone calls a PCMA-only trunk: b is offered PCMA, a is answered
+        PCMU, and packets are transcoded both ways on the wire."""
+        alice, bob = UdpPhone.listen(self), UdpPhone.listen(self)
+        session = self.session(codecs=("pcma",), strategy="quality")
+        offer = self.successResultOf(session.offer("a", codec_sdp("127.0.0.1", alice.address[1], "0"), None))
+        self.assertEqual(offer.media[0].formats, ["8"])
+        answer = self.successResultOf(session.answer("b", codec_sdp("127.0.0.1", bob.address[1], "8"), None))
+        self.assertEqual(answer.media[0].formats, ["0"])
+        stats = session.stats()
+        self.assertEqual((stats["a"]["codec"], stats["b"]["codec"]), ("pcmu", "pcma"))
+        payload = bytes(range(160))
+        alice.send_rtp(("127.0.0.1", answer.media[0].port), 3, pt=0, payload=payload, marker_first=True)
+        bob.send_rtp(("127.0.0.1", offer.media[0].port), 3, pt=8, payload=payload.translate(ULAW_TO_ALAW))
+        yield bob.wait_for(3)
+        yield alice.wait_for(3)
+        self.assertEqual({parse_header(d).payload_type for d, _ in bob.received}, {8})
+        self.assertEqual(payload_of(bob.received[0][0]), payload.translate(ULAW_TO_ALAW))
+        self.assertEqual({parse_header(d).payload_type for d, _ in alice.received}, {0})
+        self.assertFalse(session.streams[0].sides["a"].rtcp_relayed)
