@@ -15,7 +15,7 @@ import struct
 from typing import Iterator, NamedTuple, Optional
 
 _HEADER = struct.Struct("!BBHII")
-_SEQ_TS = struct.Struct("!HI")
+_FIELDS = struct.Struct("!BHII")     # from offset 1: M/PT, sequence, timestamp, SSRC
 _RTCP_HEADER = struct.Struct("!BBH")
 _REPORT_BLOCK = struct.Struct("!IIIII")
 
@@ -193,16 +193,15 @@ class ReceiveStats:
         """
         self.packets += 1
         self.bytes += len(data)
-        if len(data) < RTP_HEADER_SIZE:
+        try:
+            second, seq, ts, ssrc = _FIELDS.unpack_from(data, 1)
+        except struct.error:
             return
-        seq, ts = _SEQ_TS.unpack_from(data, 2)
-        ssrc = int.from_bytes(data[8:12], "big")
-        if ssrc != self.ssrc:
-            self._restart(ssrc, seq)
-        else:
-            delta = (seq - self.max_seq) & 0xFFFF
+        if ssrc == self.ssrc:
+            max_seq = self.max_seq
+            delta = (seq - max_seq) & 0xFFFF
             if delta < MAX_DROPOUT:
-                if seq < self.max_seq:
+                if seq < max_seq:
                     self.cycles += SEQ_MOD
                 self.max_seq = seq
             elif delta <= SEQ_MOD - MAX_MISORDER:
@@ -214,20 +213,23 @@ class ReceiveStats:
                 self.received -= 1
             # else a duplicate or a reordered packet: received, not newest
             self.received += 1
-        rate = self.rates.get(data[1] & 0x7F)
+        else:
+            self._restart(ssrc, seq)
+        rate = self.rates.get(second & 0x7F)
         if rate is None:
             return
         if rate != self.jitter_rate:
             self.jitter_rate = rate
             self.transit = None
         transit = arrival * rate - ts
-        if self.transit is not None:
-            d = transit - self.transit
+        previous = self.transit
+        self.transit = transit
+        if previous is not None:
+            d = transit - previous
             if d < 0:
                 d = -d
             if d < 0x7FFFFFFF:          # a timestamp wrap is not jitter
-                self.jitter += (d - self.jitter) / 16.0
-        self.transit = transit
+                self.jitter += (d - self.jitter) * 0.0625
 
     def _restart(self, ssrc: int, seq: int) -> None:
         if self.ssrc != -1:
