@@ -119,6 +119,7 @@ class TableTests(SynchronousTestCase):
             "yealink-t22p.sdp": "g722/9 pcmu/0 pcma/8 g729/18 te/101",
             "asterisk-freepbx-opus.sdp": "pcmu/0 pcma/8 opus/107 g722/9 te/101 te48/103",
             "carrier-broadworks-no-dtmf.sdp": "pcma/8",
+            "pjsua2.sdp": "pcmu/0 pcma/8 g722/9 te16/120 te/121 te32/122",
         }
         for name, spec in expected.items():
             with open(os.path.join(DATA, name), "rb") as f:
