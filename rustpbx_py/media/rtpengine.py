@@ -446,6 +446,10 @@ class RtpengineEngine:
     @param timeout: seconds to wait for one daemon (retransmissions inside).
     """
 
+    #: rtpengine terminates ICE and DTLS-SRTP itself, so the call side may
+    #: anchor WebRTC legs on this engine (the built-in relay cannot yet).
+    supports_webrtc = True
+
     def __init__(self, reactor: Any, servers: list, timeout: float = DEFAULT_TIMEOUT,
                  disable_time: float = DISABLE_TIME, listen: Any = None) -> None:
         self.reactor = reactor
@@ -774,8 +778,8 @@ def _leg_view(tag: dict, ssrcs: dict) -> tuple:
         for stream in _list(media.get("streams")):
             stream = _dict(stream)
             flags = [_str(f) for f in _list(stream.get("flags"))]
-            if "RTCP" in flags:
-                continue
+            if "RTCP" in flags and "RTP" not in flags:
+                continue  # the RTCP stream (an rtcp-mux stream has both flags)
             addr = _str(stream.get("local address"))
             if addr and _int(stream.get("local port")):
                 local = (addr, stream["local port"])

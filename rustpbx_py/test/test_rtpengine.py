@@ -486,6 +486,17 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(stats["b"]["out"], stats["a"]["in"])
         self.assertEqual(stats["a"]["out"]["packets"], 12)
 
+    def test_stats_rtcp_mux(self):
+        """A WebRTC leg's stream carries RTP and RTCP (rtcp-mux): it is
+        counted (flags RTP and RTCP), a pure RTCP stream is not."""
+        reply = query_reply(self.session.tags)
+        streams = reply["tags"][self.session.tags["a"]]["medias"][0]["streams"]
+        streams[0]["flags"] = ["RTP", "RTCP", "filled", "ICE", "DTLS"]
+        del streams[1]
+        stats = parse_stats(reply, self.session.tags)
+        self.assertEqual(stats["a"]["in"]["packets"], 10)
+        self.assertEqual(stats["a"]["local"], ("127.0.0.1", 30010))
+
     def test_stats_malformed(self):
         """Whatever a query answer holds, parse_stats returns the shape
         with zeros, never raises."""

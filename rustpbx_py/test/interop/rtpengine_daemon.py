@@ -19,7 +19,8 @@ class _Daemon(protocol.ProcessProtocol):
         self.ended: defer.Deferred = defer.Deferred()
 
     def outReceived(self, data: bytes) -> None:
-        self.output += data[-65536:]
+        self.output += data
+        del self.output[:-65536]  # the last 64 KiB, for a failure message
 
     errReceived = outReceived
 

@@ -156,3 +156,80 @@ class RtpengineCallTests(TestCase):
         yield alice.command("hangup")
         yield bob.wait_event("CALL_CLOSED", since=mark_b)
         yield self.wait_until_deleted()
+
+
+class WebRtcCallTests(TestCase):
+    """A browser calls a SIP phone with rtpengine bridging WebRTC to RTP."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        try:
+            import rustpbx_py.call.media  # noqa: F401
+        except ImportError:
+            raise SkipTest("the B2BUA does not drive a media engine yet (rustpbx_py.call.media missing)")
+        import inspect
+
+        from rustpbx_py.media import policy
+
+        if "webrtc" not in inspect.signature(policy.decide).parameters:
+            raise SkipTest("the call side does not anchor WebRTC legs yet (media.policy.decide(..., webrtc=))")
+        from rustpbx_py.test.interop.jssip import require_js
+        from rustpbx_py.test.interop.test_jssip_chromium import require_chromium
+
+        self.chromium = require_chromium()
+        require_js()
+        require_tool("baresip")
+        module_path()
+        self.server = yield start_rtpengine(self)
+
+    @defer.inlineCallbacks
+    def test_browser_to_phone(self):
+        """Chromium (JsSIP over WSS, DTLS-SRTP + ICE offer) calls baresip
+        (plain RTP/AVP) with media_proxy = "all": rtpengine answers the
+        browser with its own fingerprint and ICE-lite candidate, DTLS comes
+        up, the browser receives the phone's RTP (as SRTP) and the phone the
+        browser's; baresip's INVITE is plain RTP/AVP; the record counts
+        packets both ways on both legs."""
+        import os
+        import shutil
+
+        from twisted.internet.threads import deferToThread
+        from twisted.web.server import Site
+        from twisted.web.static import File
+
+        from rustpbx_py.test.interop.jssip import JS_DIR, jssip_bundle
+        from rustpbx_py.test.interop.phones import USERS
+        from rustpbx_py.test.interop.test_jssip_chromium import run_page
+
+        self.pbx = yield PhonePbx.start(
+            self, 'wss_port = 0\nmedia_proxy = "all"\nmedia_engine = "rtpengine"\n'
+                  f'rtpengine_servers = ["{self.server}"]\n')
+        bob = yield BaresipPhone(self, self.pbx, "bob", "udp").start()
+        out_b = len(bob.process.output)
+        www = os.path.abspath(self.mktemp())
+        os.makedirs(www)
+        shutil.copy(os.path.join(JS_DIR, "jssip_webrtc_call.html"), www)
+        yield deferToThread(jssip_bundle, www)
+        web = reactor.listenTCP(0, Site(File(www)), interface="127.0.0.1")
+        self.addCleanup(web.stopListening)
+        page = (f"http://127.0.0.1:{web.getHost().port}/jssip_webrtc_call.html"
+                f"?url=wss://127.0.0.1:{self.pbx.ports['WSS']}/ws&user=alice&password={USERS['alice']}"
+                f"&target=sip:bob@127.0.0.1&seconds=3")
+        result = yield deferToThread(run_page, *self.chromium, page, 60.0)
+        self.assertNotIn("error", result, result)
+        self.assertEqual(result["steps"], ["registered", "confirmed", "ended by local"], result)
+        answer = result["answer"]
+        self.assertIn("UDP/TLS/RTP/SAVPF", answer)
+        self.assertIn("a=fingerprint:", answer)
+        self.assertIn("typ host", answer)
+        stats = result["stats"]
+        self.assertEqual(stats["dtlsState"], "connected", result)
+        self.assertGreater(stats["packetsReceived"], 50, result)   # bob's RTP, SRTP-protected by rtpengine
+        invite = next(b for b in _MESSAGE.split(bob.process.output[out_b:]) if b.startswith("INVITE sip:bob-"))
+        self.assertIn("RTP/AVP", invite)
+        self.assertNotIn("a=fingerprint", invite)
+        media = yield RtpengineCallTests.media_record(self)
+        self.assertGreater(media["legs"]["a"]["in"]["packets"], 50, media)   # from the browser, decrypted
+        self.assertGreater(media["legs"]["b"]["in"]["packets"], 50, media)
