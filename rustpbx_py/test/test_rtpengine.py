@@ -632,6 +632,19 @@ class FactoryTests(SynchronousTestCase):
         self.assertIsInstance(media.engine_from_config(reactor, config), RtpengineEngine)
 
 
+    def test_builtin_by_default(self):
+        """Without media_engine (or with "builtin") the built-in relay's
+        engine comes back, built on the same configuration."""
+        from rustpbx_py.config import parse_config_text
+        from rustpbx_py.media import engine_from_config
+        from rustpbx_py.media.session import BuiltinEngine
+
+        for text in ("", '[proxy]\nmedia_engine = "builtin"\n'):
+            engine = engine_from_config(task.Clock(), parse_config_text(text))
+            self.assertIsInstance(engine, BuiltinEngine)
+            self.assertTrue(IMediaEngine.providedBy(engine))
+
+
 class ConfigTests(SynchronousTestCase):
     def problems(self, text: str) -> str:
         from rustpbx_py.config import ConfigError, parse_config_text
