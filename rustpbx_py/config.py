@@ -1142,6 +1142,7 @@ class RouteConfig:
     app_params: Any = _key(_any, doc="application: parameters passed to it.")
     auto_answer: bool = _key(_bool, True, doc="application: answer the call before starting it.")
     codecs: list[str] = _key(_codecs, factory=list, doc="Codecs allowed for calls on this route; empty = trunk's or proxy.codecs.")
+    media_proxy: Optional[str] = _key(_enum("auto", "all", "none", "nat", "bypass"), doc="Media anchoring for calls on this route (as proxy.media_proxy; RustPBX's HTTP router field); overrides the trunk's media_mode and proxy.media_proxy; none = theirs.")
     disable_ice_servers: bool = _key(_bool, False, doc="Do not offer ICE servers to calls on this route.")
     disabled: bool = _key(_bool, False, doc="A disabled route is skipped.")
     policy: Optional[PolicyConfig] = _key(_table(PolicyConfig), doc="Call policy for this route (frequency, daily and concurrency limits, ...).")

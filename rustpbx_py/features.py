@@ -19,12 +19,20 @@ def pending_features(config: Config) -> List[str]:
     proxy = config.proxy
     warnings: List[str] = []
     where = config.path or "<config>"
-    if proxy.media_proxy != "none":
-        warnings.append(
-            f"{where}: proxy.media_proxy = {proxy.media_proxy!r}: the media relay is not implemented yet; "
-            'SDP and RTP pass end to end between the phones, as with media_proxy = "none", '
-            "and codecs, codec_strategy and the latching settings have no effect"
-        )
+    anchoring = [proxy.media_proxy] + [getattr(r, "media_proxy", None) for r in proxy.routes]
+    anchoring += [t.media_mode for t in proxy.trunks.values()]
+    if any(mode not in (None, "none", "bypass") for mode in anchoring):
+        if not _have_media_engine(proxy):
+            warnings.append(
+                f"{where}: proxy.media_proxy = {proxy.media_proxy!r}: this build has no media engine; "
+                'SDP and RTP pass end to end between the phones, as with media_proxy = "none"'
+            )
+        else:
+            warnings.append(
+                f"{where}: proxy.media_proxy = {proxy.media_proxy!r}: WebRTC legs (WS/WSS signalling or "
+                "UDP/TLS/RTP/SAVPF media) are not anchored yet (no ICE/DTLS-SRTP leg); their SDP and RTP "
+                "pass end to end, as with media_proxy = \"none\""
+            )
     for route in proxy.routes:
         action = getattr(route, "action", "forward")
         if action not in ("forward", "reject", "busy"):
@@ -72,14 +80,22 @@ def _trunk_pending(trunk) -> List[str]:
     found = []
     if trunk.call_id_mode == "transparent":
         found.append('call_id_mode = "transparent": not implemented yet; the call towards the trunk always gets a new Call-ID (as "rewrite")')
-    if trunk.media_mode not in (None, "none"):
-        found.append(f"media_mode = {trunk.media_mode!r}: the media relay is not implemented yet; SDP and RTP pass end to end")
     if trunk.video_policy not in (None, "pass_through"):
         found.append(f"video_policy = {trunk.video_policy!r}: not implemented yet; video passes through")
-    for key in ("bind_ip", "external_ip"):
-        if getattr(trunk, key):
-            found.append(f"{key}: the media relay (RTP sockets and SDP addresses per trunk) is not implemented yet; no effect")
+    if trunk.bind_ip:
+        found.append("bind_ip: not implemented yet; the relay's RTP sockets bind to the PBX's address for every trunk")
     return found
+
+
+def _have_media_engine(proxy) -> bool:
+    """Whether this build has the engine the config asks for."""
+    if getattr(proxy, "media_engine", "builtin") == "rtpengine":
+        return True
+    try:
+        import rustpbx_py.media.session  # noqa: F401  (the built-in relay)
+    except ImportError:
+        return False
+    return True
 
 
 def _destination_policies(proxy) -> bool:

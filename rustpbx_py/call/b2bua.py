@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from rustpbx_py.call import record as R
 from rustpbx_py.call import session_timer as ST
 from rustpbx_py.call.credentials import trunk_authorization
+from rustpbx_py.call.media import ANSWER, OFFER, is_sdp
 from rustpbx_py.call.dialog import (
     Leg,
     contact_target,
@@ -31,6 +32,7 @@ from rustpbx_py.call.dialog import (
     uac_leg_from_response,
     uas_leg_from_request,
 )
+from rustpbx_py.media import MediaError
 from rustpbx_py.sip.headers import HeaderError, NameAddr
 from rustpbx_py.sip.message import Request, Response
 from rustpbx_py.transaction.client import build_cancel
@@ -110,6 +112,8 @@ class Target:
         self.routes = routes
         self.trunk = trunk
         self.label = label
+        #: The callee's registration was NAT-fixed (media policy).
+        self.nat = False
 
 
 class Fork:
@@ -161,13 +165,15 @@ class _AckRelay:
     carried the offer, else when the peer's ACK brings the answer.
     """
 
-    __slots__ = ("leg", "cseq", "ack", "auth")
+    __slots__ = ("leg", "cseq", "ack", "auth", "sending")
 
     def __init__(self, leg: Leg, cseq: int, auth=()) -> None:
         self.leg = leg
         self.cseq = cseq
         self.ack: Optional[Request] = None
         self.auth = auth
+        #: The answer its ACK carries is with the media engine.
+        self.sending = False
 
 
 def _is_2xx(status: int) -> bool:
@@ -243,6 +249,20 @@ def _to_uri(message) -> str:
     return str(uri) if uri is not None else ""
 
 
+def media_status(failure) -> Tuple[int, str]:
+    """The status a failed media step answers with: the L{MediaError}'s
+    (488, or 503 when ports run out), 488 for SDP that does not parse,
+    500 for anything else."""
+    from rustpbx_py.sip.sdp import SdpError
+
+    error = getattr(failure, "value", failure)
+    if isinstance(error, MediaError):
+        return error.status, error.reason
+    if isinstance(error, SdpError):
+        return 488, "Not Acceptable Here"
+    return 500, "Server Internal Error"
+
+
 def _fails_over(status: int) -> bool:
     """Whether a group that ended with C{status} lets the next group try (5xx, 408)."""
     return status == 408 or 500 <= status < 600
@@ -299,6 +319,11 @@ class Call:
         # REFERs relayed (RFC 3515): (leg a request comes in on, the REFER's
         # CSeq on that leg) -> its CSeq on the other leg, for Event ids.
         self.refer_ids: Dict[Tuple[str, int], int] = {}
+        #: The media side (L{rustpbx_py.call.media.CallMedia}), set at start;
+        #: the offer the B forks carry; the route's config (media policy).
+        self.media = None
+        self.b_offer: Optional[bytes] = None
+        self.route_config = None
         tx.on_cancel(self._caller_cancelled)
 
     # -- setting up ----------------------------------------------------------
@@ -315,6 +340,20 @@ class Call:
         """
         if self.state != "routing":
             return
+        media = self.media = self.module.call_media(self, [targets, *fallbacks])
+        request = self.tx.request
+        if is_sdp(request.get("content-type"), request.body):
+            media.process(
+                OFFER, "a", request.body, self.tx.flow.remote,
+                lambda body: self._start(targets, fallbacks, ring_time, body), self._media_failed,
+            )
+            return
+        self._start(targets, fallbacks, ring_time, None)
+
+    def _start(self, targets: List[Target], fallbacks, ring_time: Optional[int], offer: Optional[bytes]) -> None:
+        if self.state != "routing":
+            return
+        self.b_offer = offer
         self.pending_targets = list(fallbacks)
         self.state = "calling"
         ring = self.module.ring_time_for(targets) if ring_time is None else ring_time
@@ -354,7 +393,7 @@ class Call:
         if supported:
             req.add("Supported", ", ".join(supported))
         req.add("User-Agent", proxy.useragent)
-        req.body = a.body
+        req.body = a.body if self.b_offer is None else self.b_offer
         return req
 
     def _fork(self, target: Target) -> Fork:
@@ -484,7 +523,79 @@ class Call:
             self.record.ring_time = self.clock.seconds()
             self.module.event("ringing", self)
         self.state = "ringing"
-        self._reply_a(status, response.reason, response, extra)
+        self._early_media(fork, response, lambda body: self._reply_a(status, response.reason, response, extra, body=body))
+
+    def _early_media(self, fork: Fork, response: Response, proceed: Callable[[bytes], None]) -> None:
+        """
+        An 18x's SDP through the media side.  The first early dialog with
+        SDP answers the caller's offer; the caller keeps that answer (it
+        has one early dialog with us), so another fork's or dialog's
+        early SDP is replaced by it, until a 2xx picks the winner.
+        """
+        media = self.media
+        if media is None or not media.anchored:
+            proceed(response.body)
+            return
+        key = (id(fork), tag_of(response.get("to")) or "")
+        if response.body and media.early is not None and media.early[0] != key:
+            proceed(media.early[1])
+            return
+
+        def sent(body: bytes) -> None:
+            if response.body and media.early is None:
+                media.early = (key, body)
+            if self.state != "ended":
+                # (A 2xx may have come meanwhile: this still goes first.)
+                proceed(body)
+
+        self._media_body(response, "b", ANSWER if self.b_offer is not None else OFFER, fork.target.flow.remote, sent, self._media_failed, key)
+
+    def _media_body(self, message, leg: str, kind: Optional[str], source, proceed: Callable[[bytes], None], failed, key=None) -> None:
+        """Hand C{message}'s body (from C{leg}) to the media side; C{proceed}
+        gets what to send the other leg (at once when nothing is anchored)."""
+        if self.media is None:
+            proceed(message.body)
+            return
+        sdp = is_sdp(message.get("content-type"), message.body)
+        self.media.process(kind, leg, message.body, source, proceed, failed, key, sdp=sdp)
+
+    def _media_failed(self, failure) -> None:
+        """
+        The media side refused an offer or answer of the call's set-up (or
+        an ACK's answer): the caller gets the status (488, 503 when the
+        port range is full), every fork is cancelled, a callee that
+        answered gets BYE; an answered call is hung up.
+        """
+        status, reason = media_status(failure)
+        self.log.info("call {id}: media refused: {status} {reason}", id=self.tx.request.call_id, status=status, reason=reason)
+        if self.media is not None:
+            self.media.note(f"media: refused: {status} {reason}")
+        if self.state == "ended":
+            return
+        if self.state == "routing":
+            self.fail(status, reason, R.FAILED)
+        elif self.state in ("calling", "ringing"):
+            self._give_up(status, reason, R.FAILED)
+        elif not self.tx.completed:
+            response = self.tx.reply(status, reason)
+            self.trace("a", "out", self.tx.reply_flow.remote, self.tx.sent or response)
+            self.record.status_code = status
+            relay = self.ack_relays.get("b-initial")
+            if relay is not None and relay.ack is None:
+                self._send_completed_ack(relay, None, b"")
+            if self.b is not None:
+                self._send_in_dialog(self.b, "BYE")
+            self.end(R.FAILED)
+        else:
+            self.hangup(R.FAILED)
+
+    def media_timeout(self) -> None:
+        """The media session saw no RTP either way for rtp_timeout: BYE both legs."""
+        if self.media is not None:
+            self.media.note(f"media: no RTP for {self.media.policy.rtp_timeout:g} s, hanging up")
+        if self.state == "answered":
+            self.log.info("call {id}: no RTP, hanging up", id=self.tx.request.call_id)
+            self.hangup(R.RTP_TIMEOUT)
 
     def _early_leg(self, fork: Fork, response: Response) -> Leg:
         """The early dialog a provisional with a To tag opens (12.1.2)."""
@@ -553,9 +664,16 @@ class Call:
         b_plan = ST.uac_result(response) if self.module.config.proxy.session_timer else None
         self._set_timer("b", b_plan)
         extra = ST.uas_headers(self.a_plan) if self.a_plan is not None else []
-        self._reply_a(response.status, response.reason, response, extra)
-        self._set_timer("a", self.a_plan)
-        self.module.event("answered", self)
+
+        def connect(body: bytes) -> None:
+            if self.state != "answered":
+                return
+            self._reply_a(response.status, response.reason, response, extra, body=body)
+            self._set_timer("a", self.a_plan)
+            self.module.event("answered", self)
+
+        kind = ANSWER if self.b_offer is not None else OFFER
+        self._media_body(response, "b", kind, fork.target.flow.remote, connect, self._media_failed, (id(fork), tag))
 
     def stray_2xx(self, response: Response) -> bool:
         """
@@ -591,10 +709,30 @@ class Call:
 
     def _complete_ack(self, relay: _AckRelay, from_peer: Optional[Request]) -> None:
         """Send the ACK we owe C{relay.leg}, with the answer C{from_peer}'s ACK carries."""
+        if relay.ack is not None or relay.sending:
+            return
+        media = self.media
+        if from_peer is not None and from_peer.body and media is not None and media.anchored:
+            relay.sending = True
+            answering = self.other(relay.leg)
+
+            def send(body: bytes) -> None:
+                self._send_completed_ack(relay, from_peer, body)
+
+            def failed(f) -> None:
+                self._send_completed_ack(relay, from_peer, b"")
+                self._media_failed(f)
+
+            source = answering.flow.remote if answering is not None else None
+            name = "a" if relay.leg.name == "b" else "b"
+            self._media_body(from_peer, name, None, source, send, failed)
+            return
+        self._send_completed_ack(relay, from_peer, from_peer.body if from_peer is not None else b"")
+
+    def _send_completed_ack(self, relay: _AckRelay, from_peer: Optional[Request], body: bytes) -> None:
         if relay.ack is not None:
             return
-        body = from_peer.body if from_peer is not None else b""
-        content_type = from_peer.get("content-type") if from_peer is not None else None
+        content_type = from_peer.get("content-type") if from_peer is not None and body else None
         if body:
             relay.leg.local_sdp = body
         mf = relayed_max_forwards(from_peer) if from_peer is not None else 70
@@ -614,16 +752,20 @@ class Call:
 
     # -- toward the caller ---------------------------------------------------
 
-    def _reply_a(self, status: int, reason: str, source: Optional[Response] = None, extra=()) -> Optional[Response]:
+    def _reply_a(
+        self, status: int, reason: str, source: Optional[Response] = None, extra=(), body: Optional[bytes] = None
+    ) -> Optional[Response]:
+        """Answer the caller; C{body} replaces C{source}'s (SDP the media side rewrote)."""
         if self.tx.completed:
             return None
         headers = []
-        body = b""
         if source is not None:
             for h in source.headers:
-                if h[0] in RELAYED:
+                if h[0] in RELAYED and (body is None or body or h[0] != "content-type"):
                     headers.append((h[1], h[2]))
-            body = source.body
+            if body is None:
+                body = source.body
+        body = body or b""
         if 100 < status < 300:
             # A dialog-creating response copies the request's Record-Route,
             # in order (RFC 3261 12.1.1): the caller's ACK and BYE then go
@@ -825,6 +967,9 @@ class Call:
         self.unacked.clear()
         for timer in self.timers.values():
             timer.stop()
+        if self.media is not None:
+            media = self.media
+            media.close().addCallback(lambda _: setattr(self.record, "media", media.summary()))
         self.record.end_time = self.clock.seconds()
         self.record.hangup_reason = reason
         self.module.call_ended(self)
@@ -913,14 +1058,34 @@ class Call:
                 headers += ST.uac_headers(timer.interval, timer.we_refresh)
             if self.module.config.proxy.session_timer:
                 headers.append(("Supported", "timer"))
-            if request.body:
-                other.local_sdp = request.body
+            if self.media is not None and self.media.anchored and request.body:
+                # A re-offer (hold, resume, a new codec) from either leg.
+
+                def refused(f) -> None:
+                    status, reason = media_status(f)
+                    self.media.note(f"media: re-offer from {leg.name} refused: {status} {reason}")
+                    self.offer_pending = False
+                    if not tx.completed:
+                        self._answer(tx, leg, status, reason)
+
+                def send(body: bytes) -> None:
+                    if self.state == "answered" and not tx.completed:
+                        self._send_relay(tx, leg, other, plan, method, headers, body)
+
+                self._media_body(request, leg.name, OFFER, tx.flow.remote, send, refused)
+                return
+        self._send_relay(tx, leg, other, plan, method, headers, request.body)
+
+    def _send_relay(self, tx, leg: Leg, other: Leg, plan, method: str, headers, body: bytes) -> None:
+        request = tx.request
+        if method in ("INVITE", "UPDATE") and body:
+            other.local_sdp = body
         relay = other.request(
             method,
             self.core.via_for(other.flow),
             self.core.contact_for(other.flow),
             headers,
-            request.body,
+            body,
             max_forwards=relayed_max_forwards(request),
         )
         if method == "REFER":
@@ -995,6 +1160,7 @@ class Call:
         if tx.completed or self.state == "ended":
             return
         headers = [(h[1], h[2]) for h in response.headers if h[0] in RELAYED]
+        anchored = self.media is not None and self.media.anchored
         if relay.method in ("INVITE", "UPDATE") and _is_2xx(status):
             other.refresh_target(response)
             other.learn_peer(response)
@@ -1005,15 +1171,37 @@ class Call:
             headers.append(("Allow", ALLOW))
             if plan is not None:
                 headers += ST.uas_headers(plan)
-            if response.body:
-                leg.local_sdp = response.body
         elif status in (405, 501) and relay.method == "UPDATE":
             other.refused.add("UPDATE")
         if status < 200 and tx.request.method != "INVITE":
             return
-        out = self._answer(tx, leg, status, response.reason, headers, response.body)
-        if tx.request.method == "INVITE" and _is_2xx(status):
-            self._await_ack(leg, tx, out)
+
+        def send(body: bytes) -> None:
+            if tx.completed or self.state == "ended":
+                return
+            out_headers = headers if body else [h for h in headers if h[0].lower() != "content-type"]
+            if body and relay.method in ("INVITE", "UPDATE") and _is_2xx(status):
+                leg.local_sdp = body
+            out = self._answer(tx, leg, status, response.reason, out_headers, body)
+            if tx.request.method == "INVITE" and _is_2xx(status):
+                self._await_ack(leg, tx, out)
+
+        if anchored and relay.method in ("INVITE", "UPDATE") and _is_2xx(status):
+            # The answer to a re-offer, or the offer of an offerless re-INVITE.
+            def failed(f) -> None:
+                status_, reason = media_status(f)
+                self.media.note(f"media: {other.name}'s answer refused: {status_} {reason}")
+                if not tx.completed:
+                    self._answer(tx, leg, status_, reason)
+                self.hangup(R.FAILED)
+
+            self._media_body(response, other.name, ANSWER if relay.body else OFFER, other.flow.remote, send, failed)
+        elif anchored and relay.method in ("INVITE", "UPDATE") and response.body:
+            # Early SDP of a re-offer's provisional would name the peer:
+            # the 2xx carries the answer.
+            send(b"")
+        else:
+            send(response.body)
 
     def _relay_prack(self, tx, leg: Leg) -> None:
         """The caller's PRACK for a reliable provisional we relayed: PRACK the callee's."""
@@ -1025,9 +1213,21 @@ class Call:
             self._answer(tx, leg, 481, "Call/Transaction Does Not Exist")
             return
         fork, b_leg, b_rseq = entry
+        if self.media is not None and self.media.anchored and tx.request.body:
+            # An answer to a reliable 18x's offer, or a new offer (RFC 3262 5).
+            def refused(f) -> None:
+                status, reason = media_status(f)
+                if not tx.completed:
+                    self._answer(tx, leg, status, reason)
+
+            self._media_body(tx.request, "a", None, tx.flow.remote, lambda body: self._send_prack(tx, leg, fork, b_leg, b_rseq, body), refused)
+            return
+        self._send_prack(tx, leg, fork, b_leg, b_rseq, tx.request.body)
+
+    def _send_prack(self, tx, leg: Leg, fork: Fork, b_leg: Leg, b_rseq: int, body: bytes) -> None:
         headers = [(h[1], h[2]) for h in tx.request.headers if h[0] in RELAYED]
         headers.append(("RAck", f"{b_rseq} {fork.request.cseq[0]} INVITE"))
-        relay = b_leg.request("PRACK", self.core.via_for(b_leg.flow), None, headers, tx.request.body, max_forwards=relayed_max_forwards(tx.request))
+        relay = b_leg.request("PRACK", self.core.via_for(b_leg.flow), None, headers, body, max_forwards=relayed_max_forwards(tx.request))
         self.trace(b_leg.name, "out", b_leg.flow.remote, relay)
 
         def answered(ctx, response: Response) -> None:
@@ -1035,7 +1235,15 @@ class Call:
             if tx.completed or response.status < 200:
                 return
             out = [(h[1], h[2]) for h in response.headers if h[0] in RELAYED]
-            self._answer(tx, leg, response.status, response.reason, out, response.body)
+
+            def send(body: bytes) -> None:
+                if not tx.completed:
+                    self._answer(tx, leg, response.status, response.reason, out if body else [h for h in out if h[0].lower() != "content-type"], body)
+
+            if self.media is not None and self.media.anchored and response.body and _is_2xx(response.status):
+                self._media_body(response, "b", None, b_leg.flow.remote, send, lambda f: send(b""))
+            else:
+                send(response.body)
 
         self.core.send_request(relay, b_leg.flow, answered)
 

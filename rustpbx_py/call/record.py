@@ -30,6 +30,8 @@ FAILED = "failed"
 SERVER_UNAVAILABLE = "serverUnavailable"
 SESSION_EXPIRED = "sessionExpired"
 BY_SYSTEM = "bySystem"
+#: No RTP either way for rtp_timeout (RustPBX's name).
+RTP_TIMEOUT = "rtpTimeout"
 
 
 class SipFlow:
@@ -95,6 +97,11 @@ class CallRecord:
         self.status_code: Optional[int] = None
         self.hangup_reason: Optional[str] = None
         self.sip_flow = SipFlow(flow_limit)
+        #: The media side (L{rustpbx_py.call.media.CallMedia.summary}):
+        #: mode, anchored, reason, and per leg the codec, local and remote
+        #: (latched) addresses and C{in}/C{out} packets, bytes, lost and
+        #: jitter_ms.  None when the call never reached an offer.
+        self.media: Optional[dict] = None
 
     def as_row(self, with_flow: bool = True) -> tuple:
         """The row's values; without the SIP flow (NULL) when C{with_flow} is false."""
@@ -113,14 +120,15 @@ class CallRecord:
             self.status_code,
             self.hangup_reason,
             json.dumps(self.sip_flow.items) if with_flow else None,
+            json.dumps(self.media) if self.media is not None else None,
         )
 
 
 _COLUMNS = (
     "id, call_id, caller, callee, direction, route, trunk, start_time, ring_time, "
-    "answer_time, end_time, status_code, hangup_reason, sip_flow"
+    "answer_time, end_time, status_code, hangup_reason, sip_flow, media"
 )
-_INSERT = f"INSERT INTO call_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT = f"INSERT INTO call_records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 #: The final write replaces the row the call's start inserted, or inserts
 #: it when that insert failed (one statement; SQLite 3.24+, PostgreSQL 9.5+).
 _SAVE = _INSERT + " ON CONFLICT (id) DO UPDATE SET {}".format(

@@ -44,6 +44,13 @@ def strip_tag(value: str) -> str:
     return str(na)
 
 
+def _uri_host(uri: str) -> Optional[str]:
+    try:
+        return bare_host(URI.parse(uri).host)
+    except HeaderError:
+        return None
+
+
 def identity(value: Optional[str]) -> str:
     """C{user@host} of a From/To value, for call records."""
     if not value:
@@ -80,6 +87,8 @@ class CallModule:
         #: late 2xx of an ended one is still recognised.
         self.b_calls: dict = {}
         self.ended_b_calls: "OrderedDict[str, float]" = OrderedDict()
+        #: The media engine we built from the config (see L{media_engine}).
+        self._media_engine = None
 
     # -- IProxyModule --------------------------------------------------------
 
@@ -143,6 +152,9 @@ class CallModule:
         waits = [self.records.drained()] if self.records is not None else []
         if self.trunk_registrar is not None:
             waits.append(self.trunk_registrar.stop())
+        if self._media_engine is not None:
+            engine, self._media_engine = self._media_engine, None
+            waits.append(defer.maybeDeferred(engine.stop))
         if waits:
             return defer.DeferredList(waits, consumeErrors=True)
         return None
@@ -413,7 +425,9 @@ class CallModule:
                 except TransportError as e:
                     self.log.info("cannot reach {contact}: {error}", contact=b.contact, error=e)
                     continue
-            targets.append(Target(b.contact, flow, to, tuple(b.path), label=b.aor))
+            target = Target(b.contact, flow, to, tuple(b.path), label=b.aor)
+            target.nat = bool(getattr(b, "nat", False))
+            targets.append(target)
         return targets
 
     @defer.inlineCallbacks
@@ -422,6 +436,7 @@ class CallModule:
         if call.state != "routing":
             return  # cancelled while we looked things up
         call.record.route = decision.route
+        call.route_config = decision.config
         action = decision.action
         if action == "reject":
             call.fail(decision.code or 403, decision.reason or "Forbidden", R.REJECTED, decision.headers or ())
@@ -579,6 +594,79 @@ class CallModule:
         """A trunk answered 5xx or timed out; the call fails over (see Call)."""
         self.log.info("trunk {trunk} failed a call", trunk=getattr(trunk, "name", trunk))
 
+    # -- media ---------------------------------------------------------------
+
+    @property
+    def media_engine(self):
+        """
+        The L{rustpbx_py.interfaces.IMediaEngine} anchored calls use: the
+        service's (C{context.media_engine}) if it has one, else one built
+        from the config on first use (C{media_engine}: the built-in relay
+        or rtpengine), stopped with this module.
+        """
+        engine = getattr(self.context, "media_engine", None)
+        if engine is not None:
+            return engine
+        if self._media_engine is None:
+            from rustpbx_py.media import engine_from_config
+
+            try:
+                self._media_engine = engine_from_config(self.clock, self.config)
+            except ImportError:
+                # A build without the relay: calls are not anchored, and
+                # their SIP flow says why.
+                return None
+        return self._media_engine
+
+    def call_media(self, call: Call, groups):
+        """
+        The media side of C{call} about to fork to C{groups} (lists of
+        targets): the policy of its route and trunk, the anchoring
+        decision, and a session of the engine when anchored.
+        """
+        from rustpbx_py.call.media import CallMedia, is_sdp
+        from rustpbx_py.media.policy import Party, decide, policy_for
+        from rustpbx_py.sip.sdp import SdpError, SessionDescription
+
+        targets = [t for group in groups for t in group]
+        trunk = next((t.trunk for t in targets if t.trunk is not None), None)
+        tx = call.tx
+        policy = policy_for(self.config, call.route_config, trunk, self._local_ip(tx.flow))
+        request = tx.request
+        offer = None
+        if policy.mode != "none" and is_sdp(request.get("content-type"), request.body):
+            try:
+                offer = SessionDescription.parse(request.body)
+            except SdpError:
+                offer = None
+        caller = Party(offer, tx.flow.remote, None, False, tx.flow.transport)
+        callees = [Party(None, t.flow.remote, _uri_host(t.uri), t.nat, t.flow.transport) for t in targets]
+        decision = decide(policy, caller, callees)
+        session = None
+        if decision.anchor:
+            engine = self.media_engine
+            if engine is None:
+                decision.anchor = False
+                decision.reason += "; no media engine in this build, not anchored"
+            else:
+                session = engine.session(request.call_id, policy)
+                session.on_timeout = call.media_timeout
+        flow, clock = call.record.sip_flow, self.clock
+
+        def note(text: str) -> None:
+            # (Holds the flow, not the call: no cycle through call.media.)
+            flow.add(clock.seconds(), "media", "note", None, text.encode("utf-8"))
+
+        return CallMedia(request.call_id, decision, policy, session, note)
+
+    def _local_ip(self, flow) -> str:
+        """The address our signalling uses on C{flow} (never 0.0.0.0)."""
+        local = getattr(flow, "local", None)
+        host = local[0] if local else "127.0.0.1"
+        if host in ("0.0.0.0", "::", ""):
+            host = self.core.transports._route_to(flow.remote[0], v6=(host == "::"))
+        return host
+
     # -- ending --------------------------------------------------------------
 
     def event(self, name: str, call: Call) -> None:
@@ -606,6 +694,14 @@ class CallModule:
                 # Keep answering retransmitted BYEs for a moment (481 otherwise).
                 self._forgets[leg.key] = self.clock.callLater(self.timers.t1x64, self._forget, leg.key, call)
         self.event("hangup", call)
+        media = call.media
+        if media is not None and media.closed is not None and not media.closed.called:
+            # The engine's figures go into the record: wait for them.
+            media.closed.addBoth(lambda _: self._record_call(call))
+            return
+        self._record_call(call)
+
+    def _record_call(self, call: Call) -> None:
         for addon in self.context.addons:
             hook = getattr(addon, "on_call_record", None)
             if hook is not None:

@@ -26,6 +26,9 @@ BASE = """
 [proxy]
 addr = "127.0.0.1"
 realms = ["example.com"]
+# The phones' SDP names 192.0.2.9 whatever their source: under the default
+# "auto" that is a phone behind NAT, whose media the relay would anchor.
+media_proxy = "none"
 """
 
 _counter = itertools.count(1)

@@ -8,10 +8,32 @@ from rustpbx_py.features import pending_features
 
 class PendingFeatureTests(SynchronousTestCase):
     def test_media_proxy(self):
-        """Any media_proxy but "none" warns that RTP is not relayed yet."""
-        (warning,) = pending_features(parse_config_text('[proxy]\nmedia_proxy = "all"\n'))
-        self.assertIn("proxy.media_proxy", warning)
-        self.assertIn("not implemented yet", warning)
+        """A media_proxy that anchors calls names what is not anchored yet
+        (WebRTC legs), or that the build has no engine at all."""
+        from rustpbx_py.features import _have_media_engine
+
+        for toml in (
+            '[proxy]\nmedia_proxy = "all"\n',
+            '[proxy]\nmedia_proxy = "none"\n[[proxy.routes]]\nname = "r"\nmedia_proxy = "nat"\n',
+            '[proxy]\nmedia_proxy = "none"\n[proxy.trunks.t]\ndest = "sip:192.0.2.1"\nmedia_mode = "force_transcode"\n',
+        ):
+            config = parse_config_text(toml)
+            (warning,) = pending_features(config)
+            self.assertIn("proxy.media_proxy", warning)
+            self.assertIn("WebRTC legs" if _have_media_engine(config.proxy) else "no media engine", warning)
+
+    def test_media_bypass_is_quiet(self):
+        """bypass anchors nothing: nothing to warn about."""
+        self.assertEqual(pending_features(parse_config_text('[proxy]\nmedia_proxy = "bypass"\n')), [])
+
+    def test_trunk_media_settings(self):
+        """A trunk's media_mode and external_ip work; bind_ip does not yet."""
+        config = parse_config_text(
+            '[proxy]\nmedia_proxy = "none"\n[proxy.trunks.t]\ndest = "sip:192.0.2.1"\nmedia_mode = "bypass"\n'
+            'external_ip = "203.0.113.1"\nbind_ip = "192.0.2.1"\n'
+        )
+        (warning,) = pending_features(config)
+        self.assertIn("proxy.trunks.t.bind_ip", warning)
 
     def test_media_none_is_quiet(self):
         """media_proxy = "none" is what the PBX does: no warning."""

@@ -247,13 +247,13 @@ class PendingSettingTests(SynchronousTestCase):
         self.assertIn("not implemented", found[0])
 
     def test_trunk_settings(self) -> None:
-        """A trunk's call_id_mode = "transparent", media_mode, video_policy,
-        bind_ip and external_ip are named; the values that name what the
-        PBX does anyway are not."""
+        """A trunk's call_id_mode = "transparent", video_policy and bind_ip
+        are named; the values that name what the PBX does anyway are not,
+        nor media_mode and external_ip (the media policy uses them)."""
         base = '[proxy]\nmedia_proxy = "none"\n[proxy.trunks.t]\ndest = "sip:192.0.2.1"\n'
         self.assertEqual(self.warnings(base + 'call_id_mode = "rewrite"\nvideo_policy = "pass_through"\nmedia_mode = "none"\n'), [])
         found = self.warnings(base + 'call_id_mode = "transparent"\nmedia_mode = "bypass"\nvideo_policy = "strip"\nbind_ip = "192.0.2.5"\nexternal_ip = "203.0.113.5"\n')
-        self.assertEqual(len(found), 5)
-        for warning, key in zip(found, ["call_id_mode", "media_mode", "video_policy", "bind_ip", "external_ip"]):
+        self.assertEqual(len(found), 3)
+        for warning, key in zip(found, ["call_id_mode", "video_policy", "bind_ip"]):
             self.assertIn(f"proxy.trunks.t.{key}", warning)
             self.assertIn("not implemented", warning)
