@@ -21,7 +21,9 @@ def pending_features(config: Config) -> List[str]:
     where = config.path or "<config>"
     anchoring = [proxy.media_proxy] + [getattr(r, "media_proxy", None) for r in proxy.routes]
     anchoring += [t.media_mode for t in proxy.trunks.values()]
-    if any(mode not in (None, "none", "bypass") for mode in anchoring):
+    rtpengine = getattr(proxy, "media_engine", "builtin") == "rtpengine"
+    if any(mode not in (None, "none", "bypass") for mode in anchoring) and not rtpengine:
+        # (rtpengine terminates WebRTC legs itself.)
         if not _have_media_engine(proxy):
             warnings.append(
                 f"{where}: proxy.media_proxy = {proxy.media_proxy!r}: this build has no media engine; "

@@ -20,10 +20,14 @@ the anchoring decision table of C{media_proxy}:
     offer has no audio codec the callee side allows (transcoding), or SRTP
     is offered on one side only (a trunk that forces SRTP or plain RTP).
 
-WebRTC legs (C{UDP/TLS/RTP/SAVPF}, or signalling over WS/WSS) are never
-anchored yet, in any mode: the relay has no ICE/DTLS-SRTP leg (issue 15),
-so anchoring would break calls that work phone to phone today.  The
-decision says so, and L{rustpbx_py.features} warns.
+WebRTC legs (C{UDP/TLS/RTP/SAVPF}, or signalling over WS/WSS) are only
+anchored by an engine that can terminate them (ICE, DTLS-SRTP): rtpengine
+(C{supports_webrtc} on the engine).  The built-in relay has no WebRTC leg yet (issue
+15), so with it a call with a WebRTC leg is never anchored, in any mode:
+anchoring would break calls that work phone to phone today.  The decision
+says so, and L{rustpbx_py.features} warns.  With a capable engine, C{auto}
+anchors a WebRTC leg facing a plain RTP one (they cannot talk directly);
+NAT is ICE's business on a WebRTC leg.
 
 The route overrides the trunk, which overrides C{[proxy]}: route
 C{media_proxy} (the name RustPBX's HTTP router answers with), trunk
@@ -70,6 +74,8 @@ class MediaPolicy:
     probation_packets: int
     rtp_timeout: float
     srtp_b: Optional[bool] = None
+    #: The callee side is a browser (WS/WSS): the engine offers it WebRTC.
+    webrtc_b: bool = False
 
     @property
     def advertised_ip(self) -> str:
@@ -186,31 +192,33 @@ def callee_behind_nat(party: Party) -> Optional[str]:
     return None
 
 
-def decide(policy: MediaPolicy, caller: Party, callees: Sequence[Party]) -> Decision:
+def decide(policy: MediaPolicy, caller: Party, callees: Sequence[Party], webrtc: bool = False) -> Decision:
     """
     Anchor this call or not (the table in the module docstring).  All the
     forks of a call share one offer, so one callee that needs the relay
-    anchors the call.
+    anchors the call.  C{webrtc}: the engine can terminate WebRTC legs.
     """
     mode = policy.mode
-    webrtc = [p for p in [caller, *callees] if is_webrtc(p)]
+    browsers = [p for p in [caller, *callees] if is_webrtc(p)]
     if mode == "none":
         return Decision(mode, False, "media_proxy none: SDP relayed untouched")
     if mode == "bypass":
         return Decision(mode, False, "media_proxy bypass: codecs filtered, RTP direct")
-    if webrtc:
-        return Decision(mode, False, "WebRTC leg: not anchored (WebRTC media legs are not implemented yet)")
+    if browsers and not webrtc:
+        return Decision(mode, False, "WebRTC leg: not anchored (the media engine has no WebRTC legs yet)")
     if mode == "all":
         return Decision(mode, True, "media_proxy all")
-    why = caller_behind_nat(caller)
+    why = None if is_webrtc(caller) else caller_behind_nat(caller)
     if why is None:
         for callee in callees:
-            why = callee_behind_nat(callee)
+            why = None if is_webrtc(callee) else callee_behind_nat(callee)
             if why is not None:
                 break
     if why is not None:
         return Decision(mode, True, f"NAT: {why}")
     if mode == "auto":
+        if browsers and any(is_webrtc(c) != is_webrtc(caller) for c in callees):
+            return Decision(mode, True, "WebRTC on one side only")
         if caller.sdp is not None:
             offered = audio_codecs(caller.sdp)
             allowed = set(policy.codecs) if policy.codecs else None

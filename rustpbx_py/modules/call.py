@@ -625,7 +625,7 @@ class CallModule:
         decision, and a session of the engine when anchored.
         """
         from rustpbx_py.call.media import CallMedia, is_sdp
-        from rustpbx_py.media.policy import Party, decide, policy_for
+        from rustpbx_py.media.policy import Party, decide, is_webrtc, policy_for
         from rustpbx_py.sip.sdp import SdpError, SessionDescription
 
         targets = [t for group in groups for t in group]
@@ -641,10 +641,11 @@ class CallModule:
                 offer = None
         caller = Party(offer, tx.flow.remote, None, False, tx.flow.transport)
         callees = [Party(None, t.flow.remote, _uri_host(t.uri), t.nat, t.flow.transport) for t in targets]
-        decision = decide(policy, caller, callees)
+        policy.webrtc_b = bool(callees) and all(is_webrtc(p) for p in callees)
+        engine = self.media_engine if policy.mode not in ("none", "bypass") else None
+        decision = decide(policy, caller, callees, webrtc=bool(getattr(engine, "supports_webrtc", False)))
         session = None
         if decision.anchor:
-            engine = self.media_engine
             if engine is None:
                 decision.anchor = False
                 decision.reason += "; no media engine in this build, not anchored"

@@ -22,6 +22,11 @@ class PendingFeatureTests(SynchronousTestCase):
             self.assertIn("proxy.media_proxy", warning)
             self.assertIn("WebRTC legs" if _have_media_engine(config.proxy) else "no media engine", warning)
 
+    def test_rtpengine_anchors_webrtc(self):
+        """With rtpengine (which terminates WebRTC legs) nothing is left to warn about."""
+        config = parse_config_text('[proxy]\nmedia_proxy = "all"\nmedia_engine = "rtpengine"\nrtpengine_servers = ["udp:127.0.0.1:2223"]\n')
+        self.assertEqual(pending_features(config), [])
+
     def test_media_bypass_is_quiet(self):
         """bypass anchors nothing: nothing to warn about."""
         self.assertEqual(pending_features(parse_config_text('[proxy]\nmedia_proxy = "bypass"\n')), [])

@@ -70,6 +70,23 @@ class DecisionTableTests(unittest.TestCase):
                 self.assertEqual(decision.mode, mode)
                 self.assertTrue(decision.reason)
 
+    def test_webrtc_with_a_capable_engine(self) -> None:
+        """An engine that terminates WebRTC (rtpengine) anchors a browser
+        facing a SIP phone under auto (and all), not two browsers under
+        auto, and never looks for NAT on a WebRTC leg (ICE's business)."""
+        rows = [
+            ("WebRTC caller, SIP callee", WEBRTC_CALLER, [PUBLIC_CALLEE], dict(none=False, bypass=False, all=True, nat=False, auto=True)),
+            ("SIP caller, WebSocket callee", PUBLIC_CALLER, [WS_CALLEE], dict(none=False, bypass=False, all=True, nat=False, auto=True)),
+            ("browser to browser", WEBRTC_CALLER, [WS_CALLEE], dict(none=False, bypass=False, all=True, nat=False, auto=False)),
+            ("NATed browser", Party(sdp("192.168.1.20", "UDP/TLS/RTP/SAVPF"), ("203.0.113.5", 443), transport="WSS"), [WS_CALLEE],
+             dict(none=False, bypass=False, all=True, nat=False, auto=False)),
+        ]
+        for name, caller, callees, expected in rows:
+            for mode, anchored in expected.items():
+                policy = policy_for(config(f'media_proxy = "{mode}"'))
+                decision = decide(policy, caller, callees, webrtc=True)
+                self.assertEqual(decision.anchor, anchored, f"{name}, mode {mode}: {decision.reason}")
+
     def test_reasons_name_the_cause(self) -> None:
         policy = policy_for(config('media_proxy = "nat"'))
         self.assertIn("192.168.1.20", decide(policy, PRIVATE_SDP_CALLER, [PUBLIC_CALLEE]).reason)
