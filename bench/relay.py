@@ -45,7 +45,7 @@ Address = tuple[str, int]
 Setup = Callable[[list[tuple[Address, Address]]], list[tuple[Address, Address]]]
 
 PTIME = 0.020
-PAYLOAD = b"\xd5" * 160            # 20 ms of G.711 A-law silence
+PAYLOAD = b"\xd5" * 152            # 20 ms of G.711 A-law silence after the 8-byte send time
 HEADER = struct.Struct("!BBHII")
 
 
@@ -58,6 +58,15 @@ class LoadResult:
     sent: int
     received: int
     generator_cpu: float          # CPU seconds of the generator while it ran
+    blocked: int = 0              # sends refused by the generator's own socket buffer
+    late: int = 0                 # received more than LATE after they were sent
+    worst_delay: float = 0.0
+    mean_delay: float = 0.0
+
+    @property
+    def lost_or_late(self) -> float:
+        """What a phone would miss: packets never received or too late."""
+        return 0.0 if not self.sent else (max(0, self.sent - self.received) + self.late) / self.sent
 
     @property
     def loss(self) -> float:
@@ -114,8 +123,10 @@ def run_load(calls: int, setup: Setup, seconds: float = 10.0, sockets_per_side: 
     receivers = {s.fileno(): s for s in callers + callees}
     for fd in receivers:
         poller.register(fd, select.EPOLLIN)
-    sent = received = 0
+    sent = received = blocked = 0
+    delays = _Delays()
     pack = HEADER.pack
+    stamp = _SENT_AT.pack
     header_bytes = 0x80
     cpu0 = time.process_time()
     start = time.monotonic()
@@ -130,37 +141,66 @@ def run_load(calls: int, setup: Setup, seconds: float = 10.0, sockets_per_side: 
             for stream in by_slot[slot]:
                 sock, target, ssrc, seq, ts = stream
                 try:
-                    sock.sendto(pack(header_bytes, 8, seq, ts, ssrc) + PAYLOAD, target)
+                    sock.sendto(pack(header_bytes, 8, seq, ts, ssrc) + stamp(now) + PAYLOAD, target)
                     sent += 1
                 except BlockingIOError:
                     sent += 1                        # counted: lost at the sender's buffer
+                    blocked += 1
                 stream[3] = (seq + 1) & 0xFFFF
                 stream[4] = (ts + 160) & 0xFFFFFFFF
             slot = (slot + 1) % slots
             next_at += PTIME / slots
             continue
         for fd, _ in poller.poll(max(0.0, next_at - now)):
-            received += _drain(receivers[fd])
+            received += _drain(receivers[fd], delays)
     stop = time.monotonic() + drain
     while time.monotonic() < stop:
         for fd, _ in poller.poll(0.05):
-            received += _drain(receivers[fd])
+            received += _drain(receivers[fd], delays)
     cpu = time.process_time() - cpu0
     poller.close()
     for sock in callers + callees:
         sock.close()
-    return LoadResult(calls, seconds, sent, received, cpu)
+    return LoadResult(calls, seconds, sent, received, cpu, blocked, delays.late, delays.worst,
+                      delays.total / max(1, received))
 
 
-def _drain(sock: socket.socket) -> int:
+class _Delays:
+    """One-way delays of the packets received: the send time rides in the
+    first 8 bytes of the payload (the relay forwards payloads untouched)."""
+
+    __slots__ = ("late", "worst", "total", "count")
+
+    def __init__(self) -> None:
+        self.late = 0            # packets later than LATE
+        self.worst = 0.0
+        self.total = 0.0
+        self.count = 0
+
+
+LATE = 0.100                     # a packet this late is as good as lost to a phone's jitter buffer
+_SENT_AT = struct.Struct("!d")
+
+
+def _drain(sock: socket.socket, delays: _Delays) -> int:
     count = 0
     recv = sock.recv
+    now = time.monotonic()
+    unpack = _SENT_AT.unpack_from
     while True:
         try:
-            recv(2048)
+            data = recv(2048)
         except BlockingIOError:
             return count
         count += 1
+        delay = now - unpack(data, 12)[0]
+        delays.total += delay
+        if delay > delays.worst:
+            delays.worst = delay
+            if delay > LATE:
+                delays.late += 1
+        elif delay > LATE:
+            delays.late += 1
 
 
 def loopback(endpoints: list[tuple[Address, Address]]) -> list[tuple[Address, Address]]:
@@ -242,15 +282,16 @@ def serve(start: int, end: int, profile: Optional[str]) -> None:
                 profiler.disable()
                 profiler.dump_stats(profile)
             usage = resource.getrusage(resource.RUSAGE_SELF)
-            relayed = dropped = lost = errors = 0
+            relayed = received = dropped = lost = errors = 0
             for session in sessions:
                 for stream in session.streams:
                     for side in stream.sides.values():
                         relayed += side.sent.packets
+                        received += side.received.packets
                         dropped += side.latch.dropped
                         lost += side.received.lost
                         errors += side.send_errors
-            return {"cpu": usage.ru_utime + usage.ru_stime, "relayed": relayed,
+            return {"cpu": usage.ru_utime + usage.ru_stime, "relayed": relayed, "received": received,
                     "dropped": dropped, "lost_in": lost, "send_errors": errors,
                     "max_rss_kb": usage.ru_maxrss}
         if "teardown" in command:
@@ -263,6 +304,7 @@ def serve(start: int, end: int, profile: Optional[str]) -> None:
 
     class Control(LineReceiver):
         delimiter = b"\n"
+        MAX_LENGTH = 1 << 26             # a set-up line names every call's addresses
 
         def lineReceived(self, line: bytes) -> None:
             self.sendLine(json.dumps(answer_of(json.loads(line))).encode())
@@ -275,11 +317,26 @@ def serve(start: int, end: int, profile: Optional[str]) -> None:
     reactor.run()
 
 
+def _realtime(pid: int = 0) -> bool:
+    """Run C{pid} (0: this process) under SCHED_FIFO, so that on a shared
+    machine it runs whenever it has work, as on a core of its own (needs
+    root or CAP_SYS_NICE; the kernel's RT throttling still leaves 5 % to
+    the others)."""
+    try:
+        os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(10))
+    except (AttributeError, PermissionError, OSError) as e:
+        print(f"--realtime: not possible here ({e}); measuring under normal scheduling",
+              file=sys.stderr)
+        return False
+    return True
+
+
 class RelayProcess:
     """The relay child, as the generator's C{setup} and a stats source."""
 
-    def __init__(self, start: int, end: int, cpu: Optional[int], profile: Optional[str]) -> None:
-        command = [sys.executable, os.path.abspath(__file__), "--serve",
+    def __init__(self, start: int, end: int, cpu: Optional[int], profile: Optional[str],
+                 python: Optional[str] = None, realtime: bool = False) -> None:
+        command = [python or sys.executable, os.path.abspath(__file__), "--serve",
                    "--ports", f"{start}-{end}"]
         if profile:
             command += ["--profile", profile]
@@ -287,6 +344,8 @@ class RelayProcess:
                                         text=True, bufsize=1)
         if cpu is not None and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(self.process.pid, {cpu})
+        if realtime:
+            _realtime(self.process.pid)
 
     def ask(self, command: dict) -> dict:
         self.process.stdin.write(json.dumps(command) + "\n")
@@ -304,9 +363,10 @@ class RelayProcess:
 # -- the driver -------------------------------------------------------------
 
 def measure_relay(calls: int, seconds: float, ports: tuple[int, int], cpu: Optional[int],
-                  profile: Optional[str] = None) -> dict:
+                  profile: Optional[str] = None, python: Optional[str] = None,
+                  realtime: bool = False) -> dict:
     """One step: a fresh relay process, C{calls} calls for C{seconds}."""
-    relay = RelayProcess(ports[0], ports[1], cpu, profile)
+    relay = RelayProcess(ports[0], ports[1], cpu, profile, python, realtime)
     try:
         before = relay.ask({"stats": True}) if not profile else {"cpu": 0.0, "relayed": 0}
         wall0 = time.monotonic()
@@ -319,8 +379,13 @@ def measure_relay(calls: int, seconds: float, ports: tuple[int, int], cpu: Optio
     relay_cpu = after["cpu"] - before["cpu"]
     return {"calls": calls, "offered_pps": round(result.offered_pps),
             "relayed_pps": round((after["relayed"] - before["relayed"]) / result.seconds),
-            "loss_pct": round(100 * result.loss, 3), "relay_cpu_pct": round(100 * relay_cpu / wall, 1),
+            "loss_pct": round(100 * result.lost_or_late, 3), "never_received": result.sent - result.received,
+            "late": result.late, "mean_delay_ms": round(1000 * result.mean_delay, 2),
+            "worst_delay_ms": round(1000 * result.worst_delay, 1),
+            "relay_cpu_pct": round(100 * relay_cpu / wall, 1),
             "generator_cpu_pct": round(100 * result.generator_cpu / wall, 1),
+            "generator_blocked": result.blocked,
+            "relay_received_pps": round((after["received"] - before.get("received", 0)) / result.seconds),
             "relay_dropped": after["dropped"], "send_errors": after["send_errors"],
             "relay_rss_mb": round(after["max_rss_kb"] / 1024, 1)}
 
@@ -328,7 +393,9 @@ def measure_relay(calls: int, seconds: float, ports: tuple[int, int], cpu: Optio
 def measure_loopback(calls: int, seconds: float) -> dict:
     result = run_load(calls, loopback, seconds)
     return {"calls": calls, "offered_pps": round(result.offered_pps),
-            "loss_pct": round(100 * result.loss, 3),
+            "loss_pct": round(100 * result.lost_or_late, 3), "never_received": result.sent - result.received,
+            "late": result.late, "mean_delay_ms": round(1000 * result.mean_delay, 2),
+            "worst_delay_ms": round(1000 * result.worst_delay, 1),
             "generator_cpu_pct": round(100 * result.generator_cpu / (seconds + 0.5), 1)}
 
 
@@ -359,6 +426,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per step")
     parser.add_argument("--no-reference", action="store_true", help="skip the loopback reference")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin the relay to the first CPU and the generator to the others (on a "
+                             "quiet machine; on a shared one a pinned relay waits for its CPU)")
+    parser.add_argument("--realtime", action="store_true",
+                        help="run the relay and the generator under SCHED_FIFO: on a shared "
+                             "machine, stands for the core of their own the figures are about")
+    parser.add_argument("--python", help="interpreter of the relay process (default: this one), "
+                                         "e.g. /usr/bin/python3 for Debian's Python and Twisted")
     args = parser.parse_args(argv)
     start, end = (int(p) for p in args.ports.split("-"))
     if args.serve:
@@ -367,10 +442,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    relay_cpu = cpus[0] if cpus else None
-    if len(cpus) > 1:
+    relay_cpu = cpus[0] if cpus and args.pin else None
+    if relay_cpu is not None and len(cpus) > 1:
         os.sched_setaffinity(0, set(cpus[1:]))        # the generator away from the relay's core
     steps = [args.calls] if args.calls else [int(s) for s in args.steps.split(",")]
+    if args.realtime and not _realtime():
+        args.realtime = False
 
     def show(kind: str) -> Callable[[dict], None]:
         return (lambda row: None) if args.json else (lambda row: print(kind, json.dumps(row), flush=True))
@@ -378,9 +455,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     reference, reference_best = ([], None) if args.no_reference else ramp(
         lambda calls: measure_loopback(calls, args.seconds), steps, report=show("loopback"))
     relay_rows, relay_best = ramp(
-        lambda calls: measure_relay(calls, args.seconds, (start, end), relay_cpu, args.profile),
+        lambda calls: measure_relay(calls, args.seconds, (start, end), relay_cpu, args.profile,
+                                    args.python, args.realtime),
         steps, report=show("relay"))
     summary = {"cpus": len(cpus), "relay_cpu": relay_cpu, "seconds_per_step": args.seconds,
+               "relay_python": args.python or sys.executable, "realtime": args.realtime,
                "loopback": reference, "loopback_max_calls": reference_best,
                "relay": relay_rows, "relay_max_calls": relay_best,
                "relay_max_pps": max((r["relayed_pps"] for r in relay_rows if r["pass"]), default=0)}
