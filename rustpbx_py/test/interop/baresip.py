@@ -157,7 +157,10 @@ class BaresipPhone:
 
     def write_config(self) -> None:
         rate, channels = CODECS[self.codec]
-        tone = write_tone(os.path.join(self.dir, "tone.wav"), self.tone, rate=rate, channels=channels)
+        # baresip keeps audio_source's device in a 128-byte field: a path
+        # under a deep _trial_temp (a package build's) is cut short and the
+        # call fails with ENOENT, so the tone lives in the short directory.
+        tone = write_tone(os.path.join(self.snd, "tone.wav"), self.tone, rate=rate, channels=channels)
         pbx_port = self.pbx.ports["TLS" if self.transport == "tls" else self.transport.upper()]
         modules = "".join(f"module {m}.so\n" for m in MODULES + (self.codec,))
         modules += "".join(f"module_app {m}.so\n" for m in APP_MODULES)

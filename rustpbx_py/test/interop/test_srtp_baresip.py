@@ -42,7 +42,7 @@ class SrtpBaresip(BaresipPhone):
 
     def write_config(self) -> None:
         rate, channels = CODECS["g711"]
-        tone = write_tone(os.path.join(self.dir, "tone.wav"), self.tone, rate=rate, channels=channels)
+        tone = write_tone(os.path.join(self.snd, "tone.wav"), self.tone, rate=rate, channels=channels)
         modules = "".join(f"module {m}.so\n" for m in MODULES + ("g711", "srtp"))
         modules += "".join(f"module_app {m}.so\n" for m in APP_MODULES)
         config = f"""poll_method epoll
