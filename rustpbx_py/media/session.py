@@ -70,6 +70,11 @@ def _ip_literal(address: Optional[str]) -> Optional[str]:
     return address
 
 
+def _held(sdp: SessionDescription, m: MediaDescription) -> bool:
+    """Whether C{m}'s address is the RFC 2543 hold address (0.0.0.0 / ::)."""
+    return sdp.address(m) in UNSPECIFIED
+
+
 def _rtcp_address(sdp: SessionDescription, m: MediaDescription, rtp: Optional[Address]) -> Optional[Address]:
     """Where the party wants RTCP: C{a=rtcp} (RFC 3605) else RTP port + 1."""
     value = m.attribute("rtcp")
@@ -128,7 +133,8 @@ class RelaySession:
     One anchored call on the built-in relay.
 
     @ivar on_timeout: set by the B2BUA; called once when a leg expected to
-        send RTP has sent none for the policy's C{rtp_timeout}.
+        send RTP (the call not on hold) has sent none for the policy's
+        C{rtp_timeout}.
     @ivar timed_out: which leg went silent (C{"a"}/C{"b"}), once it did.
     """
 
@@ -286,7 +292,9 @@ class RelaySession:
         rtp = (host, m.port) if host else None
         side.latch.reopen(rtp)
         side.rtcp_latch.reopen(_rtcp_address(sdp, m, rtp))
-        stream.direction[leg] = sdp.direction_of(m)
+        # RFC 2543 hold (c=0.0.0.0) says inactive without the attribute
+        stream.direction[leg] = sdp.direction_of(m) if rtp is not None or not _held(sdp, m) \
+            else "inactive"
         rtpmap = m.rtpmap()
         rates = {pt: rate for pt, (encoding, rate, _) in rtpmap.items()
                  if encoding.lower() not in ("telephone-event", "cn")}
@@ -503,10 +511,13 @@ class RelaySession:
         return sum(s.sides[leg].received.packets for s in self.streams if s.allocated)
 
     def _sending(self, leg: str) -> bool:
-        """Whether C{leg} should be sending RTP (some stream not held
-        towards us: sendrecv or sendonly, port not 0)."""
-        return any(not s.refused and s.allocated and s.direction[leg] in ("sendrecv", "sendonly")
-                   for s in self.streams)
+        """Whether C{leg} should be sending RTP: some stream is sendrecv
+        on both sides.  While a call is on hold (sendonly/recvonly,
+        inactive, c=0.0.0.0) the watch pauses, as RustPBX's does: a held
+        phone playing no music sends nothing."""
+        other = OTHER[leg]
+        return any(not s.refused and s.allocated and s.direction[leg] == "sendrecv"
+                   and s.direction[other] == "sendrecv" for s in self.streams)
 
     def _check(self) -> None:
         """

@@ -189,9 +189,26 @@ class SessionTests(TestCase):
         self.assertEqual(offer.media[0].port, stream.sides["a"].pair.rtp_port)
         self.assertEqual(answer.media[0].port, stream.sides["b"].pair.rtp_port)
 
+    def test_second_pair_refused_releases_first(self) -> None:
+        """When the pair facing a is bound but the range has none left for b, the offer fails
+        with 503 and the pair facing a is closed again (nothing leaks)."""
+        policy = replace(self.policy, rtp_end_port=self.policy.rtp_start_port + 5)   # 3 pairs
+        first = self.engine.session("c1", policy)
+        self.result(first.offer("a", sdp("10.0.0.1", 4000), None))
+        allocator = self.engine.allocators[(policy.rtp_start_port, policy.rtp_end_port)]
+        self.assertEqual(allocator.free, 1)
+        second = self.engine.session("c2", policy)
+        failure = self.failureResultOf(second.offer("a", sdp("10.0.0.2", 4000), None), MediaError)
+        self.assertEqual(failure.value.status, 503)
+        self.assertEqual(allocator.free, 1)
+        self.assertEqual(len(self.engine.poller.handlers), 4)
+        self.result(second.close())
+        self.result(first.close())
+        self.assertEqual((allocator.free, self.engine.poller.handlers), (3, {}))
+
     def test_full_range_503_without_leak(self) -> None:
         """When the range has room for one stream only, a second call gets MediaError(503)
-        and keeps no port; a two-stream offer in a one-pair-left range keeps none either."""
+        and keeps no port; closing the first call frees the whole range."""
         policy = replace(self.policy, rtp_end_port=self.policy.rtp_start_port + 3)
         first = self.engine.session("c1", policy)
         self.result(first.offer("a", sdp("10.0.0.1", 4000), None))
@@ -340,6 +357,26 @@ class TimeoutTests(TestCase):
         self.clock.advance(120)
         self.assertEqual(self.fired, [])
         self.successResultOf(session.close())
+
+    def test_one_way_hold_pauses(self) -> None:
+        """a puts b on hold (sendonly / recvonly): even if a's phone plays nothing, no
+        timeout; once a resumes (sendrecv both ways) the silence counts again."""
+        session = self.call(a_extra=("a=sendonly",), b_extra=("a=recvonly",))
+        self.clock.advance(120)
+        self.assertEqual(self.fired, [])
+        self.successResultOf(session.offer("a", sdp("10.0.0.1", 4000, version=2), None))
+        self.successResultOf(session.answer("b", sdp("10.0.0.2", 6000, version=2), None))
+        self.clock.advance(31)
+        self.assertEqual(self.fired, ["a"])
+
+    def test_rfc2543_hold_pauses(self) -> None:
+        """c=0.0.0.0 (RFC 2543 hold, no direction attribute) pauses the watch too."""
+        session = self.engine.session("call-h", self.policy)
+        session.on_timeout = lambda: self.fired.append(session.timed_out)
+        self.successResultOf(session.offer("a", sdp("0.0.0.0", 4000), None))
+        self.successResultOf(session.answer("b", sdp("10.0.0.2", 6000), None))
+        self.clock.advance(120)
+        self.assertEqual(self.fired, [])
 
     def test_off(self) -> None:
         """rtp_timeout = 0: no timer at all."""
