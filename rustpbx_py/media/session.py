@@ -176,28 +176,64 @@ class RelaySession:
             return defer.fail(e)
 
     def _offer(self, leg: str, sdp: SessionDescription) -> SessionDescription:
+        """
+        Three passes, so that an offer that fails (488, 503) leaves the
+        session as it was and keeps no new port: decide what each stream
+        needs (what can be refused is found here), bind the ports of the
+        streams new in this offer, then apply.
+        """
         other = OTHER[leg]
+        decisions: list = []
+        for index, m in enumerate(sdp.media):
+            if m.port == 0 or m.proto not in RTP_PROTOS:
+                decisions.append(None)
+                continue
+            keys = None
+            if m.proto in SECURE_PROTOS:
+                keys = select_crypto(m.attributes("crypto"))
+                if keys is None:
+                    raise MediaError(488, f"{m.media} stream {index} is {m.proto} without an a=crypto "
+                                          "line the relay can use (SDES; DTLS-SRTP needs WebRTC)")
+            plan = None
+            if m.media == "audio":
+                plan = plan_offer(m, list(self.policy.codecs), self.policy.strategy, _transcodable())
+            decisions.append((keys, plan))
+        if not any(decisions):
+            raise MediaError(488, "no RTP stream the relay can carry in the offer")
+        bound: dict[int, dict[str, Leg]] = {}
+        try:
+            for index, decision in enumerate(decisions):
+                if decision is not None and not (index < len(self.streams)
+                                                 and self.streams[index].allocated):
+                    bound[index] = self._bind()
+        except MediaError:
+            for sides in bound.values():
+                for side in sides.values():
+                    side.pair.release()
+            raise
         out = sdp.copy()
-        usable = 0
         for index, m in enumerate(sdp.media):
             if index == len(self.streams):
                 self.streams.append(Stream(index, m.media))
             stream = self.streams[index]
             target = out.media[index]
-            if m.port == 0 or m.proto not in RTP_PROTOS:
+            decision = decisions[index]
+            if decision is None:
                 stream.refused = True
                 target.port = 0
                 continue
-            self._srtp_offer(stream, leg, m, target)
-            self._plan_codecs(stream, leg, m, target)
-            self._allocate(stream)
+            if index in bound:
+                stream.sides = bound[index]
+            keys, plan = decision
+            self._srtp_offer(stream, leg, m, target, keys)
+            if plan is not None:
+                set_codecs(target, plan.offer)
+                stream.plan = plan
+                stream.offerer = leg
             stream.refused = False
-            usable += 1
             self._take_remote(stream, leg, sdp, m)
             self._rewrite(target, stream.sides[other])
             self._install_srtp(stream)
-        if not usable:
-            raise MediaError(488, "no RTP stream the relay can carry in the offer")
         self._rewrite_session(out, sdp, other)
         self.pending = leg
         return out
@@ -261,11 +297,9 @@ class RelaySession:
 
     # -- the streams ---------------------------------------------------
 
-    def _allocate(self, stream: Stream) -> None:
-        """Bind a port pair facing each leg for C{stream} (once: re-offers
-        reuse them); on a full range, nothing stays allocated for it."""
-        if stream.allocated:
-            return
+    def _bind(self) -> dict[str, Leg]:
+        """A relay leg facing each party, each on a port pair of the
+        policy's range; on a full range, nothing stays bound."""
         policy = self.policy
         allocator = self.engine.allocator(policy.rtp_start_port, policy.rtp_end_port)
         interface = self.engine.bind_address or policy.local_ip
@@ -281,7 +315,7 @@ class RelaySession:
                 pair.release()
             raise
         pair_legs(sides["a"], sides["b"])
-        stream.sides = sides
+        return sides
 
     def _take_remote(self, stream: Stream, leg: str, sdp: SessionDescription,
                      m: MediaDescription) -> None:
@@ -346,18 +380,6 @@ class RelaySession:
 
     # -- codecs -----------------------------------------------------------
 
-    def _plan_codecs(self, stream: Stream, leg: str, m: MediaDescription,
-                     target: MediaDescription) -> None:
-        """An audio offer from C{leg}: the codecs the other leg is offered
-        (the policy's list and strategy, L{plan_offer}); 488 when nothing
-        is left."""
-        if m.media != "audio":
-            return
-        plan = plan_offer(m, list(self.policy.codecs), self.policy.strategy, _transcodable())
-        set_codecs(target, plan.offer)
-        stream.plan = plan
-        stream.offerer = leg
-
     def _answer_codecs(self, stream: Stream, leg: str, m: MediaDescription,
                        target: MediaDescription) -> None:
         """The answer from C{leg}: the codec of each leg (L{choose_answer}),
@@ -398,20 +420,17 @@ class RelaySession:
     # -- SRTP (SDES), each leg on its own --------------------------------
 
     def _srtp_offer(self, stream: Stream, leg: str, m: MediaDescription,
-                    target: MediaDescription) -> None:
+                    target: MediaDescription, keys: Optional[SdesKeys]) -> None:
         """
-        C{leg} offers C{m}: note its transport and key, and make the offer
-        to the other leg SRTP or plain RTP: leg b as the policy's
-        C{srtp_b} says (None: as leg a offered), leg a as it has been
-        (as offered, the first time).
+        C{leg} offers C{m} (with C{keys}, its usable a=crypto, when it is
+        SRTP): note its transport and key, and make the offer to the other
+        leg SRTP or plain RTP: leg b as the policy's C{srtp_b} says (None:
+        as leg a offered), leg a as it has been (as offered, the first
+        time).
         """
         other = OTHER[leg]
         secure = m.proto in SECURE_PROTOS
         if secure:
-            keys = select_crypto(m.attributes("crypto"))
-            if keys is None:
-                raise MediaError(488, f"{m.media} stream {stream.index} is {m.proto} without an "
-                                      "a=crypto line the relay can use (SDES; DTLS-SRTP needs WebRTC)")
             stream.remote_keys[leg] = keys
             local = stream.local_keys[leg]
             if local is None or local.suite != keys.suite:
