@@ -610,6 +610,12 @@ class BuiltinEngine:
         reader per socket.
     """
 
+    #: No WebRTC leg (ICE-lite, DTLS-SRTP) yet: the call side leaves
+    #: browser calls unanchored rather than offering them the relay (the
+    #: leg's inbound/outbound hooks and a latch with latching off are where
+    #: one will plug in).
+    supports_webrtc = False
+
     def __init__(self, reactor=None, config=None, clock=None, poller: Optional[bool] = None) -> None:
         if reactor is None:
             from twisted.internet import reactor
