@@ -378,6 +378,29 @@ def connection_address(sdp: bytes) -> Optional[str]:
     return media or session
 
 
+def on_hold(sdp: bytes) -> bool:
+    """Whether an SDP holds the call: its first audio stream (or the
+    session) sendonly, recvonly or inactive (RFC 3264), or the RFC 2543
+    c=0.0.0.0."""
+    if connection_address(sdp) == "0.0.0.0":
+        return True
+    session_dir = None
+    in_audio = seen_audio = False
+    for line in sdp.splitlines():
+        if line.startswith(b"m="):
+            if seen_audio:
+                break
+            in_audio = seen_audio = line.startswith(b"m=audio")
+        elif line in (b"a=sendonly", b"a=recvonly", b"a=inactive"):
+            if in_audio:
+                return True
+            if not seen_audio:
+                session_dir = line
+        elif line == b"a=sendrecv" and in_audio:
+            return False
+    return session_dir is not None
+
+
 #: The transport of WebRTC media (RFC 8827): DTLS-SRTP with ICE, RTCP feedback.
 WEBRTC_PROTO = "UDP/TLS/RTP/SAVPF"
 
@@ -490,6 +513,7 @@ class RtpengineSession:
         self._poll: Any = None
         self._last_packets = 0   # packets seen at the last poll (none before the answer)
         self._quiet_since = 0.0
+        self._held = {"a": False, "b": False}  # whether each leg's last SDP put the call on hold
         self._timed_out = False
         self._closing: Optional[defer.Deferred] = None
 
@@ -506,6 +530,7 @@ class RtpengineSession:
         """
         other = "b" if leg == "a" else "a"
         self._webrtc[leg] = is_webrtc(body)
+        self._held[leg] = on_hold(body)
         command: dict = {"call-id": self.call_id, "replace": ["origin", "session-connection"]}
         if self._receiver_webrtc(other):
             command["ICE"] = "force"
@@ -655,7 +680,9 @@ class RtpengineSession:
             self._stats = parse_stats(reply, self.tags)
             packets = _rtp_packets(reply)
             now = self.engine.reactor.seconds()
-            if packets != self._last_packets:
+            if packets != self._last_packets or self._held["a"] or self._held["b"]:
+                # media flowing, or the call on hold (a held phone playing no
+                # music sends nothing: the timeout pauses, as RustPBX's does)
                 self._last_packets = packets
                 self._quiet_since = now
             elif now - self._quiet_since >= timeout:

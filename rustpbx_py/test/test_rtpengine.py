@@ -574,6 +574,40 @@ class SessionTests(SynchronousTestCase):
             self.net.reply(-1, query_reply(self.session.tags, 0, 0))
         self.assertEqual(fired, [30.0])
 
+    def test_rtp_timeout_paused_on_hold(self):
+        """A re-offer putting the call on hold (sendonly) pauses the
+        timeout; resuming (sendrecv) starts it again."""
+        self.policy.rtp_timeout = 30
+        fired = []
+        self.session.on_timeout = lambda: fired.append(self.net.clock.seconds())
+        self.establish()
+        self.session.offer("a", OFFER.replace(b"a=sendrecv", b"a=sendonly"), None)
+        self.net.reply(-1, {"result": "ok", "sdp": REWRITTEN})
+        self.session.answer("b", ANSWER.replace(b"a=sendrecv", b"a=recvonly"), None)
+        self.net.reply(-1, {"result": "ok", "sdp": REWRITTEN})
+        for _ in range(6):
+            self.net.clock.advance(10)
+            self.net.reply(-1, query_reply(self.session.tags, 0, 0))
+        self.assertEqual(fired, [])
+        self.session.offer("a", OFFER, None)
+        self.net.reply(-1, {"result": "ok", "sdp": REWRITTEN})
+        self.session.answer("b", ANSWER, None)
+        self.net.reply(-1, {"result": "ok", "sdp": REWRITTEN})
+        for _ in range(3):
+            self.net.clock.advance(10)
+            self.net.reply(-1, query_reply(self.session.tags, 0, 0))
+        self.assertEqual(fired, [90.0])
+
+    def test_on_hold(self):
+        """Hold as RFC 3264 (media or session direction) and RFC 2543
+        (c=0.0.0.0) say it; sendrecv at media level wins over the session."""
+        self.assertFalse(rtpengine.on_hold(OFFER))
+        self.assertTrue(rtpengine.on_hold(OFFER.replace(b"a=sendrecv", b"a=inactive")))
+        self.assertTrue(rtpengine.on_hold(OFFER.replace(b"c=IN IP4 192.0.2.10", b"c=IN IP4 0.0.0.0")))
+        session_hold = OFFER.replace(b"t=0 0\r\n", b"t=0 0\r\na=sendonly\r\n").replace(b"a=sendrecv\r\n", b"")
+        self.assertTrue(rtpengine.on_hold(session_hold))
+        self.assertFalse(rtpengine.on_hold(OFFER.replace(b"t=0 0\r\n", b"t=0 0\r\na=sendonly\r\n")))
+
     def test_daemon_dropped_call(self):
         """rtpengine's own timeout deleted the call: the next poll's
         "Unknown call-id" is a timeout too."""
