@@ -139,6 +139,9 @@ class RtpProtocol(DatagramProtocol):
         latch = leg.latch
         if addr != latch.latched and not latch.admit(data, addr):
             return
+        if len(data) < 12:                  # not RTP: nothing downstream has to guess
+            latch.dropped += 1
+            return
         if leg.inbound is not None:
             data = leg.inbound(data, addr)
             if data is None:

@@ -7,7 +7,7 @@ from twisted.trial.unittest import TestCase
 from rustpbx_py.media.poller import RtpPoller
 from rustpbx_py.media.ports import PortAllocator
 from rustpbx_py.media.relay import Leg, pair_legs
-from rustpbx_py.test.media_wire import UdpPhone, free_range
+from rustpbx_py.test.media_wire import UdpPhone, free_range, settle
 
 
 class PollerTests(TestCase):
@@ -60,3 +60,23 @@ class PollerTests(TestCase):
     def test_unavailable_without_fds(self):
         """A reactor that watches no file descriptors cannot carry a poller."""
         self.assertFalse(RtpPoller.available(MemoryReactor()))
+
+    @defer.inlineCallbacks
+    def test_failure_logged_once(self):
+        """A handler that raises on every packet is logged once, not once a packet, and the
+        poller keeps serving."""
+        a, b = self.stream()
+        alice = UdpPhone.listen(self)
+        a.latch.reopen(alice.address)
+        b.latch.reopen(alice.address)
+
+        def broken(data):
+            raise RuntimeError("bug")
+        a.translate = broken
+        alice.send_rtp(("127.0.0.1", a.pair.rtp_port), 5)
+        for _ in range(500):
+            if self.poller.failures == 5:
+                break
+            yield settle(0.01)
+        self.assertEqual(self.poller.failures, 5)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

@@ -164,6 +164,22 @@ class RelayTests(TestCase):
                          [build_packet(9, 1, 0, 1, b"x"), build_packet(9, 2, 160, 1, b"y")])
 
     @defer.inlineCallbacks
+    def test_runts_dropped_without_latching(self):
+        """Without latching anyone may send: datagrams too short to be RTP are dropped and
+        counted before any hook sees them."""
+        alice, bob, mallory = UdpPhone.listen(self), UdpPhone.listen(self), UdpPhone.listen(self)
+        a, b = self.stream(latching=False)
+        a.latch.reopen(alice.address)
+        b.latch.reopen(bob.address)
+        seen = []
+        a.translate = lambda data: seen.append(data) or [data]
+        for runt in (b"\x80", b"", b"\x80\x00\x00\x01"):
+            mallory.port.write(runt, self.rtp_of(a))
+        alice.send_rtp(self.rtp_of(a), 1)
+        yield bob.wait_for(1)
+        self.assertEqual((len(seen), a.latch.dropped, a.received.packets), (1, 3, 1))
+
+    @defer.inlineCallbacks
     def test_nowhere_to_send(self):
         """A leg with no target yet (no answer, or c=0.0.0.0 hold) gets nothing, and the
         incoming side still counts what arrived."""
