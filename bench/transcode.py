@@ -28,10 +28,7 @@ import av  # noqa: E402
 
 from rustpbx_py.media.transcode import Transcoder  # noqa: E402
 
-try:
-    from rustpbx_py.media.codecs import codec_by_name  # noqa: E402
-except ImportError:  # before the codec table landed
-    from rustpbx_py.test.codec_shape import codec_by_name  # noqa: E402
+from rustpbx_py.media.codecs import codec_by_name  # noqa: E402
 
 AV = {"pcmu": ("pcm_mulaw", 8000), "pcma": ("pcm_alaw", 8000),
       "g722": ("g722", 16000), "opus": ("libopus", 48000)}

@@ -15,10 +15,7 @@ import av
 from twisted.trial.unittest import SynchronousTestCase
 
 from rustpbx_py.media import transcode
-try:
-    from rustpbx_py.media.codecs import codec_by_name
-except ImportError:  # until the codec table lands: the MEDIA.md Codec shape
-    from rustpbx_py.test.codec_shape import codec_by_name
+from rustpbx_py.media.codecs import codec_by_name
 from rustpbx_py.media.transcode import TranscodeError, Transcoder, samples_per_frame
 from rustpbx_py.test.tones import strongest, tone_pcm
 
