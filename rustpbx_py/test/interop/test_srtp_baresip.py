@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import struct
 from typing import Dict, List, Optional
 
@@ -24,8 +25,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from rustpbx_py.media.srtp import AVAILABLE, SdesKeys, parse_crypto, srtp_session
 from rustpbx_py.test.interop.baresip import CODECS, MODULES, APP_MODULES, BaresipPhone, Control, module_path
-from rustpbx_py.test.interop.phones import TONES, dominant_tone, later, until, write_tone
-from rustpbx_py.test.interop.support import free_udp_port, require_tool
+from rustpbx_py.test.interop.phones import TONES, ChildProcess, dominant_tone, later, until, write_tone
+from rustpbx_py.test.interop.support import require_tool
 from rustpbx_py.test.tones import strongest, tone_pcm
 
 #: The tone the test side sends (baresip, as alice, sends TONES["alice"]).
@@ -38,7 +39,7 @@ class SrtpBaresip(BaresipPhone):
     def __init__(self, testcase, mediaenc: str = "srtp-mand") -> None:
         super().__init__(testcase, None, "alice")
         self.mediaenc = mediaenc
-        self.sip_port = free_udp_port()
+        self.sip_port = free_sip_port()
 
     def write_config(self) -> None:
         rate, channels = CODECS["g711"]
@@ -76,10 +77,25 @@ ringback_disabled yes
 
     @defer.inlineCallbacks
     def start(self):
-        """Start baresip and connect to its control socket (no registration)."""
-        self.write_config()
-        self.process.spawn([self.binary, "-s", "-f", self.dir], cwd=self.dir, env={**os.environ, "HOME": self.dir})
+        """
+        Start baresip and connect to its control socket (no registration).
+        Its SIP port is chosen free beforehand; if another process took it
+        meanwhile, baresip exits at once and is started again on another.
+        """
         self.testcase.addCleanup(self.stop)
+        for _ in range(3):
+            self.write_config()
+            self.process.spawn([self.binary, "-s", "-f", self.dir], cwd=self.dir,
+                               env={**os.environ, "HOME": self.dir})
+            try:
+                yield self.process.wait_output(r"ua: init failed|Populated \d+ account", timeout=10)
+            except AssertionError:
+                pass
+            if "init failed" not in self.process.output:
+                break
+            yield self.process.ended
+            self.sip_port = free_sip_port()
+            self.process = ChildProcess(os.path.join(self.dir, "output.log"))
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.ctrl_port, timeout=2)
         for _ in range(50):
             try:
@@ -92,6 +108,24 @@ ringback_disabled yes
         else:
             raise AssertionError(f"baresip's ctrl_tcp never listened:\n{self.process.output[-3000:]}")
         return self
+
+
+def free_sip_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (baresip listens on both)."""
+    for _ in range(50):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            tcp.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            udp.close()
+            tcp.close()
+    raise AssertionError("no port free for both UDP and TCP")
 
 
 def pcmu_frames(hz: int, seconds: float) -> List[bytes]:
