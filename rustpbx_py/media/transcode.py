@@ -239,14 +239,16 @@ class Transcoder:
         if not payload:
             self.dropped += 1
             return []
+        if type(payload) is not bytes:  # a memoryview or bytearray slice of a datagram
+            payload = bytes(payload)
         if self._table is not None:
             self.frames_out += 1
             return [payload.translate(self._table)]
         if self._identity:
             self.frames_out += 1
-            return [bytes(payload)]
+            return [payload]
         try:
-            frames = self._decoder.decode(av.Packet(bytes(payload)))
+            frames = self._decoder.decode(av.Packet(payload))
             for frame in frames:
                 frame.pts = None  # lost packets are gaps, not timing to compensate
                 for out in self._resampler.resample(frame):

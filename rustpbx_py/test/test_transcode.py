@@ -223,6 +223,16 @@ class GarbageTests(SynchronousTestCase):
                     self.assertTrue(all(isinstance(p, bytes) for p in out))
                 self.assertEqual(t.frames_in, 9)
 
+    def test_buffer_types(self) -> None:
+        """A memoryview or bytearray of the datagram converts like bytes (the relay may slice without copying)."""
+        pcmu = encode_tone("pcmu", 440, 0.1)
+        for pair in (("pcmu", "pcma"), ("pcmu", "g722"), ("pcmu", "pcmu")):
+            plain, views, arrays = (Transcoder(*map(codec_by_name, pair)) for _ in range(3))
+            expected = [p for payload in pcmu for p in plain.convert(payload)]
+            self.assertTrue(expected)
+            self.assertEqual([p for payload in pcmu for p in views.convert(memoryview(payload))], expected, pair)
+            self.assertEqual([p for payload in pcmu for p in arrays.convert(bytearray(payload))], expected, pair)
+
     def test_empty_g711(self) -> None:
         """An empty PCMU payload is dropped too (no zero-length frame sent on)."""
         t = Transcoder(codec_by_name("pcmu"), codec_by_name("pcma"))
