@@ -313,6 +313,82 @@ class SetCodecsTests(SynchronousTestCase):
         self.assertEqual(names(entries(parse(bytes(to_a)).media[0])), "opus/96 te48/99")
 
 
+def spec_of(entry):
+    """The media() spec of one audio entry."""
+    return f"{entry.codec.name}/{entry.pt}"
+
+
+def check_decisions(case, caller, prefs, strategy, can):
+    """
+    The invariants of both decisions for one offer, list, strategy and
+    engine: a 488 or an offer with distinct PTs that set_codecs writes
+    exactly (on a copy of the caller's own m-line); only allowed codecs
+    offered; performance never adds a codec nor transcodes; quality adds
+    only transcodable ones, never G.729; and whatever offered codec the
+    callee answers with, the caller gets a codec it offered that is the
+    same or transcodable both ways.
+    """
+    try:
+        plan = plan_offer(caller, prefs, strategy, can)
+    except MediaError as e:
+        case.assertEqual(e.status, 488)
+        return None
+    pts = [e.pt for e in plan.offer]
+    case.assertEqual(len(pts), len(set(pts)))
+    allowed = set(prefs) or {"opus", "pcmu", "pcma", "g722", "g729"}
+    offered_names = {c.name for _, c in offered(caller)}
+    for e in plan.offer_audio:
+        case.assertIn(e.codec.name, allowed)
+        if e.codec.name not in offered_names:
+            case.assertEqual(strategy, "quality")
+            case.assertIn(e.codec.name, set(can) - {"g729"})
+    sdp = parse(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n")
+    sdp.media.append(caller)
+    rewritten = sdp.copy()
+    set_codecs(rewritten.media[0], plan.offer)
+    case.assertEqual(entries(parse(bytes(rewritten)).media[0]), plan.offer)
+    others = [l for l in caller.lines if not l[1].startswith(("rtpmap", "fmtp", "rtcp-fb"))]
+    case.assertEqual([l for l in rewritten.media[0].lines if not l[1].startswith(("rtpmap", "fmtp", "rtcp-fb"))], others)
+    for value in rewritten.media[0].attributes("rtcp-fb"):
+        head = value.partition(" ")[0]
+        case.assertTrue(head == "*" or head in rewritten.media[0].formats, value)
+    for e in plan.offer_audio:
+        result = choose_answer(plan, media(spec_of(e)))
+        case.assertEqual(result.b.codec, e.codec)
+        case.assertIn(result.a, plan.caller)
+        if strategy == "performance":
+            case.assertFalse(result.transcoding)
+        elif result.transcoding:
+            case.assertIn(result.a.codec.name, set(can) - {"g729"})
+            case.assertIn(result.b.codec.name, set(can) - {"g729"})
+    return plan
+
+
+class CorpusDecisionTests(SynchronousTestCase):
+    def test_real_offers(self):
+        """Every audio m-line of the collected real offers, under both
+        strategies, several lists and engines with and without
+        transcoding: the decision invariants hold, and at least one
+        combination per file is not a 488."""
+        lists = [[], ["opus", "pcmu", "pcma", "g729"], ["pcma"], ["g722", "pcmu"], ["g729", "pcmu"], ["opus"]]
+        engines = [(), ALL, ALL + ("g729",)]
+        for name in sorted(os.listdir(DATA)):
+            if not name.endswith(".sdp"):
+                continue
+            with open(os.path.join(DATA, name), "rb") as f:
+                sdp = parse(f.read())
+            for m in sdp.media:
+                if m.media != "audio":
+                    continue
+                planned = 0
+                for strategy in ("performance", "quality"):
+                    for prefs in lists:
+                        for can in engines:
+                            if check_decisions(self, m, prefs, strategy, can):
+                                planned += 1
+                self.assertGreater(planned, 0, name)
+
+
 try:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
@@ -346,41 +422,6 @@ if given is not None:
             st.sets(st.sampled_from(["opus", "pcmu", "pcma", "g722", "g729"])),
         )
         def test_decisions(self, caller_spec, prefs, strategy, can):
-            """For any offer, list, strategy and engine: a 488 or an offer
-            with distinct PTs that set_codecs writes exactly; only allowed
-            codecs offered; performance never adds a codec nor transcodes;
-            quality adds only transcodable ones, never G.729; and whatever
-            offered codec the callee answers with, the caller gets a codec
-            it offered that is the same or transcodable both ways."""
-            caller = media(caller_spec)
-            try:
-                plan = plan_offer(caller, prefs, strategy, can)
-            except MediaError as e:
-                self.assertEqual(e.status, 488)
-                return
-            pts = [e.pt for e in plan.offer]
-            self.assertEqual(len(pts), len(set(pts)))
-            allowed = set(prefs) or {"opus", "pcmu", "pcma", "g722", "g729"}
-            offered_names = {c.name for _, c in offered(caller)}
-            for e in plan.offer_audio:
-                self.assertIn(e.codec.name, allowed)
-                if e.codec.name not in offered_names:
-                    self.assertEqual(strategy, "quality")
-                    self.assertIn(e.codec.name, can - {"g729"})
-            rewritten = parse(b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n")
-            set_codecs(rewritten.media[0], plan.offer)
-            self.assertEqual(entries(parse(bytes(rewritten)).media[0]), plan.offer)
-            for e in plan.offer_audio:
-                result = choose_answer(plan, media(spec_of(e)))
-                self.assertEqual(result.b.codec, e.codec)
-                self.assertIn(result.a, plan.caller)
-                if strategy == "performance":
-                    self.assertFalse(result.transcoding)
-                elif result.transcoding:
-                    self.assertIn(result.a.codec.name, can - {"g729"})
-                    self.assertIn(result.b.codec.name, can - {"g729"})
-
-    def spec_of(entry):
-        """The media() spec of one entry."""
-        names = {"opus": "opus", "pcmu": "pcmu", "pcma": "pcma", "g722": "g722", "g729": "g729"}
-        return f"{names[entry.codec.name]}/{entry.pt}"
+            """Random offers, lists, strategies and engines: the invariants
+            of L{check_decisions} hold."""
+            check_decisions(self, media(caller_spec), prefs, strategy, can)
