@@ -259,6 +259,8 @@ class QualityTests(SynchronousTestCase):
             self.assertEqual(e.status, 488)
 
     def test_unknown_strategy(self):
+        """A strategy other than performance/quality is a programming error
+        (config.py validates codec_strategy): ValueError, not a 488."""
         self.assertRaises(ValueError, plan_offer, media("pcmu/0"), ["pcmu"], "cheap")
 
 
