@@ -3,15 +3,17 @@
 rtpengine beside the built-in relay: the same G.711 load (bench/relay.py's
 generator: 50 packets per second each way per call, 20 ms apart), the same
 ramp of concurrent calls, in the same run: the loopback reference, the
-built-in relay on one core, then a userspace rtpengine (Debian
-rtpengine-daemon, no kernel module) pinned to the same core.
+built-in relay, then a userspace rtpengine (Debian rtpengine-daemon, no
+kernel module), each under the same scheduling (--pin: both on the first
+CPU, the generator on the others; --realtime: SCHED_FIFO, as
+bench/relay.py).
 
     .venv/bin/python bench/rtpengine.py                      # all three ramps
     .venv/bin/python bench/rtpengine.py --only rtpengine --calls 500
     .venv/bin/python bench/rtpengine.py --json
 
 Each rtpengine step starts a fresh daemon (``--num-threads`` worker threads,
-all on the relay's CPU) and sets every call up over the ng protocol the way
+on the relay CPU with --pin) and sets every call up over the ng protocol the way
 L{rustpbx_py.media.rtpengine} does (offer from the caller's tag, answer
 from the callee's, trust-address, origin and session c= replaced); the
 packets then never touch Python.  "relayed_pps" for rtpengine is what the
@@ -55,7 +57,8 @@ def _free_udp_port() -> int:
 class RtpengineProcess:
     """A userspace rtpengine on 127.0.0.1, as the generator's C{setup}."""
 
-    def __init__(self, start: int, end: int, cpu: Optional[int], threads: int = 1) -> None:
+    def __init__(self, start: int, end: int, cpu: Optional[int], threads: int = 2,
+                 realtime: bool = False) -> None:
         binary = shutil.which("rtpengine")
         if binary is None:
             raise SystemExit("rtpengine is not installed (Debian: apt install rtpengine-daemon)")
@@ -66,8 +69,11 @@ class RtpengineProcess:
                 "--timeout=600", "--max-sessions=100000"]
 
         def pin() -> None:
+            # set before exec: every thread rtpengine starts inherits both
             if cpu is not None and hasattr(os, "sched_setaffinity"):
-                os.sched_setaffinity(0, {cpu})     # every thread rtpengine starts inherits it
+                os.sched_setaffinity(0, {cpu})
+            if realtime:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
 
         import tempfile
         self.log = tempfile.TemporaryFile()     # never a pipe: a full pipe would stall the daemon
@@ -152,9 +158,11 @@ class RtpengineProcess:
 
 
 def measure_rtpengine(calls: int, seconds: float, ports: tuple[int, int], cpu: Optional[int],
-                      threads: int = 2) -> dict:
-    """One step: a fresh daemon, C{calls} calls for C{seconds}."""
-    daemon = RtpengineProcess(ports[0], ports[1], cpu, threads)
+                      threads: int = 2, realtime: bool = False) -> dict:
+    """One step: a fresh daemon, C{calls} calls for C{seconds}; the row
+    has the fields of bench/relay.py's measure_relay (loss counts packets
+    never received or later than its LATE)."""
+    daemon = RtpengineProcess(ports[0], ports[1], cpu, threads, realtime)
     try:
         result_box = {}
 
@@ -172,7 +180,9 @@ def measure_rtpengine(calls: int, seconds: float, ports: tuple[int, int], cpu: O
         daemon.close()
     return {"calls": calls, "offered_pps": round(result.offered_pps),
             "relayed_pps": round(result.received / result.seconds),
-            "loss_pct": round(100 * result.loss, 3), "relay_cpu_pct": round(100 * cpu / wall, 1),
+            "loss_pct": round(100 * result.lost_or_late, 3), "never_received": result.sent - result.received,
+            "late": result.late, "mean_delay_ms": round(1000 * result.mean_delay, 2),
+            "worst_delay_ms": round(1000 * result.worst_delay, 1), "relay_cpu_pct": round(100 * cpu / wall, 1),
             "generator_cpu_pct": round(100 * result.generator_cpu / wall, 1),
             "setup_calls_per_s": round(calls / daemon.setup_seconds) if daemon.setup_seconds else None,
             "relay_rss_mb": rss, "daemon_log_lines": len(daemon.errors)}
@@ -182,7 +192,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ports", default="20000-39999", help="RTP port range of the built-in relay")
     parser.add_argument("--rtpengine-ports", default="40000-59999", help="RTP port range of rtpengine")
-    parser.add_argument("--threads", type=int, default=2, help="rtpengine --num-threads (all on the one core)")
+    parser.add_argument("--threads", type=int, default=2, help="rtpengine --num-threads (on the relay CPU with --pin)")
     parser.add_argument("--calls", type=int, help="one step with this many calls (no ramp)")
     parser.add_argument("--steps", default="100,200,300,400,500,600,700,800,1000,1200,1500,2000,2500,3000",
                         help="calls per ramp step")
@@ -190,6 +200,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--only", choices=("loopback", "builtin", "rtpengine"), action="append",
                         help="run only these ramps (repeatable); default all three")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--pin", action="store_true",
+                        help="pin the relays to the first CPU and the generator to the others (quiet machine)")
+    parser.add_argument("--realtime", action="store_true",
+                        help="relays and generator under SCHED_FIFO (bench/relay.py --realtime)")
     args = parser.parse_args(argv)
     only = set(args.only or ("loopback", "builtin", "rtpengine"))
     ports = tuple(int(p) for p in args.ports.split("-"))
@@ -198,19 +212,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    relay_cpu = cpus[0] if cpus else None
-    if len(cpus) > 1:
+    relay_cpu = cpus[0] if cpus and args.pin else None
+    if relay_cpu is not None and len(cpus) > 1:
         os.sched_setaffinity(0, set(cpus[1:]))        # the generator away from the relays' core
     steps = [args.calls] if args.calls else [int(s) for s in args.steps.split(",")]
+    if args.realtime and not relay_bench._realtime():
+        args.realtime = False
 
     def show(kind: str) -> Callable[[dict], None]:
         return (lambda row: None) if args.json else (lambda row: print(kind, json.dumps(row), flush=True))
 
-    summary: dict = {"cpus": len(cpus), "relay_cpu": relay_cpu, "seconds_per_step": args.seconds}
+    summary: dict = {"cpus": len(cpus), "relay_cpu": relay_cpu, "realtime": args.realtime,
+                     "seconds_per_step": args.seconds}
     ramps = (
         ("loopback", lambda calls: relay_bench.measure_loopback(calls, args.seconds)),
-        ("builtin", lambda calls: relay_bench.measure_relay(calls, args.seconds, ports, relay_cpu)),
-        ("rtpengine", lambda calls: measure_rtpengine(calls, args.seconds, rtpe_ports, relay_cpu, args.threads)),
+        ("builtin", lambda calls: relay_bench.measure_relay(calls, args.seconds, ports, relay_cpu,
+                                                            realtime=args.realtime)),
+        ("rtpengine", lambda calls: measure_rtpengine(calls, args.seconds, rtpe_ports, relay_cpu,
+                                                      args.threads, args.realtime)),
     )
     for name, measure in ramps:
         if name not in only:
