@@ -4,7 +4,9 @@ baresip phones call each other with C{media_proxy = "all"} while a
 userspace rtpengine anchors the media.  Each phone's SDP names rtpengine's
 ports (never the other phone's), each decodes the other's tone, rtpengine
 transcodes Opus to G.711 with C{codec_strategy = "quality"}, and the call
-is deleted from rtpengine when it ends.
+is deleted from rtpengine when it ends.  A browser (Chromium + JsSIP over
+WSS) calls baresip with rtpengine terminating ICE and DTLS-SRTP; and SIPp
+agents that send no RTP are hung up after C{rtp_timeout}.
 """
 
 from __future__ import annotations
@@ -18,13 +20,36 @@ from rustpbx_py.media.rtpengine import NgClient
 from rustpbx_py.test.interop.baresip import BaresipPhone, module_path
 from rustpbx_py.test.interop.phones import PhonePbx
 from rustpbx_py.test.interop.rtpengine_daemon import start_rtpengine
-from rustpbx_py.test.interop.support import require_tool
+from rustpbx_py.test.interop.support import SippMixin, call_pbx_toml, free_udp_port, require_tool, start_pbx_toml
 
 _AUDIO = re.compile(r"m=audio (\d+) ")
 _MESSAGE = re.compile(r"\n(?:UDP|TCP|TLS) \S+ -> \S+\n")
 
 
-class RtpengineCallTests(TestCase):
+class DaemonChecks:
+    """What the test's rtpengine (C{self.server}) holds."""
+
+    @defer.inlineCallbacks
+    def calls_on_daemon(self):
+        """The Call-IDs rtpengine holds (ng "list")."""
+        client = NgClient(reactor, [self.server])
+        try:
+            reply = yield client.request(client.daemons[0], {"command": "list"})
+        finally:
+            yield client.stop()
+        return [c.decode() for c in reply.get("calls", [])]
+
+    @defer.inlineCallbacks
+    def wait_until_deleted(self, seconds: float = 10.0):
+        for _ in range(int(seconds / 0.2)):
+            calls = yield self.calls_on_daemon()
+            if not calls:
+                return
+            yield task.deferLater(reactor, 0.2, lambda: None)
+        self.fail(f"rtpengine still holds {calls}")
+
+
+class RtpengineCallTests(DaemonChecks, TestCase):
     """baresip ↔ PBX ↔ baresip with rtpengine as the media engine."""
 
     timeout = 90
@@ -47,25 +72,6 @@ class RtpengineCallTests(TestCase):
             f'rtpengine_servers = ["{self.server}"]\n{extra}',
         )
         return self.pbx
-
-    @defer.inlineCallbacks
-    def calls_on_daemon(self):
-        """The Call-IDs rtpengine holds (ng "list")."""
-        client = NgClient(reactor, [self.server])
-        try:
-            reply = yield client.request(client.daemons[0], {"command": "list"})
-        finally:
-            yield client.stop()
-        return [c.decode() for c in reply.get("calls", [])]
-
-    @defer.inlineCallbacks
-    def wait_until_deleted(self, seconds: float = 10.0):
-        for _ in range(int(seconds / 0.2)):
-            calls = yield self.calls_on_daemon()
-            if not calls:
-                return
-            yield task.deferLater(reactor, 0.2, lambda: None)
-        self.fail(f"rtpengine still holds {calls}")
 
     @defer.inlineCallbacks
     def test_g711_call(self):
@@ -233,3 +239,50 @@ class WebRtcCallTests(TestCase):
         media = yield RtpengineCallTests.media_record(self)
         self.assertGreater(media["legs"]["a"]["in"]["packets"], 50, media)   # from the browser, decrypted
         self.assertGreater(media["legs"]["b"]["in"]["packets"], 50, media)
+
+
+class RtpTimeoutTests(DaemonChecks, SippMixin, TestCase):
+    """rtp_timeout with rtpengine: SIPp agents that never send RTP."""
+
+    timeout = 90
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        try:
+            import rustpbx_py.call.media  # noqa: F401
+        except ImportError:
+            raise SkipTest("the B2BUA does not drive a media engine yet (rustpbx_py.call.media missing)")
+        self.sipp = require_tool("sipp")
+        self.server = yield start_rtpengine(self)
+
+    @defer.inlineCallbacks
+    def test_no_rtp_hangs_up(self):
+        """A call anchored on rtpengine where neither side sends RTP: about
+        rtp_timeout (2 s) after the answer the PBX sends BYE to both SIPp
+        agents (their scenarios end on it, exit 0), rtpengine no longer
+        holds the call, and the record says rtpTimeout."""
+        import time
+
+        toml = call_pbx_toml('media_proxy = "all"\nmedia_engine = "rtpengine"\n'
+                             f'rtpengine_servers = ["{self.server}"]\nrtp_timeout = 2\n')
+        self.pbx = yield start_pbx_toml(self, toml)
+        self.port = self.pbx.ports["UDP"]
+        callee_port = free_udp_port()
+        yield self.register_callee(callee_port)
+        callee = self.sipp_run("call_uas.xml", callee_port, ["-m", "1"], remote=False, timeout=60)
+        start = time.monotonic()
+        caller = self.sipp_run("call_uac_wait_bye.xml", free_udp_port(),
+                               ["-s", "1002", "-au", "caller", "-ap", "caller-secret", "-m", "1"], timeout=60)
+        for run in (caller, callee):
+            out, err, code = yield run
+            self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-3000:])
+        self.assertLess(time.monotonic() - start, 15)
+        yield self.wait_until_deleted()
+        calls = next(m for m in self.pbx.modules if m.name == "call")
+        for _ in range(100):
+            yield calls.records.drained()
+            rows = yield self.pbx.context.store.run_query("SELECT status_code, hangup_reason, end_time FROM call_records")
+            if rows and rows[0][2] is not None:
+                break
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual([(r[0], r[1]) for r in rows], [(200, "rtpTimeout")])
