@@ -18,7 +18,7 @@ from rustpbx_py.media import MediaError
 from rustpbx_py.media.rtp import build_packet, parse_header, payload_of
 from rustpbx_py.media.session import BuiltinEngine
 from rustpbx_py.media.srtp import SdesKeys, parse_crypto, srtp_session
-from rustpbx_py.media.transcode import ULAW_TO_ALAW
+from rustpbx_py.media.transcode import ALAW_TO_ULAW, ULAW_TO_ALAW
 from rustpbx_py.sip.sdp import SessionDescription
 from rustpbx_py.test.media_wire import UdpPhone, free_range, settle
 
@@ -624,3 +624,40 @@ class RealOfferTests(TestCase):
             self.successResultOf(session.close())
             carried += 1
         self.assertGreater(carried, 15)
+
+
+class SrtpTranscodingTests(TestCase):
+    def setUp(self) -> None:
+        start, end = free_range(40)
+        self.engine = BuiltinEngine(reactor, clock=task.Clock())
+        self.policy = Policy(rtp_start_port=start, rtp_end_port=end, codecs=("pcma",),
+                             strategy="quality", srtp_b=False)
+        self.addCleanup(self.engine.stop)
+
+    @defer.inlineCallbacks
+    def test_srtp_pcmu_to_plain_pcma(self):
+        """Both hooks on one stream: an SRTP PCMU phone and a plain PCMA trunk. Alice's SRTP
+        is unprotected, transcoded and sent plain to Bob; Bob's PCMA comes to Alice as
+        SRTP-protected PCMU with the PBX's key."""
+        alice, bob = UdpPhone.listen(self), UdpPhone.listen(self)
+        alice_keys = SdesKeys.generate()
+        session = self.engine.session("call-st", self.policy)
+        text = (f"v=0\r\no=a 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                f"m=audio {alice.address[1]} RTP/SAVP 0\r\na=crypto:{alice_keys.attribute()}\r\n")
+        offer = self.successResultOf(session.offer("a", SessionDescription.parse(text.encode()), None))
+        self.assertEqual((offer.media[0].proto, offer.media[0].formats), ("RTP/AVP", ["8"]))
+        answer = self.successResultOf(session.answer("b", codec_sdp("127.0.0.1", bob.address[1], "8"), None))
+        m = answer.media[0]
+        self.assertEqual((m.proto, m.formats), ("RTP/SAVP", ["0"]))
+        payload = bytes(range(160))
+        protect = srtp_session(alice_keys, outbound=True)
+        alice.port.write(protect.protect(build_packet(0, 1, 0, 9, payload, True)), ("127.0.0.1", m.port))
+        yield bob.wait_for(1)
+        self.assertEqual(parse_header(bob.received[0][0]).payload_type, 8)
+        self.assertEqual(payload_of(bob.received[0][0]), payload.translate(ULAW_TO_ALAW))
+        bob.send_rtp(("127.0.0.1", offer.media[0].port), 1, pt=8, payload=payload.translate(ULAW_TO_ALAW))
+        yield alice.wait_for(1)
+        clear = srtp_session(parse_crypto(m.attribute("crypto")), outbound=False).unprotect(alice.received[0][0])
+        self.assertEqual(parse_header(clear).payload_type, 0)
+        # u-law -> A-law -> u-law is exact except for a few codes the tables merge
+        self.assertEqual(payload_of(clear), payload.translate(ULAW_TO_ALAW).translate(ALAW_TO_ULAW))
