@@ -106,6 +106,44 @@ class RtpengineCallTests(DaemonChecks, TestCase):
             self.assertEqual(figures["codec"], "pcmu")
 
     @defer.inlineCallbacks
+    def test_hold_resume_both_ways(self):
+        """Re-INVITEs through rtpengine from either leg (the callee's one
+        swaps rtpengine's from-tag and to-tag): alice holds and resumes bob,
+        then bob holds and resumes alice; each hold's a=sendonly reaches the
+        held phone and the a=recvonly answer the holder, still on
+        rtpengine's ports; the call stays one call on rtpengine, deleted at
+        the BYE."""
+        yield self.pbx()
+        alice = yield BaresipPhone(self, self.pbx, "alice", "udp").start()
+        bob = yield BaresipPhone(self, self.pbx, "bob", "udp").start()
+        mark_a, mark_b = alice.mark(), bob.mark()
+        yield alice.command("dial", bob.aor)
+        yield alice.wait_event("CALL_ESTABLISHED", since=mark_a)
+        yield bob.wait_event("CALL_ESTABLISHED", since=mark_b)
+        low, high = self.rtpengine_ports
+        steps = (("hold", "sendonly", "recvonly"), ("resume", "sendrecv", "sendrecv"))
+        for holder, held in ((alice, bob), (bob, alice)):
+            for command, offered, answered in steps:
+                mark_h, mark_d = holder.mark(), held.mark()
+                out_h, out_d = len(holder.process.output), len(held.process.output)
+                yield holder.command(command)
+                yield held.wait_event("CALL_REMOTE_SDP", since=mark_d, param="offer")
+                yield holder.wait_event("CALL_REMOTE_SDP", since=mark_h, param="answer")
+                offer = yield held.process.wait_output(
+                    rf"(?s)\nINVITE sip:[^\n]*\n.*?m=audio (\d+) .*?\na=({offered})\r?\n", since=out_d)
+                answer = yield holder.process.wait_output(
+                    rf"(?s)\nSIP/2.0 200 [^\n]*\n.*?m=audio (\d+) .*?\na=({answered})\r?\n", since=out_h)
+                for match in (offer, answer):
+                    self.assertTrue(low <= int(match.group(1)) <= high, (command, match.group(0)[-400:]))
+        self.assertNotIn("CALL_CLOSED", alice.types() + bob.types())
+        calls = yield self.calls_on_daemon()
+        self.assertEqual(len(calls), 1, calls)
+        mark_b = bob.mark()
+        yield alice.command("hangup")
+        yield bob.wait_event("CALL_CLOSED", since=mark_b)
+        yield self.wait_until_deleted()
+
+    @defer.inlineCallbacks
     def media_record(self):
         """The media part of the (one) call record, once written."""
         import json
