@@ -30,9 +30,9 @@ class UdpPhone(DatagramProtocol):
         self.ts = 0
 
     @classmethod
-    def listen(cls, testcase) -> "UdpPhone":
+    def listen(cls, testcase, interface: str = "127.0.0.1") -> "UdpPhone":
         phone = cls()
-        phone.port = reactor.listenUDP(0, phone, interface="127.0.0.1")
+        phone.port = reactor.listenUDP(0, phone, interface=interface)
         testcase.addCleanup(phone.port.stopListening)
         return phone
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 from twisted.internet import defer, reactor, task
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface.verify import verifyObject
 
 from rustpbx_py.interfaces import IMediaEngine, IMediaSession
@@ -266,6 +266,25 @@ class SessionTests(TestCase):
         self.assertEqual(stats["b"]["in"]["packets"], 10)
         self.assertEqual(stats["a"]["out"]["bytes"], 10 * 172)
         self.assertEqual(stats["b"]["remote"], bob.address)
+
+    @defer.inlineCallbacks
+    def test_ipv6(self):
+        """A PBX on IPv6 (local_ip ::1): the SDP says IN IP6, sockets are bound there, packets
+        flow, and the latched address in the stats is (host, port) like IPv4's."""
+        try:
+            alice, bob = UdpPhone.listen(self, "::1"), UdpPhone.listen(self, "::1")
+        except Exception as e:
+            raise SkipTest(f"no IPv6 loopback here: {e}")
+        session = self.session(local_ip="::1")
+        def six(port):
+            return SessionDescription.parse(
+                f"v=0\r\no=- 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n".encode())
+        offer = self.result(session.offer("a", six(alice.address[1]), None))
+        answer = self.result(session.answer("b", six(bob.address[1]), None))
+        self.assertEqual((offer.connection.addrtype, offer.connection.address), ("IP6", "::1"))
+        alice.send_rtp(("::1", answer.media[0].port), 2, marker_first=True)
+        yield bob.wait_for(2)
+        self.assertEqual(session.stats()["a"]["remote"], alice.address)
 
     @defer.inlineCallbacks
     def test_latching_through_nat(self):
