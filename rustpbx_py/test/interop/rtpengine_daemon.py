@@ -10,7 +10,7 @@ import random
 
 from twisted.internet import defer, error, protocol, reactor, task
 
-from rustpbx_py.test.interop.support import free_udp_port, require_tool
+from rustpbx_py.test.interop.support import require_tool
 
 
 class _Daemon(protocol.ProcessProtocol):
@@ -28,22 +28,37 @@ class _Daemon(protocol.ProcessProtocol):
         self.ended.callback(None)
 
 
+def free_udp_port(host: str) -> int:
+    """A UDP port free on C{host} (IPv4 or IPv6) now."""
+    import socket
+
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 @defer.inlineCallbacks
-def start_rtpengine(testcase, ports: int = 200, timeout: float = 10.0):
+def start_rtpengine(testcase, ports: int = 200, timeout: float = 10.0,
+                    interfaces=("127.0.0.1",), ng_host: str = "127.0.0.1"):
     """
-    Start rtpengine on 127.0.0.1 and fire with C{"udp:127.0.0.1:PORT"} (its
-    ng address) once it answers a ping; skips the test when the binary is
-    missing (.ci/run installs rtpengine-daemon).  The RTP ports are a random
-    block of C{ports} in 30000-59999 (rtpengine skips ports in use).
+    Start rtpengine with RTP on C{interfaces} and its ng socket on
+    C{ng_host}; fire with C{"udp:HOST:PORT"} (its ng address) once it
+    answers a ping; skips the test when the binary is missing (.ci/run
+    installs rtpengine-daemon).  The RTP ports are a random block of
+    C{ports} in 30000-59999 (rtpengine skips ports in use).
     """
     from rustpbx_py.media.rtpengine import NgClient
 
     binary = require_tool("rtpengine")
-    ng = free_udp_port()
+    ng = free_udp_port(ng_host)
     low = random.randrange(30000, 60000 - ports, 2)
     proto = _Daemon()
-    args = [binary, "--foreground", "--config-file=none", "--table=-1", "--interface=127.0.0.1",
-            f"--listen-ng=127.0.0.1:{ng}", f"--port-min={low}", f"--port-max={low + ports - 1}",
+    ng_text = f"[{ng_host}]" if ":" in ng_host else ng_host
+    args = [binary, "--foreground", "--config-file=none", "--table=-1",
+            *(f"--interface={i}" for i in interfaces),
+            f"--listen-ng={ng_text}:{ng}", f"--port-min={low}", f"--port-max={low + ports - 1}",
             "--log-stderr", "--log-level=5", "--num-threads=2", "--delete-delay=0", "--timeout=60"]
     process = reactor.spawnProcess(proto, binary, args, env={"PATH": "/usr/bin:/bin"})
     testcase.daemon_output = proto.output
@@ -57,7 +72,7 @@ def start_rtpengine(testcase, ports: int = 200, timeout: float = 10.0):
         return proto.ended
 
     testcase.addCleanup(stop)
-    server = f"udp:127.0.0.1:{ng}"
+    server = f"udp:{ng_text}:{ng}"
     client = NgClient(reactor, [server], timeout=0.5)
     try:
         for _ in range(int(timeout / 0.5)):

@@ -8,7 +8,7 @@ and a dead daemon is a 503 after the timeout.
 import re
 
 from twisted.internet import defer, protocol, reactor, task
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from rustpbx_py.media import MediaError
 from rustpbx_py.media.rtpengine import NgError, RtpengineEngine
@@ -220,3 +220,55 @@ class RtpengineInteropTests(TestCase):
             self.assertIn(line, to_a)
         self.assertIn(f" 127.0.0.1 {port} typ host".encode(), to_a)
         yield session.close()
+
+
+class Ipv6Tests(TestCase):
+    """rtpengine reached over IPv6 and anchoring an IPv6 phone."""
+
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_ipv6_control_and_media(self):
+        """The ng socket on [::1] (the engine opens its IPv6 control socket
+        and matches answers from ::1); an offer and answer of phones on ::1
+        (c=IN IP6) come back naming rtpengine's ::1 ports, and RTP flows
+        both ways through them."""
+        import socket
+
+        try:
+            probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            probe.bind(("::1", 0))
+            probe.close()
+        except OSError:
+            raise SkipTest("no IPv6 loopback here")
+        server = yield start_rtpengine(self, interfaces=("::1",), ng_host="::1")
+        self.assertTrue(server.startswith("udp:[::1]:"), server)
+        engine = RtpengineEngine(reactor, [server], timeout=1.0)
+        self.addCleanup(engine.stop)
+        phones = []
+        for _ in range(2):
+            phone = Phone()
+            port = reactor.listenUDP(0, phone, interface="::1")
+            self.addCleanup(port.stopListening)
+            phones.append((phone, port.getHost().port))
+        (pa, a_port), (pb, b_port) = phones
+
+        def sdp6(port):
+            return sdp(port).replace(b"IN IP4 127.0.0.1", b"IN IP6 ::1")
+
+        session = engine.session("v6@test", Policy())
+        to_b = yield session.offer("a", sdp6(a_port), ("::1", 5060))
+        to_a = yield session.answer("b", sdp6(b_port), ("::1", 5062))
+        for body in (to_b, to_a):
+            self.assertIn(b"c=IN IP6 ::1", body)
+        b_facing = int(re.search(rb"m=audio (\d+)", to_b).group(1))
+        a_facing = int(re.search(rb"m=audio (\d+)", to_a).group(1))
+        pa.send_rtp(("::1", a_facing), 10, 0x6666)
+        pb.send_rtp(("::1", b_facing), 10, 0x7777)
+        for _ in range(100):
+            if len(pa.received) >= 10 and len(pb.received) >= 10:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual((len(pa.received), len(pb.received)), (10, 10))
+        stats = yield session.close()
+        self.assertEqual(stats["a"]["in"]["packets"], 10)
