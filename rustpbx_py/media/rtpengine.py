@@ -401,6 +401,13 @@ def on_hold(sdp: bytes) -> bool:
     return session_dir is not None
 
 
+#: SDES suites rtpengine must never offer: NULL encryption (a peer picking it
+#: would get authenticated but unencrypted media where SRTP was asked for)
+#: and F8, which few phones implement.
+SDES_REFUSED = ("no-NULL_HMAC_SHA1_80", "no-NULL_HMAC_SHA1_32",
+                "no-F8_128_HMAC_SHA1_80", "no-F8_128_HMAC_SHA1_32")
+
+
 #: The transport of WebRTC media (RFC 8827): DTLS-SRTP with ICE, RTCP feedback.
 WEBRTC_PROTO = "UDP/TLS/RTP/SAVPF"
 
@@ -531,7 +538,8 @@ class RtpengineSession:
         other = "b" if leg == "a" else "a"
         self._webrtc[leg] = is_webrtc(body)
         self._held[leg] = on_hold(body)
-        command: dict = {"call-id": self.call_id, "replace": ["origin", "session-connection"]}
+        command: dict = {"call-id": self.call_id, "replace": ["origin", "session-connection"],
+                         "SDES": list(SDES_REFUSED)}
         if self._receiver_webrtc(other):
             command["ICE"] = "force"
         else:

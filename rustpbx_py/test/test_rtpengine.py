@@ -394,6 +394,7 @@ class SessionTests(SynchronousTestCase):
         self.policy.srtp_b = True
         self.session.offer("a", OFFER, ("192.0.2.10", 5060))
         self.assertEqual(self.net.last()[1]["transport-protocol"], b"RTP/SAVP")
+        self.assertIn(b"no-NULL_HMAC_SHA1_80", self.net.last()[1]["SDES"])   # never null encryption
         self.net.reply(-1, {"result": "ok", "sdp": REWRITTEN})
         self.session.answer("b", ANSWER, ("192.0.2.20", 5060))
         self.net.reply(-1, {"result": "ok", "sdp": REWRITTEN})

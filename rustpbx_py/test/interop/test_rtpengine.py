@@ -170,6 +170,9 @@ class RtpengineInteropTests(TestCase):
         self.assertIn(b" RTP/SAVP ", to_b)
         crypto = re.findall(rb"a=crypto:(\d+) (\S+) inline:(\S+)", to_b)
         self.assertTrue(crypto, to_b)
+        suites = {c[1] for c in crypto}
+        self.assertIn(b"AES_CM_128_HMAC_SHA1_80", suites)
+        self.assertFalse([s for s in suites if s.startswith((b"NULL", b"F8"))], suites)
         answer = sdp(b_port).replace(b"RTP/AVP", b"RTP/SAVP") + b"a=crypto:" + crypto[0][0] + b" " + crypto[0][1] + \
             b" inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVzcyAoZ\r\n"
         to_a = yield session.answer("b", answer, ("127.0.0.1", 5062))
