@@ -36,6 +36,8 @@ from rustpbx_py.media.ports import PortAllocator
 from rustpbx_py.media.relay import Leg, pair_legs
 from rustpbx_py.media.srtp import DEFAULT_SUITE, SdesKeys, select_crypto, srtp_session
 from rustpbx_py.media.translate import Translation
+from rustpbx_py.media.webrtc import (WEBRTC_PROTO, WebRtcTransport, is_webrtc_media, remote_params,
+                                     strip_webrtc, strip_webrtc_session, write_media, write_session)
 from rustpbx_py.sip.sdp import Connection, MediaDescription, Origin, SessionDescription
 
 log = Logger()
@@ -44,7 +46,8 @@ LEGS = ("a", "b")
 OTHER = {"a": "b", "b": "a"}
 
 # Transports the relay carries: RTP profiles, SRTP ones keyed by SDES
-# (a=crypto); DTLS-SRTP (UDP/TLS/RTP/SAVPF) needs a WebRTC leg.
+# (a=crypto); DTLS-SRTP (UDP/TLS/RTP/SAVPF, audio) gets a WebRTC leg
+# (rustpbx_py.media.webrtc).
 RTP_PROTOS = frozenset({"RTP/AVP", "RTP/AVPF", "RTP/SAVP", "RTP/SAVPF"})
 SECURE_PROTOS = frozenset({"RTP/SAVP", "RTP/SAVPF"})
 
@@ -100,7 +103,7 @@ class Stream:
 
     __slots__ = ("index", "media", "sides", "refused", "codec", "direction", "proto",
                  "secure", "remote_keys", "local_keys", "installed", "plan", "offerer",
-                 "answer_plan")
+                 "answer_plan", "webrtc", "mid")
 
     def __init__(self, index: int, media: str) -> None:
         self.index = index
@@ -121,6 +124,10 @@ class Stream:
         self.plan: Optional[OfferPlan] = None
         self.offerer: Optional[str] = None
         self.answer_plan: Optional[AnswerPlan] = None
+        # per leg: its ICE-lite/DTLS-SRTP transport when it is a browser,
+        # and the a=mid the browser-facing SDP uses
+        self.webrtc: dict[str, Optional[WebRtcTransport]] = {"a": None, "b": None}
+        self.mid: Optional[str] = None
 
     @property
     def allocated(self) -> bool:
@@ -185,9 +192,11 @@ class RelaySession:
         other = OTHER[leg]
         decisions: list = []
         for index, m in enumerate(sdp.media):
-            if m.port == 0 or m.proto not in RTP_PROTOS:
+            webrtc = is_webrtc_media(m) and m.media == "audio"
+            if m.port == 0 or (m.proto not in RTP_PROTOS and not webrtc):
                 decisions.append(None)
                 continue
+            remote = remote_params(sdp, m) if webrtc else None   # 488 without a=fingerprint
             keys = None
             if m.proto in SECURE_PROTOS:
                 keys = select_crypto(m.attributes("crypto"))
@@ -197,7 +206,7 @@ class RelaySession:
             plan = None
             if m.media == "audio":
                 plan = plan_offer(m, list(self.policy.codecs), self.policy.strategy, _transcodable())
-            decisions.append((keys, plan))
+            decisions.append((keys, plan, remote))
         if not any(decisions):
             raise MediaError(488, "no RTP stream the relay can carry in the offer")
         bound: dict[int, dict[str, Leg]] = {}
@@ -224,7 +233,8 @@ class RelaySession:
                 continue
             if index in bound:
                 stream.sides = bound[index]
-            keys, plan = decision
+            keys, plan, remote = decision
+            self._webrtc_offer(stream, leg, other, remote, index)
             self._srtp_offer(stream, leg, m, target, keys)
             if plan is not None:
                 set_codecs(target, plan.offer)
@@ -233,6 +243,7 @@ class RelaySession:
             stream.refused = False
             self._take_remote(stream, leg, sdp, m)
             self._rewrite(target, stream.sides[other])
+            self._webrtc_write(stream, leg, other, target, sdp, m)
             self._install_srtp(stream)
         self._rewrite_session(out, sdp, other)
         self.pending = leg
@@ -252,10 +263,12 @@ class RelaySession:
                 stream.refused = True
                 target.port = 0
                 continue
+            self._webrtc_answer(stream, leg, sdp, m)
             self._srtp_answer(stream, leg, m, target)
             self._take_remote(stream, leg, sdp, m)
             self._answer_codecs(stream, leg, m, target)
             self._rewrite(target, stream.sides[other])
+            self._webrtc_write(stream, leg, other, target, sdp, m)
             self._install_srtp(stream)
         self._rewrite_session(out, sdp, other)
         self.pending = None
@@ -289,6 +302,9 @@ class RelaySession:
                 self._watch.cancel()
             self._watch = None
             for stream in self.streams:
+                for transport in stream.webrtc.values():
+                    if transport is not None:
+                        transport.close()
                 for side in stream.sides.values():
                     if side.pair is not None:
                         side.pair.release()
@@ -361,6 +377,13 @@ class RelaySession:
             out.connection = Connection("IN", self.addrtype, self.address)
         for name in ICE_ATTRIBUTES:
             out.remove_attribute(name)
+        browser = [s for s in self.streams if s.webrtc[to_leg] is not None]
+        if browser:
+            write_session(out, [s.mid for s in browser if not s.refused and s.allocated])
+        elif any(s.webrtc[OTHER[to_leg]] is not None for s in self.streams):
+            strip_webrtc_session(out)
+            if out.connection is not None:
+                out.connection = Connection("IN", self.addrtype, self.address)
         previous = self.origins.get(to_leg)
         if previous is None:
             origin = Origin(original.origin.username, original.origin.sess_id,
@@ -417,6 +440,68 @@ class RelaySession:
             # the packets are the same ones
             side.rtcp_relayed = not settled.transcoding
 
+    # -- WebRTC legs (ICE-lite + DTLS-SRTP, rustpbx_py.media.webrtc) -------
+
+    def _webrtc_offer(self, stream: Stream, leg: str, other: str, remote, index: int) -> None:
+        """
+        Before an offer from C{leg} is applied: a browser's offer (C{remote}
+        set) makes C{leg} a WebRTC leg; the other leg is offered WebRTC
+        when it is one already or is leg b and the policy says the callee
+        is a browser (C{webrtc_b}).
+        """
+        if remote is not None:
+            transport = stream.webrtc[leg] or WebRtcTransport(self.engine.clock)
+            transport.configure(remote, browser_offered=True)
+            stream.webrtc[leg] = transport
+            stream.mid = remote.mid if remote.mid is not None else str(index)
+        elif stream.webrtc[leg] is not None:    # a browser leg re-offered plain RTP
+            stream.webrtc[leg].close()
+            stream.webrtc[leg] = None
+        if stream.webrtc[other] is None and other == "b" and getattr(self.policy, "webrtc_b", False) \
+                and stream.media == "audio":
+            stream.webrtc[other] = WebRtcTransport(self.engine.clock)
+        if stream.webrtc[other] is not None:
+            stream.webrtc[other].setup = "actpass"
+            if stream.mid is None:
+                stream.mid = str(index)
+
+    def _webrtc_answer(self, stream: Stream, leg: str, sdp: SessionDescription,
+                       m: MediaDescription) -> None:
+        """A browser answers our WebRTC offer: its credentials, fingerprint and setup."""
+        transport = stream.webrtc[leg]
+        if transport is None:
+            return
+        if not is_webrtc_media(m):
+            raise MediaError(488, f"{m.media} stream {stream.index}: WebRTC was offered, "
+                                  f"the answer is {m.proto}")
+        transport.configure(remote_params(sdp, m), browser_offered=False)
+
+    def _webrtc_write(self, stream: Stream, leg: str, other: str, target: MediaDescription,
+                      sdp: SessionDescription, m: MediaDescription) -> None:
+        """
+        After C{target} (what C{other} gets) names our ports: write it as
+        WebRTC when C{other} is a browser, strip the browser's lines when
+        C{leg} is one; hook the transports into their relay legs (again
+        after every SDP: taking a leg's SDP re-opens its latch).
+        """
+        transport = stream.webrtc[other]
+        if transport is not None:
+            side = stream.sides[other]
+            write_media(target, transport, self.address, side.pair.rtp_port, stream.mid,
+                        self.engine.rtc_cname)
+            stream.proto[other] = WEBRTC_PROTO
+        elif stream.webrtc[leg] is not None:
+            strip_webrtc(target)
+        if stream.webrtc[leg] is not None:
+            # a browser's c=0.0.0.0 / port 9 means "see the candidates"
+            # (RFC 8839 section 4.2.1), not an RFC 2543 hold
+            stream.direction[leg] = sdp.direction_of(m)
+            if target.connection is not None and target.connection.address in UNSPECIFIED:
+                target.connection = Connection("IN", self.addrtype, self.address)
+        for name, transport in stream.webrtc.items():
+            if transport is not None:
+                transport.install(stream.sides[name])
+
     # -- SRTP (SDES), each leg on its own --------------------------------
 
     def _srtp_offer(self, stream: Stream, leg: str, m: MediaDescription,
@@ -443,7 +528,7 @@ class RelaySession:
             other_secure = stream.secure["a"]
         else:
             other_secure = secure
-        profile = "AVPF" if m.proto.endswith("AVPF") else "AVP"
+        profile = "AVPF" if m.proto.endswith("AVPF") and not is_webrtc_media(m) else "AVP"
         target.proto = ("RTP/S" if other_secure else "RTP/") + profile
         target.remove_attribute("crypto")
         if other_secure:
@@ -610,11 +695,9 @@ class BuiltinEngine:
         reader per socket.
     """
 
-    #: No WebRTC leg (ICE-lite, DTLS-SRTP) yet: the call side leaves
-    #: browser calls unanchored rather than offering them the relay (the
-    #: leg's inbound/outbound hooks and a latch with latching off are where
-    #: one will plug in).
-    supports_webrtc = False
+    #: Browser legs (ICE-lite, DTLS-SRTP, rtcp-mux, BUNDLE) are terminated
+    #: here (rustpbx_py.media.webrtc), so the call side anchors them.
+    supports_webrtc = True
 
     def __init__(self, reactor=None, config=None, clock=None, poller: Optional[bool] = None) -> None:
         if reactor is None:
@@ -627,6 +710,8 @@ class BuiltinEngine:
         proxy = getattr(config, "proxy", config)
         addr = getattr(proxy, "addr", None)
         self.bind_address: Optional[str] = addr if addr and addr not in UNSPECIFIED else None
+        #: the CNAME of a=ssrc lines written to browsers (proxy.rtc_cname)
+        self.rtc_cname: str = getattr(proxy, "rtc_cname", None) or "rustpbx"
         self.allocators: dict[tuple[int, int], PortAllocator] = {}
         self.sessions: set[RelaySession] = set()
 

@@ -49,7 +49,7 @@ WEBRTC_MEDIA_ATTRIBUTES = ("candidate", "ice-ufrag", "ice-pwd", "ice-options", "
                            "end-of-candidates", "remote-candidates", "ice-mismatch",
                            "fingerprint", "setup", "connection", "tls-id", "mid", "ssrc",
                            "ssrc-group", "msid", "extmap", "extmap-allow-mixed", "rtcp-mux",
-                           "rtcp-mux-only", "rtcp-rsize", "crypto", "sctpmap", "sctp-port")
+                           "rtcp-mux-only", "rtcp-rsize", "sctpmap", "sctp-port")
 #: Session-level lines likewise.
 WEBRTC_SESSION_ATTRIBUTES = ("ice-lite", "ice-ufrag", "ice-pwd", "ice-options", "fingerprint",
                              "setup", "group", "msid-semantic", "extmap-allow-mixed", "tls-id")
@@ -282,6 +282,7 @@ def write_media(m: MediaDescription, transport: WebRtcTransport, address: str, p
     """
     strip_webrtc(m)
     m.remove_attribute("rtcp")
+    m.remove_attribute("crypto")
     m.proto = WEBRTC_PROTO
     m.port = port
     family = "IP6" if ":" in address else "IP4"

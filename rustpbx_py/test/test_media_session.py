@@ -610,9 +610,10 @@ class RealOfferTests(TestCase):
         self.addCleanup(self.engine.stop)
 
     def test_collected_offers(self) -> None:
-        """Each plain RTP or SDES offer comes out naming only the PBX for its relayed
-        streams, without ICE, and parses again; offers the built-in relay cannot carry
-        (DTLS-SRTP WebRTC, nothing but refused streams) fail with 488, never otherwise."""
+        """Each plain RTP, SDES or WebRTC (DTLS-SRTP audio) offer comes out naming only
+        the PBX for its relayed streams, without ICE, and parses again; offers the
+        built-in relay cannot carry (nothing but refused streams) fail with 488, never
+        otherwise."""
         names = sorted(n for n in os.listdir(self.DATA) if n.endswith(".sdp") and "answer" not in n)
         self.assertGreater(len(names), 20)
         carried = refused = 0
@@ -637,6 +638,8 @@ class RealOfferTests(TestCase):
                 self.assertEqual(again.address(m), "127.0.0.1", name)
                 self.assertIsNone(m.attribute("candidate"), name)
                 self.assertIsNone(m.attribute("rtcp-mux"), name)
+                self.assertIsNone(m.attribute("fingerprint"), name)
+                self.assertFalse(m.proto.startswith("UDP/TLS"), name)
                 if original.proto in ("RTP/SAVP", "RTP/SAVPF"):
                     self.assertEqual(len(m.attributes("crypto")), 1, name)
             self.assertIsNone(again.attribute("ice-ufrag"), name)

@@ -14,16 +14,20 @@ import os
 import struct
 
 from aioice import stun
+from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rustpbx_py.media import MediaError
 from rustpbx_py.media.relay import Leg, pair_legs
-from rustpbx_py.media.stun import verified_message
+from rustpbx_py.media.session import BuiltinEngine
+from rustpbx_py.media.stun import IceLiteResponder, verified_message
 from rustpbx_py.media.webrtc import (WebRtcTransport, is_webrtc_media, remote_params, strip_webrtc,
                                      write_media, write_session)
 from rustpbx_py.sip.sdp import SessionDescription
+from rustpbx_py.test.media_wire import UdpPhone, free_range, settle
 from rustpbx_py.test.test_dtls import Peer, rtp
+from rustpbx_py.test.test_media_session import Policy, sdp
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "sdp")
 BROWSER = ("127.0.0.1", 40000)
@@ -219,3 +223,124 @@ class SdpTests(SynchronousTestCase):
         for name in ("candidate", "ice-ufrag", "fingerprint", "setup", "mid", "ssrc", "rtcp-mux", "extmap"):
             self.assertIsNone(m.attribute(name), name)
         self.assertEqual(m.rtpmap(), offer.media[0].rtpmap())
+
+
+class SessionTests(TestCase):
+    """
+    The built-in engine with a browser leg, on real loopback sockets: a
+    browser-like peer (aioice STUN, pyOpenSSL DTLS client, pylibsrtp) calls
+    a plain RTP phone through a RelaySession.
+    """
+
+    def setUp(self) -> None:
+        start, end = free_range(40)
+        self.engine = BuiltinEngine(reactor, clock=reactor)
+        self.engine.rtc_cname = "cname-from-config"
+        self.policy = Policy(rtp_start_port=start, rtp_end_port=end, codecs=("pcmu", "pcma"))
+        self.addCleanup(self.engine.stop)
+
+    def _browser_offer(self, browser, peer) -> SessionDescription:
+        host, port = browser.address
+        return SessionDescription.parse(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+            f"a=msid-semantic: WMS\r\nm=audio {port} UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 {host}\r\n"
+            f"a=candidate:1 1 udp 2122260223 {host} {port} typ host\r\n"
+            "a=ice-ufrag:brws\r\na=ice-pwd:browserpasswordbrowserpw\r\n"
+            f"a=fingerprint:{peer.cert.fingerprint()}\r\na=setup:actpass\r\na=mid:0\r\n"
+            "a=sendrecv\r\na=rtcp-mux\r\na=rtpmap:0 PCMU/8000\r\na=ssrc:777 cname:browser\r\n".encode())
+
+    @defer.inlineCallbacks
+    def test_browser_calls_phone(self):
+        """
+        The phone gets a plain RTP/AVP offer naming the PBX (no ICE, DTLS or
+        BUNDLE lines); the browser gets a WebRTC answer (ice-lite, candidate,
+        fingerprint, setup:passive, mid 0, BUNDLE 0, a=ssrc with the
+        configured cname); then ICE + DTLS complete over the relay port and
+        audio flows both ways: SRTP from the browser reaches the phone as the
+        original RTP, the phone's RTP reaches the browser as SRTP.
+        """
+        browser, phone = UdpPhone.listen(self), UdpPhone.listen(self)
+        peer = Peer(client=True)
+        session = self.engine.session("webrtc-call", self.policy)
+        self.addCleanup(session.close)
+        to_phone = yield session.offer("a", self._browser_offer(browser, peer), None)
+        pm = to_phone.media[0]
+        self.assertEqual(pm.proto, "RTP/AVP")
+        text = bytes(to_phone).decode()
+        for absent in ("candidate", "fingerprint", "ice-", "BUNDLE", "setup", "ssrc", "rtcp-mux"):
+            self.assertNotIn(absent, text)
+        to_browser = yield session.answer("b", sdp(*phone.address), None)
+        bm = to_browser.media[0]
+        self.assertEqual(bm.proto, "UDP/TLS/RTP/SAVPF")
+        self.assertEqual(to_browser.attribute("group"), "BUNDLE 0")
+        self.assertEqual(to_browser.attribute("ice-lite"), "")
+        self.assertEqual((bm.attribute("setup"), bm.attribute("mid")), ("passive", "0"))
+        ssrc, cname = bm.attribute("ssrc").split()
+        self.assertEqual(cname, "cname:cname-from-config")
+        pbx = ("127.0.0.1", bm.port)
+        self.assertEqual(bm.attribute("candidate"), f"1 1 udp 2130706431 127.0.0.1 {bm.port} typ host")
+        ice = IceLiteResponder(bm.attribute("ice-ufrag"), bm.attribute("ice-pwd"))
+
+        browser.port.write(_check(ice), pbx)
+        yield browser.wait_for(1)
+        self.assertIsNotNone(verified_message(browser.received[0][0], ice.pwd.encode()))
+        peer.step()
+        seen = 1
+        for _ in range(50):
+            for data in peer.outbox:
+                browser.port.write(data, pbx)
+            peer.outbox[:] = []
+            yield settle(0.02)
+            fresh = [data for data, _ in browser.received[seen:]]
+            seen = len(browser.received)
+            peer.step(fresh)
+            if peer.done and not peer.outbox:
+                break
+        self.assertTrue(peer.done)
+        peer_out, peer_in = peer.srtp()
+        yield settle(0.05)
+        for seq in range(3):  # browser -> phone
+            browser.port.write(peer_out.protect(rtp(seq, b"\x11" * 160)), pbx)
+        yield phone.wait_for(3)
+        self.assertEqual([data for data, _ in phone.received], [rtp(seq, b"\x11" * 160) for seq in range(3)])
+        phone_side = to_phone.media[0].port
+        seen = len(browser.received)
+        phone.send_rtp(("127.0.0.1", phone_side), count=3, marker_first=True)
+        yield browser.wait_for(seen + 3)
+        clear = [peer_in.unprotect(data) for data, _ in browser.received[seen:]]
+        self.assertEqual({c[8:12] for c in clear}, {struct.pack("!I", int(ssrc))})
+        self.assertEqual([c[12:] for c in clear], [b"\xd5" * 160] * 3)
+        stats = session.stats()
+        self.assertEqual((stats["a"]["in"]["packets"], stats["b"]["in"]["packets"]), (3, 3))
+
+    @defer.inlineCallbacks
+    def test_phone_calls_browser(self):
+        """
+        With policy.webrtc_b (the callee is a browser), a plain offer from
+        the phone reaches leg b as WebRTC (setup:actpass, BUNDLE, ice-lite);
+        the browser's answer (setup:active) comes back to the phone as plain
+        RTP; then the browser's ClientHello is answered over the relay port.
+        """
+        self.policy.webrtc_b = True
+        browser, phone = UdpPhone.listen(self), UdpPhone.listen(self)
+        peer = Peer(client=True)
+        session = self.engine.session("to-browser", self.policy)
+        self.addCleanup(session.close)
+        to_browser = yield session.offer("a", sdp(*phone.address), None)
+        bm = to_browser.media[0]
+        self.assertEqual((bm.proto, bm.attribute("setup"), bm.attribute("mid")),
+                         ("UDP/TLS/RTP/SAVPF", "actpass", "0"))
+        self.assertEqual(to_browser.attribute("group"), "BUNDLE 0")
+        answer = self._browser_offer(browser, peer)
+        answer.media[0].set_attribute("setup", "active")
+        to_phone = yield session.answer("b", answer, None)
+        self.assertEqual(to_phone.media[0].proto, "RTP/AVP")
+        self.assertNotIn(b"fingerprint", bytes(to_phone))
+        pbx = ("127.0.0.1", bm.port)
+        ice = IceLiteResponder(bm.attribute("ice-ufrag"), bm.attribute("ice-pwd"))
+        browser.port.write(_check(ice), pbx)
+        peer.step()
+        for data in peer.outbox:
+            browser.port.write(data, pbx)
+        yield browser.wait_for(2)  # the STUN answer, then our ServerHello flight
+        self.assertEqual(browser.received[1][0][0], 22)
