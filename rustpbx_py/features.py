@@ -23,17 +23,11 @@ def pending_features(config: Config) -> List[str]:
     anchoring += [t.media_mode for t in proxy.trunks.values()]
     rtpengine = getattr(proxy, "media_engine", "builtin") == "rtpengine"
     if any(mode not in (None, "none", "bypass") for mode in anchoring) and not rtpengine:
-        # (rtpengine terminates WebRTC legs itself.)
+        # (both engines terminate WebRTC legs: ICE-lite, DTLS-SRTP)
         if not _have_media_engine(proxy):
             warnings.append(
                 f"{where}: proxy.media_proxy = {proxy.media_proxy!r}: this build has no media engine; "
                 'SDP and RTP pass end to end between the phones, as with media_proxy = "none"'
-            )
-        else:
-            warnings.append(
-                f"{where}: proxy.media_proxy = {proxy.media_proxy!r}: WebRTC legs (WS/WSS signalling or "
-                "UDP/TLS/RTP/SAVPF media) are not anchored yet (no ICE/DTLS-SRTP leg); their SDP and RTP "
-                "pass end to end, as with media_proxy = \"none\""
             )
     for route in proxy.routes:
         action = getattr(route, "action", "forward")

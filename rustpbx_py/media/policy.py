@@ -22,10 +22,10 @@ the anchoring decision table of C{media_proxy}:
 
 WebRTC legs (C{UDP/TLS/RTP/SAVPF}, or signalling over WS/WSS) are only
 anchored by an engine that can terminate them (ICE, DTLS-SRTP): rtpengine
-(C{supports_webrtc} on the engine).  The built-in relay has no WebRTC leg yet (issue
-15), so with it a call with a WebRTC leg is never anchored, in any mode:
-anchoring would break calls that work phone to phone today.  The decision
-says so, and L{rustpbx_py.features} warns.  With a capable engine, C{auto}
+(C{supports_webrtc} on the engine): rtpengine and the built-in relay
+(L{rustpbx_py.media.webrtc}).  With an engine that cannot, a call with a
+WebRTC leg is never anchored, in any mode: anchoring would break calls that
+work phone to phone; the decision says so.  With a capable engine, C{auto}
 anchors a WebRTC leg facing a plain RTP one (they cannot talk directly);
 NAT is ICE's business on a WebRTC leg.
 

@@ -1382,13 +1382,12 @@ class CheckConfigTests(ConfigTestMixin, SynchronousTestCase):
         self.assertEqual(err, "")
 
     def test_pending_feature_warning(self) -> None:
-        """check-config also names settings that have no effect yet (the
-        default media_proxy = "auto" does not anchor WebRTC legs yet)."""
-        base = self.tree({"pbx.toml": "[proxy]\n"})
+        """check-config also names settings that have no effect yet (a
+        route whose action is a queue)."""
+        base = self.tree({"pbx.toml": '[proxy]\n[[proxy.routes]]\nname = "q"\nqueue = "support"\n'})
         code, out, err = self.run_main("check-config", os.path.join(base, "pbx.toml"))
         self.assertEqual(code, 0)
-        self.assertIn("proxy.media_proxy", out)
-        self.assertRegex(out, "WebRTC legs .* not anchored yet|no media engine")
+        self.assertIn("route 'q'", out)
 
     def test_problems(self) -> None:
         """A bad file prints every problem on stderr, exit status 1."""

@@ -51,15 +51,16 @@ def require_chromium():
     return chromium, driver
 
 
-def run_page(chromium: str, driver: str, url: str, timeout: float = 45.0) -> dict:
+def run_page(chromium: str, driver: str, url: str, timeout: float = 45.0, extra_flags=()) -> dict:
     """Open C{url} in headless Chromium and wait for the page's
-    C{window.result} (blocking: run it in a thread)."""
+    C{window.result} (blocking: run it in a thread); C{extra_flags} are
+    added to L{CHROMIUM_FLAGS} (e.g. a WAV file as the fake microphone)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in CHROMIUM_FLAGS:
+    for flag in [*CHROMIUM_FLAGS, *extra_flags]:
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     browser = webdriver.Chrome(service=Service(driver), options=options)

@@ -18,7 +18,10 @@ from rustpbx_py.test.interop.support import SippMixin, call_pbx_toml, free_udp_p
 
 SDP = (
     b"v=0\r\no=ws 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    b"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n"
+    b"m=audio 9 UDP/TLS/RTP/SAVPF 111 0\r\na=rtpmap:111 opus/48000/2\r\na=rtpmap:0 PCMU/8000\r\n"
+    # what a browser's answer carries for DTLS-SRTP (the PBX anchors WebRTC legs)
+    b"a=ice-ufrag:wsan\r\na=ice-pwd:websocketanswerpassword1\r\na=setup:active\r\na=mid:0\r\n"
+    b"a=fingerprint:sha-256 " + b":".join([b"AB"] * 32) + b"\r\na=rtcp-mux\r\n"
 )
 
 

@@ -1,0 +1,97 @@
+"""
+Interop: a browser calls a desk phone through the BUILT-IN media engine.
+Headless Chromium (JsSIP over WSS, its fake microphone playing a 440 Hz
+WAV) calls baresip (plain RTP/AVP, G.711) with media_proxy = "all": the
+relay answers the browser as ICE-lite with its own DTLS fingerprint,
+terminates DTLS-SRTP and relays plain RTP to baresip, which must hear the
+browser's tone; the browser's getStats() must show DTLS connected and
+audio packets received from the PBX.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+from twisted.internet import defer, reactor
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SkipTest, TestCase
+
+from rustpbx_py.test.interop.baresip import BaresipPhone, module_path
+from rustpbx_py.test.interop.phones import RATE, PhonePbx, write_tone
+from rustpbx_py.test.interop.support import require_tool
+
+_MESSAGE = re.compile(r"\n(?:UDP|TCP|TLS) \S+ -> \S+\n")
+
+
+class _Browser:
+    """What BaresipPhone.hears needs to know of the browser: its name and tone."""
+
+    user = "browser"
+    tone = 440
+
+
+class BuiltinWebRtcTests(TestCase):
+    timeout = 150
+
+    def setUp(self):
+        try:
+            import rustpbx_py.call.media  # noqa: F401
+        except ImportError:
+            raise SkipTest("the B2BUA does not drive a media engine (rustpbx_py.call.media missing)")
+        from rustpbx_py.test.interop.jssip import require_js
+        from rustpbx_py.test.interop.test_jssip_chromium import require_chromium
+
+        self.chromium = require_chromium()
+        require_js()
+        require_tool("baresip")
+        module_path()
+
+    @defer.inlineCallbacks
+    def test_browser_to_phone(self):
+        """Chromium -> PBX (built-in relay: ICE-lite + DTLS-SRTP) -> baresip: the
+        browser gets a WebRTC answer naming the PBX (ice-lite, host candidate,
+        fingerprint, setup:passive, BUNDLE), DTLS connects, the browser receives
+        baresip's audio, baresip's INVITE is plain RTP/AVP and baresip hears
+        the browser's 440 Hz tone."""
+        from rustpbx_py.test.interop.jssip import JS_DIR, jssip_bundle
+        from rustpbx_py.test.interop.phones import USERS
+        from rustpbx_py.test.interop.test_jssip_chromium import run_page
+
+        self.pbx = yield PhonePbx.start(self, 'wss_port = 0\nmedia_proxy = "all"\n')
+        bob = yield BaresipPhone(self, self.pbx, "bob", "udp").start()
+        out_b = len(bob.process.output)
+        www = os.path.abspath(self.mktemp())
+        os.makedirs(www)
+        shutil.copy(os.path.join(JS_DIR, "jssip_webrtc_call.html"), www)
+        yield deferToThread(jssip_bundle, www)
+        microphone = write_tone(os.path.join(www, "tone.wav"), _Browser.tone, seconds=30.0, rate=RATE)
+        web = reactor.listenTCP(0, _site(www), interface="127.0.0.1")
+        self.addCleanup(web.stopListening)
+        page = (f"http://127.0.0.1:{web.getHost().port}/jssip_webrtc_call.html"
+                f"?url=wss://127.0.0.1:{self.pbx.ports['WSS']}/ws&user=alice&password={USERS['alice']}"
+                f"&target=sip:bob@127.0.0.1&seconds=4")
+        result = yield deferToThread(run_page, *self.chromium, page, 60.0,
+                                     [f"--use-file-for-fake-audio-capture={microphone}"])
+        self.assertNotIn("error", result, result)
+        self.assertEqual(result["steps"], ["registered", "confirmed", "ended by local"], result)
+        answer = result["answer"]
+        for line in ("UDP/TLS/RTP/SAVPF", "a=ice-lite", "a=fingerprint:sha-256 ", "a=setup:passive",
+                     "a=group:BUNDLE", "a=rtcp-mux", " typ host", "a=ssrc:"):
+            self.assertIn(line, answer)
+        stats = result["stats"]
+        self.assertEqual(stats["dtlsState"], "connected", result)
+        self.assertGreater(stats["packetsReceived"], 50, result)   # bob's RTP, SRTP-protected by the relay
+        invite = next(b for b in _MESSAGE.split(bob.process.output[out_b:]) if b.startswith("INVITE sip:bob-"))
+        self.assertIn("RTP/AVP", invite)
+        self.assertNotIn("a=fingerprint", invite)
+        self.assertNotIn("a=candidate", invite)
+        yield bob.hears(_Browser(), seconds=1.0, timeout=8.0)
+
+
+def _site(path: str):
+    from twisted.web.server import Site
+    from twisted.web.static import File
+
+    return Site(File(path))
