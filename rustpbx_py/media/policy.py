@@ -18,7 +18,9 @@ the anchoring decision table of C{media_proxy}:
     packet source) or its contact address is private.
   - C{auto}: as C{nat}, and whenever the legs cannot talk directly: the
     offer has no audio codec the callee side allows (transcoding), or SRTP
-    is offered on one side only (a trunk that forces SRTP or plain RTP).
+    is offered on one side only (the callee side gets plain RTP when it is
+    not reached over TLS: SDES keys never cross plain signalling, RFC 4568
+    section 8.3).
 
 WebRTC legs (C{UDP/TLS/RTP/SAVPF}, or signalling over WS/WSS) are only
 anchored by an engine that can terminate them (ICE, DTLS-SRTP): rtpengine

@@ -642,6 +642,11 @@ class CallModule:
         caller = Party(offer, tx.flow.remote, None, False, tx.flow.transport)
         callees = [Party(None, t.flow.remote, _uri_host(t.uri), t.nat, t.flow.transport) for t in targets]
         policy.webrtc_b = bool(callees) and all(is_webrtc(p) for p in callees)
+        if policy.srtp_b is None and callees and not any(p.transport.upper() in ("TLS", "WSS") for p in callees):
+            # SDES keys never cross plain signalling (RFC 4568 section
+            # 8.3): a callee reached without TLS gets RTP, whatever the
+            # caller offered (an SRTP caller is then anchored under auto).
+            policy.srtp_b = False
         engine = self.media_engine if policy.mode not in ("none", "bypass") else None
         decision = decide(policy, caller, callees, webrtc=bool(getattr(engine, "supports_webrtc", False)))
         session = None

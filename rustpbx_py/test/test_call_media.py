@@ -206,6 +206,23 @@ class UnanchoredDecisionTests(_Bench, SynchronousTestCase):
         self.assertIn("10.0.0.7", self.notes(call)[0])
 
 
+    def test_srtp_caller_to_plain_callee_anchored(self):
+        """SDES keys never cross plain signalling: a callee reached over
+        UDP gets plain RTP (srtp_b False), so an SRTP caller is anchored."""
+        offer = SDP_OFFER.replace(b"RTP/AVP 0\r\n", b"RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n")
+        tx, call = self.invite(body=offer)
+        (session,) = self.engine.sessions
+        self.assertIs(session.policy.srtp_b, False)
+        self.assertIn("SRTP on one side only", self.notes(call)[0])
+
+    def test_tls_callee_gets_what_was_offered(self):
+        self.start(contacts=("<sip:bob@192.0.2.20:5061;transport=tls>",))
+        self.locator.bindings["bob@example.com"][0].live_flow = lambda transports: self.core.flow(("192.0.2.20", 5061), "TLS")
+        tx, call = self.invite()
+        self.assertEqual(self.engine.sessions, [])
+        self.assertEqual(call.media.policy.srtp_b, None)
+
+
 class BypassTests(_Bench, SynchronousTestCase):
     """bypass: the offer keeps only allowed codecs, addresses untouched."""
 
@@ -342,6 +359,22 @@ class AnchoredCallTests(_Bench, SynchronousTestCase):
         self.caller_ack(call, 2, body=SDP_OFFER)
         self.assertEqual(self.engine.log[-1][:2], ("answer", "a"))
         self.assertEqual(sdp_of(self.core.acks()[-1].body).media[0].port, 31000)
+
+    def test_prack_carries_the_answer(self):
+        """Offerless INVITE, reliable 183 with b's offer: the caller's PRACK
+        brings a's answer, which the callee's PRACK carries rewritten."""
+        tx, call = self.invite(body=b"", headers=[("Supported", "100rel")])
+        fork = self.core.last("INVITE")
+        fork.answer(183, headers=[("Require", "100rel"), ("RSeq", "7")], body=SDP_ANSWER)
+        self.assertEqual(self.engine.log[-1][:2], ("offer", "b"))
+        relayed = tx.last
+        self.assertEqual(sdp_of(relayed.body).media[0].port, 30000)
+        prack = self.caller_request(call, "PRACK", 2, headers=[("RAck", f"{relayed.get('rseq')} 1 INVITE")], body=SDP_OFFER)
+        self.assertEqual(self.engine.log[-1][:2], ("answer", "a"))
+        out = self.core.last("PRACK")
+        self.assertEqual(sdp_of(out.request.body).media[0].port, 31000)
+        out.answer(200)
+        self.assertEqual(prack.statuses(), [200])
 
     def test_offer_refused_488_no_fork(self):
         self.engine.fail_next = MediaError(488, "Not Acceptable Here")

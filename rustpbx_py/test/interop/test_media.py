@@ -71,6 +71,30 @@ class NatShim:
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
 
 
+class TunedBaresip(BaresipPhone):
+    """A baresip phone with account parameters: C{audio_codecs} (e.g.
+    C{PCMA/8000}) and C{mediaenc} (C{srtp-mand}: RTP/SAVP with a=crypto,
+    the srtp module loaded)."""
+
+    def __init__(self, *args, account: str = "", srtp: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.account = account
+        self.srtp = srtp
+
+    def write_config(self) -> None:
+        import os
+
+        super().write_config()
+        if self.srtp:
+            with open(os.path.join(self.dir, "config"), "a") as f:
+                f.write("module srtp.so\n")
+        path = os.path.join(self.dir, "accounts")
+        with open(path) as f:
+            line = f.read().rstrip("\n")
+        with open(path, "w") as f:
+            f.write(line + self.account + "\n")
+
+
 def audio_ports(output: str):
     """The m=audio ports in a phone's SIP trace (what it sent and received)."""
     return {int(p) for p in re.findall(r"m=audio (\d+) ", output)}
@@ -193,6 +217,64 @@ class MediaTests(TestCase):
         self.assertIn("behind NAT", media["reason"])
         self.assertEqual(media["legs"]["b"]["remote"][0], "127.0.0.1")
         self.assert_flowed(media["legs"])
+
+    @defer.inlineCallbacks
+    def test_srtp_to_rtp(self):
+        """
+        alice (TLS, srtp-mand: RTP/SAVP + a=crypto) calls bob (UDP, no
+        srtp module) under the default "auto": SRTP on one side only, so
+        the call is anchored; bob's INVITE is plain RTP/AVP without keys,
+        alice's 200 has RTP/SAVP with the relay's key; they hear each other.
+        """
+        import os
+
+        path = module_path()
+        if not os.path.exists(os.path.join(path, "srtp.so")):
+            from twisted.trial.unittest import SkipTest
+
+            raise SkipTest(f"baresip's srtp module is not in {path}")
+        yield self.start("")
+        alice = TunedBaresip(self, self.pbx, "alice", "tls", contacts=("bob",), account=";mediaenc=srtp-mand", srtp=True)
+        yield alice.start()
+        bob = yield self.phone("bob")
+        yield self.talk(alice, bob)
+        media, flow, reason = yield self.record()
+        self.assertEqual((media["mode"], media["anchored"]), ("auto", True))
+        self.assertIn("SRTP", media["reason"])
+        (to_bob,) = [i["message"] for i in flow if i["leg"] == "b" and i["direction"] == "out" and i["message"].startswith("INVITE")]
+        self.assertIn("RTP/AVP", to_bob)
+        self.assertNotIn("a=crypto", to_bob)
+        (to_alice,) = [i["message"] for i in flow if i["leg"] == "a" and i["direction"] == "out" and i["message"].startswith("SIP/2.0 200") and "m=audio" in i["message"]]
+        self.assertIn("RTP/SAVP", to_alice)
+        self.assertIn("a=crypto:", to_alice)
+        self.assert_flowed(media["legs"])
+
+    @defer.inlineCallbacks
+    def test_opus_to_pcma(self):
+        """
+        alice offers Opus only, bob takes PCMA only; codec_strategy =
+        "quality" with media_proxy = "all": the relay offers bob what he
+        can take and transcodes; each hears the other's tone.
+        """
+        yield self.start('media_proxy = "all"\ncodec_strategy = "quality"\ncodecs = ["opus", "g722", "pcmu", "pcma"]')
+        alice = yield self.phone_with("alice", codec="opus")
+        bob = yield self.phone_with("bob", account=";audio_codecs=PCMA/8000")
+        yield self.talk(alice, bob)
+        media, flow, reason = yield self.record()
+        (to_bob,) = [i["message"] for i in flow if i["leg"] == "b" and i["direction"] == "out" and i["message"].startswith("INVITE")]
+        (from_bob,) = [i["message"] for i in flow if i["leg"] == "b" and i["direction"] == "in" and i["message"].startswith("SIP/2.0 200")]
+        self.assertIn("PCMA/8000", to_bob)
+        self.assertIn("PCMA/8000", from_bob)
+        self.assertNotIn("opus", from_bob.lower())
+        (to_alice,) = [i["message"] for i in flow if i["leg"] == "a" and i["direction"] == "out" and i["message"].startswith("SIP/2.0 200") and "m=audio" in i["message"]]
+        self.assertIn("opus/48000", to_alice.lower())
+        self.assert_flowed(media["legs"])
+
+    @defer.inlineCallbacks
+    def phone_with(self, user: str, account: str = "", codec: str = "g711"):
+        phone = TunedBaresip(self, self.pbx, user, "udp", contacts=tuple(c for c in ("alice", "bob") if c != user), codec=codec, account=account)
+        yield phone.start()
+        return phone
 
     @defer.inlineCallbacks
     def test_sipp_rtp_echo(self):
