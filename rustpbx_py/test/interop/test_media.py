@@ -262,7 +262,7 @@ class MediaTests(TestCase):
         yield self.talk(alice, bob)
         media, flow, reason = yield self.record()
         (to_bob,) = [i["message"] for i in flow if i["leg"] == "b" and i["direction"] == "out" and i["message"].startswith("INVITE")]
-        (from_bob,) = [i["message"] for i in flow if i["leg"] == "b" and i["direction"] == "in" and i["message"].startswith("SIP/2.0 200")]
+        (from_bob,) = [i["message"] for i in flow if i["leg"] == "b" and i["direction"] == "in" and i["message"].startswith("SIP/2.0 200") and "m=audio" in i["message"]]
         self.assertIn("PCMA/8000", to_bob)
         self.assertIn("PCMA/8000", from_bob)
         self.assertNotIn("opus", from_bob.lower())
