@@ -612,9 +612,12 @@ class CallModule:
 
             try:
                 self._media_engine = engine_from_config(self.clock, self.config)
-            except ImportError:
-                # A build without the relay: calls are not anchored, and
-                # their SIP flow says why.
+            except ImportError as e:
+                # A build without the relay (or its dependencies): calls
+                # are not anchored, and their SIP flow says why.
+                if not getattr(self, "_engine_missing_logged", False):
+                    self._engine_missing_logged = True
+                    self.log.warn("no media engine ({error}): calls are not anchored", error=e)
                 return None
         return self._media_engine
 
