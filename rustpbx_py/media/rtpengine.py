@@ -29,11 +29,12 @@ Addresses: the SDP rtpengine writes names rtpengine's own interface
 goes to rtpengine, not to the PBX: the policy's C{external_ip} /
 C{local_ip} are the PBX's addresses and are not sent.
 
-rtp_timeout: the session polls C{query} every C{poll_interval(rtp_timeout)}
-seconds from the first answer on, and calls C{on_timeout} once when the
-RTP packet counters of both legs have not moved for C{rtp_timeout}
-seconds, or when the daemon no longer knows the call (its own
-C{--timeout} deleted it).  The same polls keep L{RtpengineSession.stats}
+rtp_timeout (RustPBX's per-leg meaning): the session polls C{query} every
+C{poll_interval(rtp_timeout)} seconds from the first answer on, and calls
+C{on_timeout} once when the RTP packet counter of either leg (what
+rtpengine received from it) has not moved for C{rtp_timeout} seconds while
+the call is not on hold, or when the daemon no longer knows the call (its
+own C{--timeout} deleted it).  The same polls keep L{RtpengineSession.stats}
 fresh.
 """
 
@@ -518,8 +519,8 @@ class RtpengineSession:
         self._webrtc = {"a": False, "b": False}  # whether each leg's last SDP was WebRTC's
         self._stats = _empty_stats()
         self._poll: Any = None
-        self._last_packets = 0   # packets seen at the last poll (none before the answer)
-        self._quiet_since = 0.0
+        self._last_packets = {"a": 0, "b": 0}  # packets from each leg at the last poll
+        self._quiet_since = {"a": 0.0, "b": 0.0}  # when each leg last sent (or the answer)
         self._held = {"a": False, "b": False}  # whether each leg's last SDP put the call on hold
         self._timed_out = False
         self._closing: Optional[defer.Deferred] = None
@@ -662,7 +663,7 @@ class RtpengineSession:
         timeout = float(getattr(self.policy, "rtp_timeout", 0) or 0)
         if self._poll is not None or timeout <= 0:
             return
-        self._quiet_since = self.engine.reactor.seconds()
+        self._quiet_since = dict.fromkeys(("a", "b"), self.engine.reactor.seconds())
         self._poll = self.engine.reactor.callLater(poll_interval(timeout), self._tick)
 
     @defer.inlineCallbacks
@@ -686,18 +687,20 @@ class RtpengineSession:
             if self.closed:
                 return
             self._stats = parse_stats(reply, self.tags)
-            packets = _rtp_packets(reply)
             now = self.engine.reactor.seconds()
-            if packets != self._last_packets or self._held["a"] or self._held["b"]:
-                # media flowing, or the call on hold (a held phone playing no
-                # music sends nothing: the timeout pauses, as RustPBX's does)
-                self._last_packets = packets
-                self._quiet_since = now
-            elif now - self._quiet_since >= timeout:
-                log.info("call {cid}: no RTP for {t} s (rtpengine {daemon})", cid=self.call_id, t=timeout,
-                         daemon=str(self.daemon))
-                self._fire_timeout()
-                return
+            held = self._held["a"] or self._held["b"]
+            for leg in ("a", "b"):
+                # per leg, as RustPBX: each leg must keep sending; on hold
+                # (a held phone playing no music sends nothing) the clock pauses
+                packets = self._stats[leg]["in"]["packets"]
+                if packets != self._last_packets[leg] or held:
+                    self._last_packets[leg] = packets
+                    self._quiet_since[leg] = now
+                elif now - self._quiet_since[leg] >= timeout:
+                    log.info("call {cid}: no RTP from leg {leg} for {t} s (rtpengine {daemon})",
+                             cid=self.call_id, leg=leg, t=timeout, daemon=str(self.daemon))
+                    self._fire_timeout()
+                    return
         if not self.closed:
             self._poll = self.engine.reactor.callLater(poll_interval(timeout), self._tick)
 
@@ -780,22 +783,6 @@ def _address(value: Any) -> Optional[tuple]:
     if address and _int(port):
         return (address, port)
     return None
-
-
-def _rtp_packets(reply: dict) -> int:
-    """Packets rtpengine received on every RTP stream of the call."""
-    rtp = _dict(_dict(reply.get("totals")).get("RTP"))
-    if "packets" in rtp:
-        return _int(rtp.get("packets"))
-    return sum(_int(_dict(s.get("stats")).get("packets")) for s in _streams(reply))
-
-
-def _streams(reply: dict) -> list:
-    out = []
-    for tag in _dict(reply.get("tags")).values():
-        for media in _list(_dict(tag).get("medias")):
-            out += [s for s in _list(_dict(media).get("streams")) if isinstance(s, dict)]
-    return out
 
 
 def _leg_view(tag: dict, ssrcs: dict) -> tuple:

@@ -563,6 +563,18 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(self.net.clock.getDelayedCalls(), [])
         self.assertEqual(self.session.stats()["a"]["in"]["packets"], 20)
 
+    def test_rtp_timeout_per_leg(self):
+        """Per leg, as RustPBX: leg a keeps sending but leg b sends nothing
+        after the answer; the call times out at rtp_timeout all the same."""
+        self.policy.rtp_timeout = 30
+        fired = []
+        self.session.on_timeout = lambda: fired.append(self.net.clock.seconds())
+        self.establish()
+        for n in range(1, 4):
+            self.net.clock.advance(10)
+            self.net.reply(-1, query_reply(self.session.tags, 500 * n, 0))
+        self.assertEqual(fired, [30.0])
+
     def test_rtp_timeout_no_media_at_all(self):
         """No packet ever after the answer: the timeout counts from the
         answer (fires at the poll at rtp_timeout, not one poll later)."""
