@@ -1,11 +1,14 @@
 """
-Interop: a browser calls a desk phone through the BUILT-IN media engine.
+Interop: a browser calls a desk phone, and a desk phone calls a browser,
+through the BUILT-IN media engine.
 Headless Chromium (JsSIP over WSS, its fake microphone playing a 440 Hz
 WAV) calls baresip (plain RTP/AVP, G.711) with media_proxy = "all": the
 relay answers the browser as ICE-lite with its own DTLS fingerprint,
 terminates DTLS-SRTP and relays plain RTP to baresip, which must hear the
 browser's tone; the browser's getStats() must show DTLS connected and
-audio packets received from the PBX.
+audio packets received from the PBX.  The other way round, baresip dials
+the browser (registered over WSS): the browser gets a WebRTC offer from the
+PBX (actpass, ice-lite), answers, and each side receives the other's audio.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
 from rustpbx_py.test.interop.baresip import BaresipPhone, module_path
-from rustpbx_py.test.interop.phones import RATE, PhonePbx, write_tone
+from rustpbx_py.registrar import make_aor
+from rustpbx_py.test.interop.phones import RATE, PhonePbx, until, write_tone
 from rustpbx_py.test.interop.support import require_tool
 
 _MESSAGE = re.compile(r"\n(?:UDP|TCP|TLS) \S+ -> \S+\n")
@@ -87,6 +91,51 @@ class BuiltinWebRtcTests(TestCase):
         self.assertIn("RTP/AVP", invite)
         self.assertNotIn("a=fingerprint", invite)
         self.assertNotIn("a=candidate", invite)
+        yield bob.hears(_Browser(), seconds=1.0, timeout=8.0)
+
+    @defer.inlineCallbacks
+    def test_phone_to_browser(self):
+        """baresip -> PBX -> Chromium registered over WSS: the browser is
+        offered WebRTC by the built-in relay (UDP/TLS/RTP/SAVPF, ice-lite,
+        setup:actpass, BUNDLE) while baresip's leg stays RTP/AVP; the browser
+        answers, DTLS connects, it receives baresip's audio, and baresip hears
+        the browser's tone."""
+        from rustpbx_py.test.interop.jssip import JS_DIR, jssip_bundle
+        from rustpbx_py.test.interop.phones import USERS
+        from rustpbx_py.test.interop.test_jssip_chromium import run_page
+
+        self.pbx = yield PhonePbx.start(self, 'wss_port = 0\nmedia_proxy = "all"\n')
+        bob = yield BaresipPhone(self, self.pbx, "bob", "udp").start()
+        www = os.path.abspath(self.mktemp())
+        os.makedirs(www)
+        shutil.copy(os.path.join(JS_DIR, "jssip_webrtc_answer.html"), www)
+        yield deferToThread(jssip_bundle, www)
+        microphone = write_tone(os.path.join(www, "tone.wav"), _Browser.tone, seconds=30.0, rate=RATE)
+        web = reactor.listenTCP(0, _site(www), interface="127.0.0.1")
+        self.addCleanup(web.stopListening)
+        page = (f"http://127.0.0.1:{web.getHost().port}/jssip_webrtc_answer.html"
+                f"?url=wss://127.0.0.1:{self.pbx.ports['WSS']}/ws&user=alice&password={USERS['alice']}"
+                f"&seconds=4")
+        browser = deferToThread(run_page, *self.chromium, page, 60.0,
+                                [f"--use-file-for-fake-audio-capture={microphone}"])
+        registry = next(m for m in self.pbx.service.modules if m.name == "registrar").registry
+        yield until(lambda: bool(registry.lookup(make_aor("alice", "127.0.0.1"))), 30.0,
+                    "the browser registering over WSS")
+        out_b = len(bob.process.output)
+        yield bob.command("dial", "sip:alice@127.0.0.1")
+        result = yield browser
+        self.assertNotIn("error", result, result)
+        self.assertEqual(result["steps"], ["registered", "incoming", "confirmed", "ended by local"], result)
+        offer = result["offer"]
+        for line in ("UDP/TLS/RTP/SAVPF", "a=ice-lite", "a=fingerprint:sha-256 ", "a=setup:actpass",
+                     "a=group:BUNDLE", "a=rtcp-mux", " typ host", "a=ssrc:"):
+            self.assertIn(line, offer)
+        stats = result["stats"]
+        self.assertEqual(stats["dtlsState"], "connected", result)
+        self.assertGreater(stats["packetsReceived"], 50, result)
+        self.assertGreater(stats["packetsSent"], 50, result)
+        trace = bob.process.output[out_b:]
+        self.assertNotIn("a=fingerprint", trace)
         yield bob.hears(_Browser(), seconds=1.0, timeout=8.0)
 
 
