@@ -489,6 +489,9 @@ class RelaySession:
             side = stream.sides[other]
             write_media(target, transport, self.address, side.pair.rtp_port, stream.mid,
                         self.engine.rtc_cname)
+            # JSEP (RFC 8829 5.3.1) writes the direction in every m-section;
+            # some stacks (aiortc) take a missing one for inactive
+            target.direction = sdp.direction_of(m)
             stream.proto[other] = WEBRTC_PROTO
         elif stream.webrtc[leg] is not None:
             strip_webrtc(target)

@@ -159,12 +159,20 @@ class WebRtcTransport:
         """Take over C{leg}'s hooks (relay.Leg): no latching, ICE decides; RTCP on the RTP port."""
         self.leg = leg
         leg.latch.enabled = False
-        leg.latch.target = leg.rtcp_latch.target = self.ice.selected
+        self._point(leg)
         leg.inbound = self.incoming
         leg.outbound = self.protect
         leg.outbound_rtcp = self.protect_rtcp
         leg.inbound_rtcp = None
         leg.sendto_rtcp = leg.sendto
+
+    def _point(self, leg) -> None:
+        """Send the leg's RTP and RTCP to the ICE-selected address (shown
+        as the leg's remote address in the stats: with latching off the
+        latch only records it)."""
+        selected = self.ice.selected
+        leg.latch.target = leg.rtcp_latch.target = selected
+        leg.latch.latched = selected
 
     def close(self) -> None:
         if self.dtls is not None:
@@ -180,7 +188,7 @@ class WebRtcTransport:
             if response is not None:
                 self._sendto(response, source)
                 if self.leg.latch.target != self.ice.selected:
-                    self.leg.latch.target = self.leg.rtcp_latch.target = self.ice.selected
+                    self._point(self.leg)
                 if self.dtls is not None and self.dtls.state == "new" and self.dtls.role == "client":
                     self.dtls.start()
             return None
