@@ -155,6 +155,8 @@ class RelaySession:
         self.pending: Optional[str] = None          # the leg whose offer awaits an answer
         self.origins: dict[str, Origin] = {}
         self.sent_bodies: dict[str, bytes] = {}
+        # per leg, when its last offer was a browser's: each m-line's (proto, mid)
+        self.browser_lines: dict[str, list] = {}
         self.on_timeout: Optional[Callable[[], None]] = None
         self.timed_out: Optional[str] = None
         self.closed = False
@@ -221,6 +223,10 @@ class RelaySession:
                     side.pair.release()
             raise
         out = sdp.copy()
+        if any(is_webrtc_media(m) for m in sdp.media):
+            self.browser_lines[leg] = [(m.proto, m.attribute("mid")) for m in sdp.media]
+        else:
+            self.browser_lines.pop(leg, None)
         for index, m in enumerate(sdp.media):
             if index == len(self.streams):
                 self.streams.append(Stream(index, m.media))
@@ -230,6 +236,10 @@ class RelaySession:
             if decision is None:
                 stream.refused = True
                 target.port = 0
+                if leg in self.browser_lines:   # a browser's refused line, to a phone
+                    strip_webrtc(target)
+                    if is_webrtc_media(target):
+                        target.proto = "RTP/AVP"
                 continue
             if index in bound:
                 stream.sides = bound[index]
@@ -262,6 +272,7 @@ class RelaySession:
             if m.port == 0 or stream.refused or not stream.allocated:
                 stream.refused = True
                 target.port = 0
+                self._browser_refused(target, other, index)
                 continue
             self._webrtc_answer(stream, leg, sdp, m)
             self._srtp_answer(stream, leg, m, target)
@@ -464,6 +475,18 @@ class RelaySession:
             stream.webrtc[other].setup = "actpass"
             if stream.mid is None:
                 stream.mid = str(index)
+
+    def _browser_refused(self, target: MediaDescription, to_leg: str, index: int) -> None:
+        """A refused line of the answer to a browser's offer: its proto and
+        a=mid as offered (JSEP matches answer lines to offer lines by mid)."""
+        lines = self.browser_lines.get(to_leg)
+        if not lines or index >= len(lines):
+            return
+        proto, mid = lines[index]
+        strip_webrtc(target)
+        target.proto = proto
+        if mid is not None:
+            target.add_attribute("mid", mid)
 
     def _webrtc_answer(self, stream: Stream, leg: str, sdp: SessionDescription,
                        m: MediaDescription) -> None:

@@ -344,3 +344,29 @@ class SessionTests(TestCase):
             browser.port.write(data, pbx)
         yield browser.wait_for(2)  # the STUN answer, then our ServerHello flight
         self.assertEqual(browser.received[1][0][0], 22)
+
+    @defer.inlineCallbacks
+    def test_audio_video_offer(self):
+        """
+        Chromium's audio+video offer: the relay carries the audio only; the
+        phone's offer has the video refused as plain RTP/AVP without browser
+        lines, and the browser's answer refuses it in its own proto with its
+        a=mid, BUNDLE naming the audio mid alone.
+        """
+        offer = _sdp("chromium-audio-video.sdp")
+        session = self.engine.session("av", self.policy)
+        self.addCleanup(session.close)
+        to_phone = yield session.offer("a", offer, None)
+        video = to_phone.media[1]
+        self.assertEqual((video.port, video.proto), (0, "RTP/AVP"))
+        for name in ("fingerprint", "candidate", "ice-ufrag", "mid", "ssrc", "extmap", "setup"):
+            self.assertEqual(bytes(to_phone).count(f"a={name}".encode()), 0, name)
+        answer = sdp("127.0.0.1", 40000)
+        answer.media.append(SessionDescription.parse(
+            b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n").media[0])
+        to_browser = yield session.answer("b", answer, None)
+        audio, video = to_browser.media
+        self.assertEqual((video.port, video.proto, video.attribute("mid")),
+                         (0, "UDP/TLS/RTP/SAVPF", offer.media[1].attribute("mid")))
+        self.assertEqual(audio.attribute("mid"), offer.media[0].attribute("mid"))
+        self.assertEqual(to_browser.attribute("group"), "BUNDLE " + offer.media[0].attribute("mid"))
