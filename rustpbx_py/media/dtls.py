@@ -134,6 +134,21 @@ def answer_setup(offered: Optional[str]) -> str:
     raise DtlsError(f"a=setup:{offered}: expected active, passive or actpass")
 
 
+def _selected_srtp_profile(conn: SSL.Connection) -> Optional[bytes]:
+    """
+    The negotiated DTLS-SRTP profile.  pyOpenSSL has the method from 23.1;
+    Debian's 23.0 has only the binding underneath, which is what the method
+    calls.
+    """
+    method = getattr(conn, "get_selected_srtp_profile", None)
+    if method is not None:
+        return method()
+    from OpenSSL._util import ffi, lib
+
+    profile = lib.SSL_get_selected_srtp_profile(conn._ssl)
+    return ffi.string(profile.name) if profile != ffi.NULL else b""
+
+
 class DtlsSrtp:
     """
     One DTLS-SRTP association on one leg.
@@ -245,7 +260,7 @@ class DtlsSrtp:
         if not any(_digest(peer, algorithm) == value for algorithm, value in self.fingerprints):
             self._fail("DTLS peer certificate does not match the SDP a=fingerprint")
             return
-        profile = self._conn.get_selected_srtp_profile()
+        profile = _selected_srtp_profile(self._conn)
         if profile != SRTP_PROFILE:
             self._fail(f"DTLS-SRTP profile {profile!r} not negotiated")
             return

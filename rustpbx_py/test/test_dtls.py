@@ -128,7 +128,7 @@ class HandshakeTests(SynchronousTestCase):
         ours, peer, clock, _ = self._pair("server")
         self.assertEqual(ours.state, "connected", ours.failure)
         self.assertTrue(peer.done)
-        self.assertEqual(peer.conn.get_selected_srtp_profile(), b"SRTP_AES128_CM_SHA1_80")
+        self.assertEqual(dtls._selected_srtp_profile(peer.conn), b"SRTP_AES128_CM_SHA1_80")
         self._check_srtp(ours, peer)
         self.assertEqual(clock.getDelayedCalls(), [])
 
