@@ -34,6 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run as bench  # noqa: E402  (bench/run.py)
 
 
+#: Call counts at which the RSS is reported.
+MARKS = (1000, 10000, 20000, 50000, 100000, 200000, 400000)
+
+
 def successful_calls(directory: str) -> int:
     """SIPp's cumulative successful calls, from its statistics file."""
     stats = bench.read_stats(os.path.join(directory, "stats.csv"))
@@ -43,7 +47,7 @@ def successful_calls(directory: str) -> int:
         return 0
 
 
-def soak(calls: int, rate: float, settle: float = 40.0, keep: str = "") -> dict:
+def soak(calls: int, rate: float, settle: float = 420.0, keep: str = "") -> dict:
     raw = keep or bench.tempfile.mkdtemp(prefix="rustpbx-soak-")
     os.makedirs(raw, exist_ok=True)
     users_csv = bench.write_injection(os.path.join(raw, "users.csv"), bench.bench_users())
@@ -51,6 +55,7 @@ def soak(calls: int, rate: float, settle: float = 40.0, keep: str = "") -> dict:
     server = bench.PbxServer(raw)
     server.start("soak")
     samples = []
+    settling = []  # (seconds after the last call, RSS)
     try:
         callee_port = bench.free_port()
         reg_dir = os.path.join(raw, "register")
@@ -75,7 +80,12 @@ def soak(calls: int, rate: float, settle: float = 40.0, keep: str = "") -> dict:
         result = bench.finish_sipp(uac, uac_dir, 5.0)
         bench.finish_sipp(uas, uas_dir, 5.0)
         done = time.monotonic() - started
-        time.sleep(settle)
+        waited = 0.0
+        while waited < settle:
+            step = min(10.0, settle - waited)
+            time.sleep(step)
+            waited += step
+            settling.append((round(waited), bench.memory_bytes([server.child.pid])))
         after_wait = bench.memory_bytes([server.child.pid])
     finally:
         server.stop()
@@ -97,7 +107,9 @@ def soak(calls: int, rate: float, settle: float = 40.0, keep: str = "") -> dict:
         "rss_after_wait": after_wait,
         "growth_per_10000_calls": per_10k,
         "within_20_percent": (first is not None and after_wait <= first * 1.2),
+        "at_calls": {mark: next((rss for n, rss, _ in samples if n >= mark), None) for mark in MARKS if mark <= calls},
         "samples": samples,
+        "settling": settling,
         "raw": raw,
     }
 
@@ -106,7 +118,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=100000)
     parser.add_argument("--rate", type=float, default=200.0, help="calls per second")
-    parser.add_argument("--settle", type=float, default=40.0, help="seconds to wait after the last call")
+    parser.add_argument("--settle", type=float, default=420.0,
+                        help="seconds to wait after the last call (default: the nonce lifetime, 300 s, and a round "
+                             "of the PBX's housekeeping, every 60 s, for the nonce-counts of the last calls to go)")
     parser.add_argument("--json", help="write the result (with every sample) to this file")
     args = parser.parse_args(argv)
     # A SIGTERM stops the PBX and SIPp too (the finally of soak()).
@@ -116,6 +130,8 @@ def main(argv=None) -> int:
     print(f"calls: {result['successful']} successful, {result['failed']} failed, in {result['seconds']} s")
     print(f"RSS after 1,000 calls: {mb(result['rss_after_1000'])}; at the end: {mb(result['rss_at_end'])}; "
           f"{args.settle:.0f} s later: {mb(result['rss_after_wait'])}")
+    print("RSS at " + ", ".join(f"{n:,} calls: {mb(v)}" for n, v in result["at_calls"].items()))
+    print("after the last call: " + ", ".join(f"{t} s: {mb(v)}" for t, v in result["settling"] if t % 60 == 0 or t == 40))
     growth = result["growth_per_10000_calls"]
     print(f"growth per 10,000 calls: {'n/a' if growth is None else f'{growth / 1024:.0f} KB'}")
     print("within 20 % of the 1,000-call level: " + ("yes" if result["within_20_percent"] else "NO"))

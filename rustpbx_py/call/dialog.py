@@ -193,6 +193,16 @@ def tag_of(header_value: Optional[str]) -> Optional[str]:
 _TAGS: Dict[str, Optional[str]] = {}
 
 
+def forget_tags() -> None:
+    """
+    Empty the tag cache (the server's housekeeping does, every minute): it
+    is refilled by the messages of live dialogs, and the entries of ended
+    ones, a few strings each spread over every arena a burst of calls
+    allocated, would keep those arenas mapped after the calls are over.
+    """
+    _TAGS.clear()
+
+
 def contact_target(message) -> Optional[str]:
     """The URI of the first Contact of a message, as text."""
     value = message.get("contact")

@@ -175,6 +175,11 @@ class NonceManager:
             self._floor = max(self._floor, old_issued)
         return True
 
+    def prune(self) -> None:
+        """Forget the counts of nonces that have expired anyway (L{use}
+        does it too; the server's housekeeping, when no one calls)."""
+        self._prune()
+
     def _prune(self) -> None:
         """Forget the counts of nonces that have expired anyway."""
         limit = self._clock.seconds() - self.lifetime
@@ -227,6 +232,12 @@ class DialogAuthCache:
 
     def remove(self, call_id: str, from_tag: str) -> None:
         self._entries.pop((call_id, from_tag), None)
+
+    def prune(self) -> None:
+        """Drop the expired entries (L{get} drops only those it is asked for)."""
+        now = self._clock.seconds()
+        for key in [k for k, entry in self._entries.items() if entry[1] <= now]:
+            del self._entries[key]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -634,6 +645,23 @@ class AuthModule:
         """
         if self.dialog_cache is not None:
             self.dialog_cache.put(call_id, from_tag, _source_key(flow), user, realm)
+
+    def forget_dialog(self, call_id: str, from_tag: str) -> None:
+        """
+        The dialog with this Call-ID and From tag is over (the call module
+        says so 64*T1 after the call ended, once a crossing BYE has had
+        its answer): its cache entry goes now rather than at the end of
+        C{ttl_seconds}, so that the cache holds live calls only.
+        """
+        if self.dialog_cache is not None:
+            self.dialog_cache.remove(call_id, from_tag)
+
+    def prune(self) -> None:
+        """Expired nonce-counts and dialog cache entries go (the server's
+        housekeeping calls this every minute)."""
+        self.nonces.prune()
+        if self.dialog_cache is not None:
+            self.dialog_cache.prune()
 
 
 def _guard_source(flow: Any) -> Optional[str]:

@@ -24,8 +24,11 @@ from rustpbx_py.registrar import make_aor
 from rustpbx_py.sip.headers import HeaderError, NameAddr, URI, bare_host
 
 #: How long after a call ended a late 2xx from its callee side is still
-#: recognised (ACKed and hung up), and how many ended calls are remembered.
-STRAY_2XX_WINDOW = 3600.0
+#: recognised (ACKed and hung up), and how many ended calls are remembered:
+#: longer than a phone rings unanswered at a proxy (Timer C, 3 min, RFC 3261
+#: 16.6) and then repeats its 2xx (64*T1).  A 2xx later still is ignored,
+#: and the callee, without an ACK, hangs up itself (13.3.1.4).
+STRAY_2XX_WINDOW = 300.0
 STRAY_2XX_MAX = 50000
 
 IN_DIALOG_METHODS = ("INVITE", "BYE", "UPDATE", "INFO", "PRACK", "NOTIFY", "REFER", "MESSAGE", "OPTIONS", "SUBSCRIBE")
@@ -256,6 +259,11 @@ class CallModule:
         self.log.info("call {id}: late 2xx from {peer}, hanging it up", id=call_id, peer=flow.remote)
         release_stray_2xx(self.core, response, flow)
         return True
+
+    def prune(self) -> None:
+        """Ended calls whose late-2xx window closed go (the server's
+        housekeeping calls this every minute; new calls do it too)."""
+        self._prune_ended()
 
     def _prune_ended(self) -> None:
         ended = self.ended_b_calls
@@ -701,7 +709,10 @@ class CallModule:
         for leg in (call.a, call.b):
             if leg is not None and self.legs.get(leg.key, (None,))[0] is call:
                 # Keep answering retransmitted BYEs for a moment (481 otherwise).
-                self._forgets[leg.key] = self.clock.callLater(self.timers.t1x64, self._forget, leg.key, call)
+                self._forgets[leg.key] = self.clock.callLater(self.timers.t1x64, self._forget, leg.key, call, leg)
+        if call.a is None:
+            # No dialog with the caller: nothing can cross its end.
+            self._untrust(call.tx.request.call_id, tag_of(call.tx.request.get("from")))
         self.event("hangup", call)
         media = call.media
         if media is not None and media.closed is not None and not media.closed.called:
@@ -740,8 +751,20 @@ class CallModule:
             total=max(end - record.start_time, 0.0),
         )
 
-    def _forget(self, key, call) -> None:
+    def _forget(self, key, call, leg=None) -> None:
         self._forgets.pop(key, None)
         if self.legs.get(key, (None,))[0] is call:
             del self.legs[key]
+        if leg is not None:
+            self._untrust(leg.call_id, tag_of(leg.remote))
+
+    def _untrust(self, call_id: str, remote_tag: Optional[str]) -> None:
+        """The dialog is over: modules that trusted it (auth's dialog
+        cache) forget it now instead of after their TTL."""
+        if not remote_tag:
+            return
+        for module in self.context.modules:
+            forget = getattr(module, "forget_dialog", None)
+            if forget is not None:
+                forget(call_id, remote_tag)
 

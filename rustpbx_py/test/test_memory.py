@@ -149,3 +149,87 @@ class FlatMemoryTests(PhonesMixin, SynchronousTestCase):
         self.assertEqual(self.alice.calls_ended, 2500)
         self.assertEqual(failures, [])
         self.assertLess(after_5000_calls, after_1000_calls * 1.2, (after_1000_calls, after_5000_calls))
+
+
+def live_objects() -> collections.Counter:
+    """The PBX's objects alive now, by class (what the collector tracks:
+    every instance of a class of ours)."""
+    gc.collect()
+    counts: collections.Counter = collections.Counter()
+    for o in gc.get_objects():
+        kind = type(o)
+        module = kind.__dict__.get("__module__") if isinstance(kind.__dict__.get("__module__"), str) else None
+        if module and module.startswith("rustpbx_py.") and not module.startswith("rustpbx_py.test"):
+            counts[f"{module}.{kind.__qualname__}"] += 1
+    return counts
+
+
+class RetentionTests(PhonesMixin, SynchronousTestCase):
+    """
+    What a call leaves behind once every window that needs it has closed:
+    nothing.  RSS after a burst of calls comes back only when this holds
+    (Python unmaps an arena when its last object goes; a few entries per
+    call kept anywhere kept hundreds of megabytes mapped, bench/retained.py).
+    """
+
+    def quiesce(self) -> None:
+        """Let every window close (transactions 64*T1, nonce lifetime and
+        the late-2xx window 300 s), then run the server's housekeeping."""
+        from rustpbx_py.call.dialog import forget_tags
+
+        self.net.advance(301, 10)
+        for module in self.net.modules:
+            prune = getattr(module, "prune", None)
+            if callable(prune):
+                prune()
+        forget_tags()
+        for phone in (self.alice, self.bob):
+            del phone.answers[:]
+            phone._incoming.clear()
+
+    def tables(self) -> dict:
+        call, auth, layer = self.net.module("call"), self.net.module("auth"), self.net.core.transactions
+        from rustpbx_py.call.dialog import _TAGS
+
+        return {
+            "server transactions": len(layer.server),
+            "client transactions": len(layer.client),
+            "calls": len(call.calls),
+            "legs": len(call.legs),
+            "late-2xx window": len(call.ended_b_calls),
+            "auth dialog cache": len(auth.dialog_cache),
+            "nonce-counts": len(auth.nonces),
+            "tag cache": len(_TAGS),
+        }
+
+    def test_calls_leave_nothing(self):
+        """40 rounds of traffic (answered calls, calls to an unregistered
+        user, OPTIONS, re-REGISTERs) leave, once their windows closed and
+        the housekeeping ran, the same live objects of ours, class by
+        class, as before them, and every per-call table empty."""
+        self.traffic(3)
+        self.quiesce()
+        before = live_objects()
+        self.traffic(40)
+        self.assertEqual(self.alice.calls_ended, 43)
+        self.quiesce()
+        after = live_objects()
+        grown = {name: after[name] - before[name] for name in after if after[name] != before[name]}
+        self.assertEqual(grown, {}, "objects of ours left by 40 rounds")
+        self.assertEqual(set(self.tables().values()), {0}, self.tables())
+
+    def test_dialog_cache_holds_live_calls_only(self):
+        """The auth module's dialog cache (RustPBX's dialog_auth_cache,
+        ttl_seconds 3600) forgets a call's two dialogs (the caller's, which
+        authenticated, and the callee's, which the call module trusted)
+        64*T1 after the call ended, not an hour later: while a call is up
+        both are there, so the callee's BYE is not challenged."""
+        cache = self.net.module("auth").dialog_cache
+        self.alice.call("bob", 10.0)
+        self.net.advance(5)
+        self.assertEqual(len(cache), 2)
+        self.net.advance(6)
+        self.assertEqual(self.alice.calls_ended, 1)
+        self.assertEqual(len(cache), 2)
+        self.net.advance(33)
+        self.assertEqual(len(cache), 0)

@@ -90,3 +90,48 @@ class FullCollectionTests(SynchronousTestCase):
         collections.stop()
         clock.advance(GC_FULL_INTERVAL)
         self.assertEqual(len(runs), 2)
+
+    def test_housekeeping(self):
+        """Every HOUSEKEEPING_INTERVAL seconds the housekeeping callables
+        run (one that raises is logged, the others still run), then the
+        trim; the full collection only every GC_FULL_INTERVAL."""
+        from twisted.internet import task
+
+        from rustpbx_py.server import GC_FULL_INTERVAL, HOUSEKEEPING_INTERVAL, FullCollections
+
+        clock = task.Clock()
+        events = []
+
+        def broken():
+            raise ValueError("broken")
+
+        collections = FullCollections(
+            clock,
+            collect=lambda: events.append("collect") or 0,
+            housekeeping=[broken, lambda: events.append("prune")],
+            trim=lambda: events.append("trim") or 1,
+        )
+        collections.start()
+        clock.advance(HOUSEKEEPING_INTERVAL)
+        self.assertEqual(events, ["prune", "trim"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        ticks = int(GC_FULL_INTERVAL / HOUSEKEEPING_INTERVAL)
+        for _ in range(ticks - 1):
+            clock.advance(HOUSEKEEPING_INTERVAL)
+        self.assertEqual(events.count("prune"), ticks)
+        self.assertEqual(events.count("collect"), 1)
+        self.assertEqual(events[-3:], ["prune", "collect", "trim"])
+        self.flushLoggedErrors(ValueError)
+        collections.stop()
+
+    def test_malloc_trim(self):
+        """malloc_trim: glibc's, callable, where the C library has it."""
+        import ctypes
+
+        from rustpbx_py.server import malloc_trim
+
+        trim = malloc_trim()
+        if not hasattr(ctypes.CDLL(None), "malloc_trim"):
+            self.assertIsNone(trim)
+        else:
+            self.assertIn(trim(), (0, 1))
