@@ -4,21 +4,26 @@ Memory soak: SIPp places a long run of calls through a PBX started as
 ``twistd pbx`` (the garbage-collector tuning of a real deployment), and the
 PBX's resident memory is sampled against the number of calls completed.
 
-    .venv/bin/python bench/soak.py                       # 100,000 calls at 200/s, ~9 min
-    .venv/bin/python bench/soak.py --calls 400000        # ~35 min
+    .venv/bin/python bench/soak.py                       # 100,000 calls at 200/s, ~9 min + 7 min
+    .venv/bin/python bench/soak.py --calls 400000        # ~35 min + 7 min
     .venv/bin/python bench/soak.py --calls 5000 --rate 100 --json out.json
 
 Every call is the benchmark's: INVITE, 407, ACK, INVITE with credentials,
 100/180/200, ACK, 1 s hold, BYE, 200, from the users 10000..10999 to the
 callee 20000 (bench/scenarios/uac_auth.xml and uas.xml), each call record
-written to the SQLite database.  After the last call the soak waits for
-every transaction to expire (64*T1 = 32 s) and samples once more.
+written to the SQLite database.  After the last call the soak goes on
+sampling for C{--settle} seconds (420 by default: every transaction has
+expired after 64*T1 = 32 s, the nonce-counts of the last calls after the
+nonce lifetime, 300 s, and the PBX's housekeeping, every 60 s, prunes
+them).
 
-What it prints: RSS after the first 1,000 calls, after all of them and
-after the wait; the growth per 10,000 calls between 1,000 and the end; and
-whether the end is within 20 % of the 1,000-call level (issue 12's
-criterion).  Exit status 0 when it is, 1 when not, 2 when calls failed.
-It imports the harness of bench/run.py and nothing from rustpbx_py.
+What it prints: RSS after 1,000, 10,000, 50,000... calls, at the end and
+every minute after it; the growth per 10,000 calls between 1,000 and the end; and
+whether the RSS after the wait is within 20 % of the 1,000-call level
+(issue 12's criterion: memory returns once the calls are over).  Exit status 0 when it is, 1 when not, 2 when calls failed.
+The PBX runs with C{PYTHONMALLOC=malloc}, as the systemd unit starts it
+(C{--pymalloc}: without).  It imports the harness of bench/run.py and
+nothing from rustpbx_py.
 """
 
 from __future__ import annotations
@@ -121,10 +126,18 @@ def main(argv=None) -> int:
     parser.add_argument("--settle", type=float, default=420.0,
                         help="seconds to wait after the last call (default: the nonce lifetime, 300 s, and a round "
                              "of the PBX's housekeeping, every 60 s, for the nonce-counts of the last calls to go)")
+    parser.add_argument("--pymalloc", action="store_true",
+                        help="run the PBX with Python's own small-object allocator instead of the systemd unit's "
+                             "PYTHONMALLOC=malloc")
     parser.add_argument("--json", help="write the result (with every sample) to this file")
     args = parser.parse_args(argv)
     # A SIGTERM stops the PBX and SIPp too (the finally of soak()).
     bench.signal.signal(bench.signal.SIGTERM, lambda *_: sys.exit(3))
+    # The PBX inherits this environment (bench/run.py starts it so).
+    if args.pymalloc:
+        os.environ.pop("PYTHONMALLOC", None)
+    else:
+        os.environ["PYTHONMALLOC"] = "malloc"
     result = soak(args.calls, args.rate, args.settle)
     mb = lambda v: "n/a" if v is None else f"{v / 1048576:.1f} MB"  # noqa: E731
     print(f"calls: {result['successful']} successful, {result['failed']} failed, in {result['seconds']} s")

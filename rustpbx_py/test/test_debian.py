@@ -338,6 +338,7 @@ class DebianPackageTests(SynchronousTestCase):
             "ProtectSystem": "strict",
             "ProtectHome": "yes",
             "PrivateTmp": "yes",
+            "Environment": "PYTHONMALLOC=malloc",
         }
         self.assertEqual({k: service.get(k) for k in expected}, expected)
         self.assertTrue(
