@@ -99,13 +99,13 @@ class FlatMemoryTests(PhonesMixin, SynchronousTestCase):
     The short soak of C{make test} (bench/soak.py is the long one, with
     SIPp against a real twistd).
 
-    What a call leaves behind on purpose, all bounded: an entry in the auth
-    module's dialog cache (RustPBX's C{dialog_auth_cache}: LRU of
-    C{cache_size} dialogs, 10,000 by default, for C{ttl_seconds}), the
-    nonce-counts of the nonces its digest used (for the nonce lifetime, at
-    most 100,000), and its call record, which goes to the database.  The
-    cache is made small here so that it is full before the first
-    measurement; what is measured is everything else.
+    What a call leaves behind on purpose, all bounded (L{RetentionTests}
+    checks that it goes): two entries in the auth module's dialog cache
+    (RustPBX's C{dialog_auth_cache}, LRU of C{cache_size} dialogs) until
+    64*T1 after it ended, the nonce-counts of the nonces its digest used
+    (for the nonce lifetime, at most 100,000), and its call record, which
+    goes to the database.  The cache is made small here so that it is full
+    before the first measurement; what is measured is everything else.
     """
 
     proxy = {"dialog_auth_cache": {"cache_size": 500}}
