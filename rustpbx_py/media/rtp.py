@@ -153,7 +153,27 @@ def report_blocks(data: bytes) -> Iterator[ReportBlock]:
         offset = end
 
 
-class ReceiveStats:
+class DirectionFigures:
+    """
+    What L{ReceiveStats} and L{SendStats} show alike: one direction's
+    packets, bytes, loss and jitter (in clock-rate units, shown in
+    milliseconds).
+    """
+
+    __slots__ = ()
+
+    @property
+    def jitter_ms(self) -> float:
+        """The interarrival jitter in milliseconds."""
+        return self.jitter * 1000.0 / self.jitter_rate
+
+    def figures(self) -> dict:
+        """The dictionary L{IMediaSession.stats} shows for a direction."""
+        return {"packets": self.packets, "bytes": self.bytes, "lost": self.lost,
+                "jitter_ms": round(self.jitter_ms, 3)}
+
+
+class ReceiveStats(DirectionFigures):
     """
     RFC 3550 appendix A.1/A.3/A.8 receive statistics for one direction of
     one stream: the relay feeds it every packet it accepts.
@@ -262,18 +282,8 @@ class ReceiveStats:
         losses of other sources)."""
         return self.lost_before + self._lost_now()
 
-    @property
-    def jitter_ms(self) -> float:
-        """The interarrival jitter in milliseconds."""
-        return self.jitter * 1000.0 / self.jitter_rate
 
-    def figures(self) -> dict:
-        """The dictionary L{IMediaSession.stats} shows for a direction."""
-        return {"packets": self.packets, "bytes": self.bytes, "lost": self.lost,
-                "jitter_ms": round(self.jitter_ms, 3)}
-
-
-class SendStats:
+class SendStats(DirectionFigures):
     """
     What the relay sent one way: packets and bytes counted by the relay,
     and the loss and jitter the receiver reports back in its RTCP receiver
@@ -293,14 +303,6 @@ class SendStats:
         """Take the figures of a reception report about this stream."""
         self.lost = max(0, block.cumulative_lost)
         self.jitter = block.jitter
-
-    @property
-    def jitter_ms(self) -> float:
-        return self.jitter * 1000.0 / self.jitter_rate
-
-    def figures(self) -> dict:
-        return {"packets": self.packets, "bytes": self.bytes, "lost": self.lost,
-                "jitter_ms": round(self.jitter_ms, 3)}
 
 
 # Clock rates of the static audio payload types (RFC 3551 table 4) the
