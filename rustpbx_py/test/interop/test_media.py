@@ -177,11 +177,10 @@ class MediaTests(TestCase):
         self.assertIn(f"media: leg a latched to 127.0.0.1:{alice_rtp}", notes)
 
     @defer.inlineCallbacks
-    def test_phone_behind_nat_latched(self):
+    def alice_behind_nat(self):
         """
-        Under the default "auto", alice's SDP (through a NAT) names
-        10.0.0.99: the call is anchored for it, and latching sends bob's
-        audio to where alice's RTP comes from; both hear each other.
+        Start the PBX under the default "auto" and register alice through
+        a L{NatShim} and bob directly; fire with (alice, bob).
         """
         yield self.start("")
         shim = NatShim(("127.0.0.1", self.pbx.ports["UDP"]))
@@ -189,6 +188,16 @@ class MediaTests(TestCase):
         behind = types.SimpleNamespace(ports={"UDP": shim.inside_port}, cert=self.pbx.cert)
         alice = yield self.phone("alice", behind)
         bob = yield self.phone("bob")
+        return alice, bob
+
+    @defer.inlineCallbacks
+    def test_phone_behind_nat_latched(self):
+        """
+        Under the default "auto", alice's SDP (through a NAT) names
+        10.0.0.99: the call is anchored for it, and latching sends bob's
+        audio to where alice's RTP comes from; both hear each other.
+        """
+        alice, bob = yield self.alice_behind_nat()
         yield self.talk(alice, bob)
         media, flow, reason = yield self.record()
         self.assertEqual((media["mode"], media["anchored"]), ("auto", True))
@@ -205,12 +214,7 @@ class MediaTests(TestCase):
         NAT-fixed, which anchors the call under "auto" before her answer
         (naming 10.0.0.99) is even known; latching finds her real RTP.
         """
-        yield self.start("")
-        shim = NatShim(("127.0.0.1", self.pbx.ports["UDP"]))
-        self.addCleanup(shim.stop)
-        behind = types.SimpleNamespace(ports={"UDP": shim.inside_port}, cert=self.pbx.cert)
-        alice = yield self.phone("alice", behind)
-        bob = yield self.phone("bob")
+        alice, bob = yield self.alice_behind_nat()
         yield self.talk(bob, alice)
         media, flow, reason = yield self.record()
         self.assertEqual((media["mode"], media["anchored"]), ("auto", True))
