@@ -49,16 +49,31 @@ def sdp(address: str, port: int, *extra: str, session: str = "", version: int = 
     return SessionDescription.parse(text.encode())
 
 
-class SessionTests(TestCase):
+class EngineTestCase(TestCase):
+    """
+    A L{BuiltinEngine} on the real reactor (real sockets on loopback) with
+    a L{task.Clock} for its timers, and a L{Policy} over a free port range
+    of C{PORTS} ports with C{POLICY}'s changes; C{session()} opens a
+    session named C{CALL_ID}.
+    """
+
+    PORTS = 40
+    POLICY: dict = {}
+    CALL_ID = "call-1"
+
     def setUp(self) -> None:
-        start, end = free_range(60)
+        start, end = free_range(self.PORTS)
         self.clock = task.Clock()
         self.engine = BuiltinEngine(reactor, clock=self.clock)
-        self.policy = Policy(rtp_start_port=start, rtp_end_port=end)
+        self.policy = Policy(rtp_start_port=start, rtp_end_port=end, **self.POLICY)
         self.addCleanup(self.engine.stop)
 
     def session(self, **changes):
-        return self.engine.session("call-1", replace(self.policy, **changes))
+        return self.engine.session(self.CALL_ID, replace(self.policy, **changes))
+
+
+class SessionTests(EngineTestCase):
+    PORTS = 60
 
     def result(self, d: defer.Deferred):
         return self.successResultOf(d)
@@ -320,13 +335,12 @@ class SessionTests(TestCase):
         yield bob2.wait_for(1)
 
 
-class TimeoutTests(TestCase):
+class TimeoutTests(EngineTestCase):
+    PORTS = 20
+    POLICY = {"rtp_timeout": 30}
+
     def setUp(self) -> None:
-        start, end = free_range(20)
-        self.clock = task.Clock()
-        self.engine = BuiltinEngine(reactor, clock=self.clock)
-        self.policy = Policy(rtp_start_port=start, rtp_end_port=end, rtp_timeout=30)
-        self.addCleanup(self.engine.stop)
+        super().setUp()
         self.fired = []
 
     def call(self, a_extra=(), b_extra=(), **changes):
@@ -418,17 +432,10 @@ def srtp_sdp(address: str, port: int, keys: SdesKeys, version: int = 1, proto: s
     return SessionDescription.parse(text.encode())
 
 
-class SrtpTests(TestCase):
+class SrtpTests(EngineTestCase):
     """SDES SRTP on each leg on its own: an SRTP phone can talk to a plain RTP phone."""
 
-    def setUp(self) -> None:
-        start, end = free_range(40)
-        self.engine = BuiltinEngine(reactor, clock=task.Clock())
-        self.policy = Policy(rtp_start_port=start, rtp_end_port=end)
-        self.addCleanup(self.engine.stop)
-
-    def session(self, **changes):
-        return self.engine.session("call-s", replace(self.policy, **changes))
+    CALL_ID = "call-s"
 
     @staticmethod
     def pbx_keys(m) -> SdesKeys:
@@ -542,17 +549,10 @@ def codec_sdp(address: str, port: int, formats: str, *rtpmaps: str) -> SessionDe
     return SessionDescription.parse(text.encode())
 
 
-class CodecTests(TestCase):
+class CodecTests(EngineTestCase):
     """The offer/answer codecs through codecs.plan_offer/choose_answer, and transcoding."""
 
-    def setUp(self) -> None:
-        start, end = free_range(40)
-        self.engine = BuiltinEngine(reactor, clock=task.Clock())
-        self.policy = Policy(rtp_start_port=start, rtp_end_port=end)
-        self.addCleanup(self.engine.stop)
-
-    def session(self, **changes):
-        return self.engine.session("call-c", replace(self.policy, **changes))
+    CALL_ID = "call-c"
 
     def test_allow_list(self) -> None:
         """performance: b is offered only what the list allows, in the list's order, with
@@ -595,19 +595,15 @@ class CodecTests(TestCase):
         self.assertFalse(session.streams[0].sides["a"].rtcp_relayed)
 
 
-class RealOfferTests(TestCase):
+class RealOfferTests(EngineTestCase):
     """Every offer collected from real devices (rustpbx_py/test/data/sdp) through the engine."""
 
     DATA = os.path.join(os.path.dirname(__file__), "data", "sdp")
 
-    def setUp(self) -> None:
-        # closed sockets are only closed on the next reactor turn: a range
-        # large enough for every offer of the loop
-        start, end = free_range(600)
-        self.engine = BuiltinEngine(reactor, clock=task.Clock())
-        self.policy = Policy(rtp_start_port=start, rtp_end_port=end,
-                             codecs=("opus", "g722", "pcmu", "pcma", "g729"))
-        self.addCleanup(self.engine.stop)
+    # closed sockets are only closed on the next reactor turn: a range
+    # large enough for every offer of the loop
+    PORTS = 600
+    POLICY = {"codecs": ("opus", "g722", "pcmu", "pcma", "g729")}
 
     def test_collected_offers(self) -> None:
         """Each plain RTP, SDES or WebRTC (DTLS-SRTP audio) offer comes out naming only
@@ -648,13 +644,8 @@ class RealOfferTests(TestCase):
         self.assertGreater(carried, 15)
 
 
-class SrtpTranscodingTests(TestCase):
-    def setUp(self) -> None:
-        start, end = free_range(40)
-        self.engine = BuiltinEngine(reactor, clock=task.Clock())
-        self.policy = Policy(rtp_start_port=start, rtp_end_port=end, codecs=("pcma",),
-                             strategy="quality", srtp_b=False)
-        self.addCleanup(self.engine.stop)
+class SrtpTranscodingTests(EngineTestCase):
+    POLICY = {"codecs": ("pcma",), "strategy": "quality", "srtp_b": False}
 
     @defer.inlineCallbacks
     def test_srtp_pcmu_to_plain_pcma(self):
