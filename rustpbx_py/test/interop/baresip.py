@@ -151,9 +151,23 @@ class BaresipPhone:
         self.process = ChildProcess(os.path.join(self.dir, "output.log"))
         self.control: Optional[Control] = None
 
+    #: The port baresip's SIP listens on (0: any) and the modules it loads
+    #: beyond L{MODULES} and its codec's: what a subclass changes.
+    sip_port = 0
+    extra_modules: Tuple[str, ...] = ()
+
     @property
     def aor(self) -> str:
         return f"sip:{self.user}@127.0.0.1"
+
+    def account_line(self) -> str:
+        """The line of baresip's accounts file: register with the PBX."""
+        pbx_port = self.pbx.ports["TLS" if self.transport == "tls" else self.transport.upper()]
+        password = self.password or USERS[self.user]
+        return (
+            f"<sip:{self.user}@127.0.0.1;transport={self.transport}>;auth_pass={password};"
+            f'outbound="sip:127.0.0.1:{pbx_port};transport={self.transport}";regint=600;answermode={self.answer}'
+        )
 
     def write_config(self) -> None:
         rate, channels = CODECS[self.codec]
@@ -161,12 +175,11 @@ class BaresipPhone:
         # under a deep _trial_temp (a package build's) is cut short and the
         # call fails with ENOENT, so the tone lives in the short directory.
         tone = write_tone(os.path.join(self.snd, "tone.wav"), self.tone, rate=rate, channels=channels)
-        pbx_port = self.pbx.ports["TLS" if self.transport == "tls" else self.transport.upper()]
-        modules = "".join(f"module {m}.so\n" for m in MODULES + (self.codec,))
+        modules = "".join(f"module {m}.so\n" for m in MODULES + (self.codec,) + self.extra_modules)
         modules += "".join(f"module_app {m}.so\n" for m in APP_MODULES)
         config = f"""poll_method epoll
-sip_listen 127.0.0.1:0
-sip_cafile {self.pbx.cert}
+sip_listen 127.0.0.1:{self.sip_port}
+{"" if self.pbx is None else f"sip_cafile {self.pbx.cert}"}
 call_local_timeout 60
 call_max_calls 4
 audio_player alsa,null
@@ -192,13 +205,8 @@ ringback_disabled yes
 """
         with open(os.path.join(self.dir, "config"), "w") as f:
             f.write(config)
-        password = self.password or USERS[self.user]
-        account = (
-            f"<sip:{self.user}@127.0.0.1;transport={self.transport}>;auth_pass={password};"
-            f'outbound="sip:127.0.0.1:{pbx_port};transport={self.transport}";regint=600;answermode={self.answer}\n'
-        )
         with open(os.path.join(self.dir, "accounts"), "w") as f:
-            f.write(account)
+            f.write(self.account_line() + "\n")
         with open(os.path.join(self.dir, "contacts"), "w") as f:
             f.write("".join(f'"{c}" <sip:{c}@127.0.0.1>\n' for c in self.contacts))
 

@@ -79,20 +79,11 @@ class TunedBaresip(BaresipPhone):
     def __init__(self, *args, account: str = "", srtp: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.account = account
-        self.srtp = srtp
+        if srtp:
+            self.extra_modules = ("srtp",)
 
-    def write_config(self) -> None:
-        import os
-
-        super().write_config()
-        if self.srtp:
-            with open(os.path.join(self.dir, "config"), "a") as f:
-                f.write("module srtp.so\n")
-        path = os.path.join(self.dir, "accounts")
-        with open(path) as f:
-            line = f.read().rstrip("\n")
-        with open(path, "w") as f:
-            f.write(line + self.account + "\n")
+    def account_line(self) -> str:
+        return super().account_line() + self.account
 
 
 def audio_ports(output: str):

@@ -24,8 +24,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial.unittest import SkipTest, TestCase
 
 from rustpbx_py.media.srtp import AVAILABLE, SdesKeys, parse_crypto, srtp_session
-from rustpbx_py.test.interop.baresip import CODECS, MODULES, APP_MODULES, BaresipPhone, Control, module_path
-from rustpbx_py.test.interop.phones import TONES, ChildProcess, dominant_tone, later, until, write_tone
+from rustpbx_py.test.interop.baresip import BaresipPhone, Control, module_path
+from rustpbx_py.test.interop.phones import TONES, ChildProcess, dominant_tone, later, until
 from rustpbx_py.test.interop.support import require_tool
 from rustpbx_py.test.tones import strongest, tone_pcm
 
@@ -41,39 +41,10 @@ class SrtpBaresip(BaresipPhone):
         self.mediaenc = mediaenc
         self.sip_port = free_sip_port()
 
-    def write_config(self) -> None:
-        rate, channels = CODECS["g711"]
-        tone = write_tone(os.path.join(self.snd, "tone.wav"), self.tone, rate=rate, channels=channels)
-        modules = "".join(f"module {m}.so\n" for m in MODULES + ("g711", "srtp"))
-        modules += "".join(f"module_app {m}.so\n" for m in APP_MODULES)
-        config = f"""poll_method epoll
-sip_listen 127.0.0.1:{self.sip_port}
-call_local_timeout 60
-audio_player alsa,null
-audio_alert alsa,null
-audio_source aufile,{tone}
-audio_level no
-ausrc_format s16
-auplay_format s16
-auenc_format s16
-audec_format s16
-rtcp_mux no
-jitter_buffer_delay 1-5
-dns_server 127.0.0.1:9
-net_interface 127.0.0.1
-module_path {self.modules}
-{modules}module_tmp account.so
-ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}
-snd_path {self.snd}
-statmode_default off
-menu_bell no
-ringback_disabled yes
-"""
-        with open(os.path.join(self.dir, "config"), "w") as f:
-            f.write(config)
-        with open(os.path.join(self.dir, "accounts"), "w") as f:
-            f.write(f"<sip:alice@127.0.0.1>;regint=0;mediaenc={self.mediaenc};answermode=auto\n")
-        open(os.path.join(self.dir, "contacts"), "w").close()
+    extra_modules = ("srtp",)
+
+    def account_line(self) -> str:
+        return f"<sip:alice@127.0.0.1>;regint=0;mediaenc={self.mediaenc};answermode=auto"
 
     @defer.inlineCallbacks
     def start(self):
