@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import Optional
 
 JS_DIR = os.path.join(os.path.dirname(__file__), "js")
 NODE_MODULES = os.path.join(JS_DIR, "node_modules")
@@ -43,3 +44,37 @@ def jssip_bundle(directory: str) -> str:
         timeout=60,
     )
     return out
+
+
+def serve_webrtc_page(testcase, pbx, page: str, query: str = "", tone: Optional[int] = None):
+    """
+    Serve C{JS_DIR}'s C{page} and the JsSIP bundle over HTTP on loopback
+    for Chromium (stopped at the test's end).  Fires with the page's URL,
+    which makes it alice over C{pbx}'s WSS (C{query} appended), and the
+    extra Chromium arguments: with C{tone} (Hz), a fake microphone
+    playing it.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.defer import ensureDeferred
+    from twisted.internet.threads import deferToThread
+    from twisted.web.server import Site
+    from twisted.web.static import File
+
+    from rustpbx_py.test.interop.phones import RATE, USERS, write_tone
+
+    async def serve():
+        www = os.path.abspath(testcase.mktemp())
+        os.makedirs(www)
+        shutil.copy(os.path.join(JS_DIR, page), www)
+        await deferToThread(jssip_bundle, www)
+        args = []
+        if tone is not None:
+            microphone = write_tone(os.path.join(www, "tone.wav"), tone, seconds=30.0, rate=RATE)
+            args.append(f"--use-file-for-fake-audio-capture={microphone}")
+        web = reactor.listenTCP(0, Site(File(www)), interface="127.0.0.1")
+        testcase.addCleanup(web.stopListening)
+        url = (f"http://127.0.0.1:{web.getHost().port}/{page}"
+               f"?url=wss://127.0.0.1:{pbx.ports['WSS']}/ws&user=alice&password={USERS['alice']}{query}")
+        return url, args
+
+    return ensureDeferred(serve())

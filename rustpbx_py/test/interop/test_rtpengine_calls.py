@@ -236,15 +236,9 @@ class WebRtcCallTests(TestCase):
         up, the browser receives the phone's RTP (as SRTP) and the phone the
         browser's; baresip's INVITE is plain RTP/AVP; the record counts
         packets both ways on both legs."""
-        import os
-        import shutil
-
         from twisted.internet.threads import deferToThread
-        from twisted.web.server import Site
-        from twisted.web.static import File
 
-        from rustpbx_py.test.interop.jssip import JS_DIR, jssip_bundle
-        from rustpbx_py.test.interop.phones import USERS
+        from rustpbx_py.test.interop.jssip import serve_webrtc_page
         from rustpbx_py.test.interop.test_jssip_chromium import run_page
 
         self.pbx = yield PhonePbx.start(
@@ -252,15 +246,8 @@ class WebRtcCallTests(TestCase):
                   f'rtpengine_servers = ["{self.server}"]\n')
         bob = yield BaresipPhone(self, self.pbx, "bob", "udp").start()
         out_b = len(bob.process.output)
-        www = os.path.abspath(self.mktemp())
-        os.makedirs(www)
-        shutil.copy(os.path.join(JS_DIR, "jssip_webrtc_call.html"), www)
-        yield deferToThread(jssip_bundle, www)
-        web = reactor.listenTCP(0, Site(File(www)), interface="127.0.0.1")
-        self.addCleanup(web.stopListening)
-        page = (f"http://127.0.0.1:{web.getHost().port}/jssip_webrtc_call.html"
-                f"?url=wss://127.0.0.1:{self.pbx.ports['WSS']}/ws&user=alice&password={USERS['alice']}"
-                f"&target=sip:bob@127.0.0.1&seconds=3")
+        page, _ = yield serve_webrtc_page(self, self.pbx, "jssip_webrtc_call.html",
+                                          "&target=sip:bob@127.0.0.1&seconds=3")
         result = yield deferToThread(run_page, *self.chromium, page, 60.0)
         self.assertNotIn("error", result, result)
         self.assertEqual(result["steps"], ["registered", "confirmed", "ended by local"], result)

@@ -13,17 +13,15 @@ PBX (actpass, ice-lite), answers, and each side receives the other's audio.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 
 from rustpbx_py.test.interop.baresip import BaresipPhone, module_path
 from rustpbx_py.registrar import make_aor
-from rustpbx_py.test.interop.phones import RATE, PhonePbx, until, write_tone
+from rustpbx_py.test.interop.phones import PhonePbx, until
 from rustpbx_py.test.interop.support import require_tool
 
 _MESSAGE = re.compile(r"\n(?:UDP|TCP|TLS) \S+ -> \S+\n")
@@ -59,25 +57,15 @@ class BuiltinWebRtcTests(TestCase):
         fingerprint, setup:passive, BUNDLE), DTLS connects, the browser receives
         baresip's audio, baresip's INVITE is plain RTP/AVP and baresip hears
         the browser's 440 Hz tone."""
-        from rustpbx_py.test.interop.jssip import JS_DIR, jssip_bundle
-        from rustpbx_py.test.interop.phones import USERS
+        from rustpbx_py.test.interop.jssip import serve_webrtc_page
         from rustpbx_py.test.interop.test_jssip_chromium import run_page
 
         self.pbx = yield PhonePbx.start(self, 'wss_port = 0\nmedia_proxy = "all"\n')
         bob = yield BaresipPhone(self, self.pbx, "bob", "udp").start()
         out_b = len(bob.process.output)
-        www = os.path.abspath(self.mktemp())
-        os.makedirs(www)
-        shutil.copy(os.path.join(JS_DIR, "jssip_webrtc_call.html"), www)
-        yield deferToThread(jssip_bundle, www)
-        microphone = write_tone(os.path.join(www, "tone.wav"), _Browser.tone, seconds=30.0, rate=RATE)
-        web = reactor.listenTCP(0, _site(www), interface="127.0.0.1")
-        self.addCleanup(web.stopListening)
-        page = (f"http://127.0.0.1:{web.getHost().port}/jssip_webrtc_call.html"
-                f"?url=wss://127.0.0.1:{self.pbx.ports['WSS']}/ws&user=alice&password={USERS['alice']}"
-                f"&target=sip:bob@127.0.0.1&seconds=4")
-        result = yield deferToThread(run_page, *self.chromium, page, 60.0,
-                                     [f"--use-file-for-fake-audio-capture={microphone}"])
+        page, args = yield serve_webrtc_page(self, self.pbx, "jssip_webrtc_call.html",
+                                             "&target=sip:bob@127.0.0.1&seconds=4", _Browser.tone)
+        result = yield deferToThread(run_page, *self.chromium, page, 60.0, args)
         self.assertNotIn("error", result, result)
         self.assertEqual(result["steps"], ["registered", "confirmed", "ended by local"], result)
         answer = result["answer"]
@@ -100,24 +88,14 @@ class BuiltinWebRtcTests(TestCase):
         setup:actpass, BUNDLE) while baresip's leg stays RTP/AVP; the browser
         answers, DTLS connects, it receives baresip's audio, and baresip hears
         the browser's tone."""
-        from rustpbx_py.test.interop.jssip import JS_DIR, jssip_bundle
-        from rustpbx_py.test.interop.phones import USERS
+        from rustpbx_py.test.interop.jssip import serve_webrtc_page
         from rustpbx_py.test.interop.test_jssip_chromium import run_page
 
         self.pbx = yield PhonePbx.start(self, 'wss_port = 0\nmedia_proxy = "all"\n')
         bob = yield BaresipPhone(self, self.pbx, "bob", "udp").start()
-        www = os.path.abspath(self.mktemp())
-        os.makedirs(www)
-        shutil.copy(os.path.join(JS_DIR, "jssip_webrtc_answer.html"), www)
-        yield deferToThread(jssip_bundle, www)
-        microphone = write_tone(os.path.join(www, "tone.wav"), _Browser.tone, seconds=30.0, rate=RATE)
-        web = reactor.listenTCP(0, _site(www), interface="127.0.0.1")
-        self.addCleanup(web.stopListening)
-        page = (f"http://127.0.0.1:{web.getHost().port}/jssip_webrtc_answer.html"
-                f"?url=wss://127.0.0.1:{self.pbx.ports['WSS']}/ws&user=alice&password={USERS['alice']}"
-                f"&seconds=4")
-        browser = deferToThread(run_page, *self.chromium, page, 60.0,
-                                [f"--use-file-for-fake-audio-capture={microphone}"])
+        page, args = yield serve_webrtc_page(self, self.pbx, "jssip_webrtc_answer.html", "&seconds=4",
+                                             _Browser.tone)
+        browser = deferToThread(run_page, *self.chromium, page, 60.0, args)
         registry = next(m for m in self.pbx.service.modules if m.name == "registrar").registry
         yield until(lambda: bool(registry.lookup(make_aor("alice", "127.0.0.1"))), 30.0,
                     "the browser registering over WSS")
@@ -137,10 +115,3 @@ class BuiltinWebRtcTests(TestCase):
         trace = bob.process.output[out_b:]
         self.assertNotIn("a=fingerprint", trace)
         yield bob.hears(_Browser(), seconds=1.0, timeout=8.0)
-
-
-def _site(path: str):
-    from twisted.web.server import Site
-    from twisted.web.static import File
-
-    return Site(File(path))
