@@ -172,6 +172,8 @@ class WebSocketTests(TestCase):
     def connect(self, protocols):
         from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 
+        from rustpbx_py.protocols.ws import _DirectTimer
+
         pbx = yield start_pbx(self, ws_port=0, modules=[])
         port = pbx.ports["WS"]
         result: defer.Deferred = defer.Deferred()
@@ -191,6 +193,7 @@ class WebSocketTests(TestCase):
                     result.callback(("closed", code, reason))
 
         factory = WebSocketClientFactory(f"ws://127.0.0.1:{port}/ws", protocols=protocols)
+        factory._batched_timer = _DirectTimer(reactor)  # no batched timer left in the reactor
         factory.protocol = Client
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
         yield endpoint.connect(factory)

@@ -41,6 +41,8 @@ class BrowserUA:
     def connect(self):
         from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 
+        from rustpbx_py.protocols.ws import _DirectTimer
+
         ua = self
         opened: defer.Deferred = defer.Deferred()
 
@@ -55,6 +57,9 @@ class BrowserUA:
                 ua.inbox.put(message)
 
         factory = WebSocketClientFactory(f"ws://127.0.0.1:{self.port}/ws", protocols=["sip"])
+        # Autobahn's batched timers leave a reactor call behind after the
+        # close handshake (trial's dirty reactor): one timer per call instead.
+        factory._batched_timer = _DirectTimer(reactor)
         factory.protocol = Client
         yield TCP4ClientEndpoint(reactor, "127.0.0.1", self.port).connect(factory)
         yield opened
