@@ -49,6 +49,16 @@ class DaemonChecks:
         self.fail(f"rtpengine still holds {calls}")
 
 
+def rtpengine_pbx(testcase, server: str, extra: str = ""):
+    """A L{PhonePbx} that anchors every call (media_proxy = "all") on the
+    rtpengine daemon at C{server}, with C{extra} TOML lines."""
+    return PhonePbx.start(
+        testcase,
+        'media_proxy = "all"\nmedia_engine = "rtpengine"\n'
+        f'rtpengine_servers = ["{server}"]\n{extra}',
+    )
+
+
 class RtpengineCallTests(DaemonChecks, TestCase):
     """baresip ↔ PBX ↔ baresip with rtpengine as the media engine."""
 
@@ -56,21 +66,13 @@ class RtpengineCallTests(DaemonChecks, TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        try:
-            import rustpbx_py.call.media  # noqa: F401  (the B2BUA's media integration)
-        except ImportError:
-            raise SkipTest("the B2BUA does not drive a media engine yet (rustpbx_py.call.media missing)")
         require_tool("baresip")
         module_path()
         self.server = yield start_rtpengine(self)
 
     @defer.inlineCallbacks
     def pbx(self, extra: str = ""):
-        self.pbx = yield PhonePbx.start(
-            self,
-            'media_proxy = "all"\nmedia_engine = "rtpengine"\n'
-            f'rtpengine_servers = ["{self.server}"]\n{extra}',
-        )
+        self.pbx = yield rtpengine_pbx(self, self.server, extra)
         return self.pbx
 
     @defer.inlineCallbacks
@@ -209,10 +211,6 @@ class WebRtcCallTests(TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        try:
-            import rustpbx_py.call.media  # noqa: F401
-        except ImportError:
-            raise SkipTest("the B2BUA does not drive a media engine yet (rustpbx_py.call.media missing)")
         import inspect
 
         from rustpbx_py.media import policy
@@ -241,9 +239,7 @@ class WebRtcCallTests(TestCase):
         from rustpbx_py.test.interop.jssip import serve_webrtc_page
         from rustpbx_py.test.interop.test_jssip_chromium import run_page
 
-        self.pbx = yield PhonePbx.start(
-            self, 'wss_port = 0\nmedia_proxy = "all"\nmedia_engine = "rtpengine"\n'
-                  f'rtpengine_servers = ["{self.server}"]\n')
+        self.pbx = yield rtpengine_pbx(self, self.server, "wss_port = 0\n")
         bob = yield BaresipPhone(self, self.pbx, "bob", "udp").start()
         out_b = len(bob.process.output)
         page, _ = yield serve_webrtc_page(self, self.pbx, "jssip_webrtc_call.html",
@@ -273,10 +269,6 @@ class RtpTimeoutTests(DaemonChecks, SippMixin, TestCase):
 
     @defer.inlineCallbacks
     def setUp(self):
-        try:
-            import rustpbx_py.call.media  # noqa: F401
-        except ImportError:
-            raise SkipTest("the B2BUA does not drive a media engine yet (rustpbx_py.call.media missing)")
         self.sipp = require_tool("sipp")
         self.server = yield start_rtpengine(self)
 

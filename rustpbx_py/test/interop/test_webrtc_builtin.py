@@ -17,7 +17,7 @@ import re
 
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from rustpbx_py.test.interop.baresip import BaresipPhone, module_path
 from rustpbx_py.registrar import make_aor
@@ -38,10 +38,6 @@ class BuiltinWebRtcTests(TestCase):
     timeout = 150
 
     def setUp(self):
-        try:
-            import rustpbx_py.call.media  # noqa: F401
-        except ImportError:
-            raise SkipTest("the B2BUA does not drive a media engine (rustpbx_py.call.media missing)")
         from rustpbx_py.test.interop.jssip import require_js
         from rustpbx_py.test.interop.test_jssip_chromium import require_chromium
 
