@@ -252,9 +252,7 @@ class RelaySession:
                 stream.offerer = leg
             stream.refused = False
             self._take_remote(stream, leg, sdp, m)
-            self._rewrite(target, stream.sides[other])
-            self._webrtc_write(stream, leg, other, target, sdp, m)
-            self._install_srtp(stream)
+            self._write_stream(stream, leg, other, target, sdp, m)
         self._rewrite_session(out, sdp, other)
         self.pending = leg
         return out
@@ -278,9 +276,7 @@ class RelaySession:
             self._srtp_answer(stream, leg, m, target)
             self._take_remote(stream, leg, sdp, m)
             self._answer_codecs(stream, leg, m, target)
-            self._rewrite(target, stream.sides[other])
-            self._webrtc_write(stream, leg, other, target, sdp, m)
-            self._install_srtp(stream)
+            self._write_stream(stream, leg, other, target, sdp, m)
         self._rewrite_session(out, sdp, other)
         self.pending = None
         self._start_watch()
@@ -365,6 +361,18 @@ class RelaySession:
             stream.codec[leg] = rtpmap[first][0].lower()
             side.received.jitter_rate = rates[first]
             side.sent.jitter_rate = rates[first]
+
+    def _write_stream(self, stream: Stream, leg: str, other: str, target: MediaDescription,
+                      sdp: SessionDescription, m: MediaDescription) -> None:
+        """
+        What an offer and an answer both end a stream with, once its
+        remote and codecs are taken: C{target} (what C{other} gets) names
+        the relay's side for C{other}, carries the WebRTC attributes that
+        leg needs, and the stream's SRTP contexts follow the keys now known.
+        """
+        self._rewrite(target, stream.sides[other])
+        self._webrtc_write(stream, leg, other, target, sdp, m)
+        self._install_srtp(stream)
 
     def _rewrite(self, m: MediaDescription, side: Leg) -> None:
         """Make C{m} name the PBX's C{side} port pair."""
