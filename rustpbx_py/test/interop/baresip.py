@@ -211,23 +211,28 @@ ringback_disabled yes
             f.write("".join(f'"{c}" <sip:{c}@127.0.0.1>\n' for c in self.contacts))
 
     @defer.inlineCallbacks
+    def connect_control(self):
+        """Connect to baresip's ctrl_tcp once it listens; fails if baresip
+        exits first or the socket never comes up (5 s)."""
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.ctrl_port, timeout=2)
+        for _ in range(50):
+            try:
+                self.control = yield connectProtocol(endpoint, Control())
+                return self.control
+            except Exception:
+                if not self.process.running:
+                    raise AssertionError(f"baresip exited:\n{self.process.output[-3000:]}")
+                yield later(0.1)
+        output = self.process.output[-3000:]
+        raise AssertionError(f"baresip's ctrl_tcp never listened on {self.ctrl_port}:\n{output}")
+
+    @defer.inlineCallbacks
     def start(self):
         """Start baresip and connect to its control socket; fires once registered (fails if not)."""
         self.write_config()
         self.process.spawn([self.binary, "-s", "-f", self.dir], cwd=self.dir, env={**os.environ, "HOME": self.dir})
         self.testcase.addCleanup(self.stop)
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.ctrl_port, timeout=2)
-        for attempt in range(50):
-            try:
-                self.control = yield connectProtocol(endpoint, Control())
-                break
-            except Exception:
-                if not self.process.running:
-                    raise AssertionError(f"baresip exited:\n{self.process.output[-3000:]}")
-                yield later(0.1)
-        else:
-            output = self.process.output[-3000:]
-            raise AssertionError(f"baresip's ctrl_tcp never listened on {self.ctrl_port}:\n{output}")
+        yield self.connect_control()
         # "{0/UDP/v4} 200 OK ..." once registered, "reg: AOR: 403 Forbidden"
         # on a final failure, "Register: <errno text>" when libre gives up.
         match = yield self.process.wait_output(

@@ -20,12 +20,11 @@ from typing import Dict, List, Optional
 
 import av
 from twisted.internet import defer, protocol, reactor, task
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.trial.unittest import SkipTest, TestCase
 
 from rustpbx_py.media.srtp import AVAILABLE, SdesKeys, parse_crypto, srtp_session
-from rustpbx_py.test.interop.baresip import BaresipPhone, Control, module_path
-from rustpbx_py.test.interop.phones import TONES, ChildProcess, dominant_tone, later, until
+from rustpbx_py.test.interop.baresip import BaresipPhone, module_path
+from rustpbx_py.test.interop.phones import TONES, ChildProcess, dominant_tone, until
 from rustpbx_py.test.interop.support import require_tool
 from rustpbx_py.test.tones import strongest, tone_pcm
 
@@ -67,17 +66,7 @@ class SrtpBaresip(BaresipPhone):
             yield self.process.ended
             self.sip_port = free_sip_port()
             self.process = ChildProcess(os.path.join(self.dir, "output.log"))
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.ctrl_port, timeout=2)
-        for _ in range(50):
-            try:
-                self.control = yield connectProtocol(endpoint, Control())
-                break
-            except Exception:
-                if not self.process.running:
-                    raise AssertionError(f"baresip exited:\n{self.process.output[-3000:]}")
-                yield later(0.1)
-        else:
-            raise AssertionError(f"baresip's ctrl_tcp never listened:\n{self.process.output[-3000:]}")
+        yield self.connect_control()
         return self
 
 
