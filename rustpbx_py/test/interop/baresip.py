@@ -289,6 +289,22 @@ ringback_disabled yes
         """The index of the next event, for L{wait_event}'s C{since}."""
         return len(self.control.events)
 
+    @defer.inlineCallbacks
+    def dial_up(self, callee: "BaresipPhone"):
+        """Dial C{callee} (who answers by itself); fires once both report
+        the call established."""
+        mark_a, mark_b = self.mark(), callee.mark()
+        yield self.command("dial", callee.aor)
+        yield self.wait_event("CALL_ESTABLISHED", since=mark_a)
+        yield callee.wait_event("CALL_ESTABLISHED", since=mark_b)
+
+    @defer.inlineCallbacks
+    def hang_up(self, peer: "BaresipPhone"):
+        """Hang up the call with C{peer}; fires once C{peer} sees it closed."""
+        mark = peer.mark()
+        yield self.command("hangup")
+        yield peer.wait_event("CALL_CLOSED", since=mark)
+
     def types(self, since: int = 0) -> List[str]:
         return [e.get("type") for e in self.control.events[since:] if e.get("type") != "CALL_RTCP"]
 

@@ -41,32 +41,23 @@ class BaresipTests(TestCase):
     @defer.inlineCallbacks
     def call(self, caller: BaresipPhone, callee: BaresipPhone):
         """C{caller} dials C{callee}, who answers by itself; both hear each other."""
-        mark_a, mark_b = caller.mark(), callee.mark()
-        yield caller.command("dial", callee.aor)
-        yield caller.wait_event("CALL_ESTABLISHED", since=mark_a)
-        yield callee.wait_event("CALL_ESTABLISHED", since=mark_b)
+        yield caller.dial_up(callee)
         yield caller.hears(callee)
         yield callee.hears(caller)
-
-    @defer.inlineCallbacks
-    def hangup(self, phone: BaresipPhone, peer: BaresipPhone):
-        mark = peer.mark()
-        yield phone.command("hangup")
-        yield peer.wait_event("CALL_CLOSED", since=mark)
 
     @defer.inlineCallbacks
     def test_udp_call(self):
         """Over UDP: both register, alice calls bob, each hears the other's tone, bob sees the BYE."""
         alice, bob = yield self.phones(("alice", "udp"), ("bob", "udp"))
         yield self.call(alice, bob)
-        yield self.hangup(alice, bob)
+        yield alice.hang_up(bob)
 
     @defer.inlineCallbacks
     def test_tcp_call(self):
         """Over TCP both ways: bob calls alice and hangs up."""
         alice, bob = yield self.phones(("alice", "tcp"), ("bob", "tcp"))
         yield self.call(bob, alice)
-        yield self.hangup(bob, alice)
+        yield bob.hang_up(alice)
 
     @defer.inlineCallbacks
     def test_tls_call(self):
@@ -76,14 +67,14 @@ class BaresipTests(TestCase):
         """
         alice, bob = yield self.phones(("alice", "tls"), ("bob", "tls"))
         yield self.call(alice, bob)
-        yield self.hangup(bob, alice)
+        yield bob.hang_up(alice)
 
     @defer.inlineCallbacks
     def test_mixed_transports(self):
         """A TLS phone calls a UDP phone: the PBX bridges transports, audio both ways."""
         alice, bob = yield self.phones(("alice", "tls"), ("bob", "udp"))
         yield self.call(alice, bob)
-        yield self.hangup(alice, bob)
+        yield alice.hang_up(bob)
 
     @defer.inlineCallbacks
     def test_hold_resume(self):
@@ -110,7 +101,7 @@ class BaresipTests(TestCase):
                 yield held.process.wait_output(rf"(?s)\nINVITE sip:[^\n]*\n.*?\na=({offered})\r?\n", since=out_b)
                 yield holder.process.wait_output(rf"(?s)\nSIP/2.0 200 [^\n]*\n.*?\na=({answered})\r?\n", since=out_a)
         self.assertNotIn("CALL_CLOSED", alice.types() + bob.types())
-        yield self.hangup(alice, bob)
+        yield alice.hang_up(bob)
 
     @defer.inlineCallbacks
     def test_blind_transfer(self):
@@ -139,7 +130,7 @@ class BaresipTests(TestCase):
         yield bob.wait_event("CALL_CLOSED", since=mark_b)
         self.assertNotIn("TRANSFER_FAILED", alice.types(mark_a))
         self.assertNotRegex(bob.process.output[out_b:], r"SIP/2.0 481[^#]*CSeq: \d+ NOTIFY")
-        yield self.hangup(alice, carol)
+        yield alice.hang_up(carol)
 
     @defer.inlineCallbacks
     def test_message(self):
@@ -166,7 +157,7 @@ class BaresipTests(TestCase):
         bob = yield BaresipPhone(self, self.pbx, "bob", "tcp", codec="opus").start()
         yield self.call(alice, bob)
         self.assertRegex(bob.process.output, r"audio: Set audio decoder: opus 48000Hz")
-        yield self.hangup(alice, bob)
+        yield alice.hang_up(bob)
 
     @defer.inlineCallbacks
     def test_callee_offline(self):

@@ -111,15 +111,10 @@ class MediaTests(TestCase):
 
     @defer.inlineCallbacks
     def talk(self, caller: BaresipPhone, callee: BaresipPhone):
-        mark_a, mark_b = caller.mark(), callee.mark()
-        yield caller.command("dial", f"sip:{callee.user}@127.0.0.1")
-        yield caller.wait_event("CALL_ESTABLISHED", since=mark_a)
-        yield callee.wait_event("CALL_ESTABLISHED", since=mark_b)
+        yield caller.dial_up(callee)
         yield caller.hears(callee)
         yield callee.hears(caller)
-        mark = callee.mark()
-        yield caller.command("hangup")
-        yield callee.wait_event("CALL_CLOSED", since=mark)
+        yield caller.hang_up(callee)
 
     @defer.inlineCallbacks
     def record(self):
