@@ -48,7 +48,8 @@ def jssip_bundle(directory: str) -> str:
 
 def serve_webrtc_page(testcase, pbx, page: str, query: str = "", tone: Optional[int] = None):
     """
-    Serve C{JS_DIR}'s C{page} and the JsSIP bundle over HTTP on loopback
+    Serve C{JS_DIR}'s C{page}, the script the WebRTC pages share and the
+    JsSIP bundle over HTTP on loopback
     for Chromium (stopped at the test's end).  Fires with the page's URL,
     which makes it alice over C{pbx}'s WSS (C{query} appended), and the
     extra Chromium arguments: with C{tone} (Hz), a fake microphone
@@ -65,7 +66,8 @@ def serve_webrtc_page(testcase, pbx, page: str, query: str = "", tone: Optional[
     async def serve():
         www = os.path.abspath(testcase.mktemp())
         os.makedirs(www)
-        shutil.copy(os.path.join(JS_DIR, page), www)
+        for name in (page, "webrtc_phone.js"):
+            shutil.copy(os.path.join(JS_DIR, name), www)
         await deferToThread(jssip_bundle, www)
         args = []
         if tone is not None:
