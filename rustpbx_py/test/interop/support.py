@@ -16,6 +16,21 @@ from rustpbx_py.config import default_config
 from rustpbx_py.server import PbxService
 
 
+def require_ipv6_loopback() -> None:
+    """C{SkipTest} unless a UDP socket can bind ::1 here (containers often
+    have no IPv6 loopback)."""
+    import socket
+
+    from twisted.trial.unittest import SkipTest
+
+    try:
+        probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        raise SkipTest("no IPv6 loopback here")
+
+
 def require_tool(name: str) -> str:
     """The path of C{name}, or a reason to skip (as C{SkipTest})."""
     from twisted.trial.unittest import SkipTest

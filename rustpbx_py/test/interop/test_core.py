@@ -16,7 +16,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.trial.unittest import TestCase
 
 from rustpbx_py.sip.message import parse_message
-from rustpbx_py.test.interop.support import require_tool, run_tool, start_pbx
+from rustpbx_py.test.interop.support import require_ipv6_loopback, require_tool, run_tool, start_pbx
 from rustpbx_py.test.tls import self_signed_for
 
 
@@ -225,14 +225,7 @@ class IPv6Tests(TestCase):
     def test_udp_and_tcp_over_ipv6(self):
         import socket
 
-        try:
-            probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            probe.bind(("::1", 0))
-            probe.close()
-        except OSError:
-            from twisted.trial.unittest import SkipTest
-
-            raise SkipTest("no IPv6 loopback here")
+        require_ipv6_loopback()
         pbx = yield start_pbx(self, addr="::1", modules=[])
 
         def client():

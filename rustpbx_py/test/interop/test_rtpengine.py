@@ -8,12 +8,12 @@ and a dead daemon is a 503 after the timeout.
 import re
 
 from twisted.internet import defer, protocol, reactor, task
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from rustpbx_py.media import MediaError
 from rustpbx_py.media.rtpengine import NgError, RtpengineEngine
 from rustpbx_py.test.interop.rtpengine_daemon import start_rtpengine
-from rustpbx_py.test.interop.support import free_udp_port
+from rustpbx_py.test.interop.support import free_udp_port, require_ipv6_loopback
 from rustpbx_py.test.test_rtpengine import Policy
 
 
@@ -236,14 +236,7 @@ class Ipv6Tests(TestCase):
         and matches answers from ::1); an offer and answer of phones on ::1
         (c=IN IP6) come back naming rtpengine's ::1 ports, and RTP flows
         both ways through them."""
-        import socket
-
-        try:
-            probe = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-            probe.bind(("::1", 0))
-            probe.close()
-        except OSError:
-            raise SkipTest("no IPv6 loopback here")
+        require_ipv6_loopback()
         server = yield start_rtpengine(self, interfaces=("::1",), ng_host="::1")
         self.assertTrue(server.startswith("udp:[::1]:"), server)
         engine = RtpengineEngine(reactor, [server], timeout=1.0)
