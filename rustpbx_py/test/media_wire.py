@@ -11,6 +11,7 @@ import socket
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import DatagramProtocol
 
+from rustpbx_py.media.policy import MediaPolicy
 from rustpbx_py.media.rtp import build_packet, parse_header
 
 
@@ -96,3 +97,16 @@ def free_range(size: int = 40) -> tuple[int, int]:
     probe.close()
     start = max(10000, min(port, 65535 - size)) & ~1
     return start, start + size - 1
+
+
+def media_policy(**changes) -> MediaPolicy:
+    """
+    A real L{MediaPolicy} for engine tests: every call anchored ("all") on
+    127.0.0.1, PCMU then PCMA, the "performance" strategy, latching, ports
+    20000-20100 and no rtp_timeout, with C{changes} over those.
+    """
+    fields = dict(mode="all", codecs=["pcmu", "pcma"], strategy="performance", local_ip="127.0.0.1",
+                  external_ip=None, rtp_start_port=20000, rtp_end_port=20100, latching=True,
+                  probation_packets=6, rtp_timeout=0)
+    fields.update(changes)
+    return MediaPolicy(**fields)

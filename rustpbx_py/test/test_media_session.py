@@ -5,8 +5,7 @@ names (127.0.0.1), with a L{task.Clock} for rtp_timeout.
 """
 
 import os
-from dataclasses import dataclass, replace
-from typing import Optional
+from dataclasses import replace
 
 from twisted.internet import defer, reactor, task
 from twisted.python.failure import Failure
@@ -20,23 +19,7 @@ from rustpbx_py.media.session import BuiltinEngine
 from rustpbx_py.media.srtp import SdesKeys, parse_crypto, srtp_session
 from rustpbx_py.media.transcode import ALAW_TO_ULAW, ULAW_TO_ALAW
 from rustpbx_py.sip.sdp import SessionDescription
-from rustpbx_py.test.media_wire import UdpPhone, free_range, settle
-
-
-@dataclass
-class Policy:
-    """The fields of rustpbx_py.media.policy.MediaPolicy the engine reads."""
-    mode: str = "all"
-    codecs: tuple = ("pcmu", "pcma")
-    strategy: str = "performance"
-    local_ip: str = "127.0.0.1"
-    external_ip: Optional[str] = None
-    rtp_start_port: int = 0
-    rtp_end_port: int = 0
-    latching: bool = True
-    probation_packets: int = 6
-    rtp_timeout: float = 30
-    srtp_b: Optional[bool] = None
+from rustpbx_py.test.media_wire import UdpPhone, free_range, media_policy, settle
 
 
 def sdp(address: str, port: int, *extra: str, session: str = "", version: int = 1,
@@ -52,7 +35,7 @@ def sdp(address: str, port: int, *extra: str, session: str = "", version: int = 
 class EngineTestCase(TestCase):
     """
     A L{BuiltinEngine} on the real reactor (real sockets on loopback) with
-    a L{task.Clock} for its timers, and a L{Policy} over a free port range
+    a L{task.Clock} for its timers, and a L{MediaPolicy} (rtp_timeout 30) over a free port range
     of C{PORTS} ports with C{POLICY}'s changes; C{session()} opens a
     session named C{CALL_ID}.
     """
@@ -65,7 +48,7 @@ class EngineTestCase(TestCase):
         start, end = free_range(self.PORTS)
         self.clock = task.Clock()
         self.engine = BuiltinEngine(reactor, clock=self.clock)
-        self.policy = Policy(rtp_start_port=start, rtp_end_port=end, **self.POLICY)
+        self.policy = media_policy(rtp_start_port=start, rtp_end_port=end, **{"rtp_timeout": 30, **self.POLICY})
         self.addCleanup(self.engine.stop)
 
     def session(self, **changes):

@@ -5,8 +5,6 @@ daemons on a memory socket, with L{task.Clock} for timeouts and failover.
 The real daemon is exercised in L{rustpbx_py.test.interop.test_rtpengine}.
 """
 
-from dataclasses import dataclass, field
-from typing import Optional
 
 from twisted.internet import task
 from twisted.internet.testing import FakeDatagramTransport
@@ -19,29 +17,12 @@ from rustpbx_py.media.rtpengine import (
     NgClient, NgError, NgTimeout, RtpengineEngine, codec_flags, offered_codecs,
     parse_server, parse_stats,
 )
+from rustpbx_py.test.media_wire import media_policy
 
 OFFER = (b"v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
          b"m=audio 4000 RTP/AVP 0 8 101\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n")
 ANSWER = OFFER.replace(b"192.0.2.10", b"192.0.2.20").replace(b"4000", b"5000")
 REWRITTEN = OFFER.replace(b"192.0.2.10", b"203.0.113.5").replace(b"4000", b"30000")
-
-
-@dataclass
-class Policy:
-    """The MediaPolicy fields the engine reads (the b2bua helper's class)."""
-
-    mode: str = "all"
-    codecs: list = field(default_factory=lambda: ["pcmu", "pcma"])
-    strategy: str = "performance"
-    local_ip: str = "127.0.0.1"
-    external_ip: Optional[str] = None
-    rtp_start_port: int = 20000
-    rtp_end_port: int = 20100
-    latching: bool = True
-    probation_packets: int = 6
-    rtp_timeout: float = 0
-    srtp_b: Optional[bool] = None
-    webrtc_b: bool = False   # a field the b2bua may add; read with getattr
 
 
 def wait(clock, seconds: float) -> None:
@@ -257,18 +238,18 @@ class CodecFlagTests(SynchronousTestCase):
     def test_performance(self):
         """performance: the caller's codecs that are allowed, in the
         preference order, telephone-event kept."""
-        flags = codec_flags(Policy(codecs=["pcma", "pcmu", "opus"]), ["pcmu", "pcma", "telephone-event"])
+        flags = codec_flags(media_policy(codecs=["pcma", "pcmu", "opus"]), ["pcmu", "pcma", "telephone-event"])
         self.assertEqual(flags, {"strip": ["all"], "offer": ["PCMA", "PCMU", "telephone-event"]})
 
     def test_performance_nothing_common(self):
         """No allowed codec offered → 488 (rtpengine would keep them all)."""
-        e = self.assertRaises(MediaError, codec_flags, Policy(codecs=["opus"]), ["pcmu"])
+        e = self.assertRaises(MediaError, codec_flags, media_policy(codecs=["opus"]), ["pcmu"])
         self.assertEqual(e.status, 488)
 
     def test_quality(self):
         """quality: Opus > G.729 > G.722 > G.711 among the allowed, added by
         transcoding; G.729 only when the caller offered it."""
-        p = Policy(codecs=["pcmu", "g729", "opus", "pcma", "g722"], strategy="quality")
+        p = media_policy(codecs=["pcmu", "g729", "opus", "pcma", "g722"], strategy="quality")
         self.assertEqual(codec_flags(p, ["pcma"])["transcode"],
                          ["opus", "G722", "PCMU", "PCMA", "telephone-event"])
         self.assertEqual(codec_flags(p, ["g729", "pcma"])["transcode"],
@@ -276,7 +257,7 @@ class CodecFlagTests(SynchronousTestCase):
 
     def test_no_codecs_no_flags(self):
         """An empty allow-list means the offer goes through unfiltered."""
-        self.assertEqual(codec_flags(Policy(codecs=[]), ["pcmu"]), {})
+        self.assertEqual(codec_flags(media_policy(codecs=[]), ["pcmu"]), {})
 
 
 class Sdp:
@@ -317,7 +298,7 @@ class SessionTests(SynchronousTestCase):
     def setUp(self):
         self.net = Daemons()
         self.engine = RtpengineEngine(self.net.clock, ["udp:127.0.0.1:2223"], timeout=1.0, listen=self.net.listen)
-        self.policy = Policy()
+        self.policy = media_policy()
         self.session = self.engine.session("cid@host", self.policy)
         self.assertTrue(IMediaEngine.providedBy(self.engine))
         self.assertTrue(IMediaSession.providedBy(self.session))

@@ -27,7 +27,8 @@ from rustpbx_py.media.webrtc import (WebRtcTransport, is_webrtc_media, remote_pa
 from rustpbx_py.sip.sdp import SessionDescription
 from rustpbx_py.test.media_wire import UdpPhone, free_range, settle
 from rustpbx_py.test.test_dtls import Peer, rtp
-from rustpbx_py.test.test_media_session import Policy, sdp
+from rustpbx_py.test.media_wire import media_policy
+from rustpbx_py.test.test_media_session import sdp
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "sdp")
 BROWSER = ("127.0.0.1", 40000)
@@ -236,7 +237,7 @@ class SessionTests(TestCase):
         start, end = free_range(40)
         self.engine = BuiltinEngine(reactor, clock=reactor)
         self.engine.rtc_cname = "cname-from-config"
-        self.policy = Policy(rtp_start_port=start, rtp_end_port=end, codecs=("pcmu", "pcma"))
+        self.policy = media_policy(rtp_start_port=start, rtp_end_port=end, codecs=("pcmu", "pcma"), rtp_timeout=30)
         self.addCleanup(self.engine.stop)
 
     def _browser_offer(self, browser, peer) -> SessionDescription:

@@ -14,7 +14,7 @@ from rustpbx_py.media import MediaError
 from rustpbx_py.media.rtpengine import NgError, RtpengineEngine
 from rustpbx_py.test.interop.rtpengine_daemon import start_rtpengine
 from rustpbx_py.test.interop.support import free_udp_port, require_ipv6_loopback
-from rustpbx_py.test.test_rtpengine import Policy
+from rustpbx_py.test.media_wire import media_policy
 
 
 def sdp(port: int, formats: str = "0 8 101", ip: str = "127.0.0.1") -> bytes:
@@ -77,7 +77,7 @@ class RtpengineInteropTests(TestCase):
         ports reaches the other phone both ways; query's figures count the
         packets; close() deletes the call (a later query: Unknown call-id)."""
         (pa, a_port), (pb, b_port) = self.phones
-        session = self.engine.session("interop-1@test", Policy(codecs=["pcma", "pcmu"]))
+        session = self.engine.session("interop-1@test", media_policy(codecs=["pcma", "pcmu"]))
         to_b = yield session.offer("a", sdp(a_port), ("127.0.0.1", 5060))
         ip, b_facing, formats = media(to_b)
         self.assertEqual(ip, "127.0.0.1")
@@ -112,7 +112,7 @@ class RtpengineInteropTests(TestCase):
         """quality: a PCMA-only caller's offer to b leads with Opus and G.722
         (rtpengine transcodes); the answer to a stays PCMA."""
         (pa, a_port), (pb, b_port) = self.phones
-        session = self.engine.session("interop-2@test", Policy(codecs=["pcmu", "pcma", "opus", "g722"], strategy="quality"))
+        session = self.engine.session("interop-2@test", media_policy(codecs=["pcmu", "pcma", "opus", "g722"], strategy="quality"))
         to_b = yield session.offer("a", sdp(a_port, "8 101"), ("127.0.0.1", 5060))
         self.assertIn(b"opus/48000", to_b)
         _, _, formats = media(to_b)
@@ -131,7 +131,7 @@ class RtpengineInteropTests(TestCase):
         """A re-offer from the callee (hold) goes through with swapped tags
         and keeps the same anchored port towards a."""
         (pa, a_port), (pb, b_port) = self.phones
-        session = self.engine.session("interop-3@test", Policy())
+        session = self.engine.session("interop-3@test", media_policy())
         yield session.offer("a", sdp(a_port), ("127.0.0.1", 5060))
         to_a = yield session.answer("b", sdp(b_port), ("127.0.0.1", 5062))
         hold = sdp(b_port).replace(b"a=sendrecv", b"a=sendonly")
@@ -150,14 +150,14 @@ class RtpengineInteropTests(TestCase):
         engine = RtpengineEngine(reactor, [dead, self.server], timeout=0.4)
         self.addCleanup(engine.stop)
         call_id = next(c for c in (f"fo-{i}" for i in range(100)) if str(engine.client.candidates(c)[0]) == dead)
-        session = engine.session(call_id, Policy())
+        session = engine.session(call_id, media_policy())
         to_b = yield session.offer("a", sdp(self.phones[0][1]), ("127.0.0.1", 5060))
         self.assertEqual(str(session.daemon), self.server)
         self.assertIn(b"m=audio", to_b)
         yield session.close()
         lonely = RtpengineEngine(reactor, [dead], timeout=0.4)
         self.addCleanup(lonely.stop)
-        f = yield self.assertFailure(lonely.session("x", Policy()).offer("a", sdp(4000), None), MediaError)
+        f = yield self.assertFailure(lonely.session("x", media_policy()).offer("a", sdp(4000), None), MediaError)
         self.assertEqual(f.status, 503)
 
     @defer.inlineCallbacks
@@ -165,7 +165,7 @@ class RtpengineInteropTests(TestCase):
         """srtp_b = True: the offer to b is RTP/SAVP with SDES keys made by
         rtpengine; b's SRTP answer comes back to a as plain RTP/AVP."""
         (pa, a_port), (pb, b_port) = self.phones
-        session = self.engine.session("interop-4@test", Policy(srtp_b=True))
+        session = self.engine.session("interop-4@test", media_policy(srtp_b=True))
         to_b = yield session.offer("a", sdp(a_port), ("127.0.0.1", 5060))
         self.assertIn(b" RTP/SAVP ", to_b)
         crypto = re.findall(rb"a=crypto:(\d+) (\S+) inline:(\S+)", to_b)
@@ -185,7 +185,7 @@ class RtpengineInteropTests(TestCase):
         """rtp_timeout = 2 and no RTP after the answer: on_timeout is called
         once, within about a poll interval of the timeout."""
         (pa, a_port), (pb, b_port) = self.phones
-        session = self.engine.session("interop-5@test", Policy(rtp_timeout=2))
+        session = self.engine.session("interop-5@test", media_policy(rtp_timeout=2))
         fired = []
         session.on_timeout = lambda: fired.append(reactor.seconds())
         yield session.offer("a", sdp(a_port), ("127.0.0.1", 5060))
@@ -211,7 +211,7 @@ class RtpengineInteropTests(TestCase):
         if b"\r\n" not in browser:
             browser = browser.replace(b"\n", b"\r\n")
         (pb, b_port) = self.phones[1]
-        session = self.engine.session("interop-6@test", Policy(codecs=["opus", "pcmu"]))
+        session = self.engine.session("interop-6@test", media_policy(codecs=["opus", "pcmu"]))
         to_b = yield session.offer("a", browser, ("127.0.0.1", 5060))
         self.assertIn(b" RTP/AVP ", to_b)
         for line in (b"a=fingerprint", b"a=candidate", b"a=ice-ufrag", b"a=rtcp-mux"):
@@ -252,7 +252,7 @@ class Ipv6Tests(TestCase):
         def sdp6(port):
             return sdp(port).replace(b"IN IP4 127.0.0.1", b"IN IP6 ::1")
 
-        session = engine.session("v6@test", Policy())
+        session = engine.session("v6@test", media_policy())
         to_b = yield session.offer("a", sdp6(a_port), ("::1", 5060))
         to_a = yield session.answer("b", sdp6(b_port), ("::1", 5062))
         for body in (to_b, to_a):

@@ -21,7 +21,8 @@ from twisted.trial.unittest import SkipTest, TestCase
 from rustpbx_py.media.session import BuiltinEngine
 from rustpbx_py.sip.sdp import SessionDescription
 from rustpbx_py.test.media_wire import UdpPhone, free_range
-from rustpbx_py.test.test_media_session import Policy, sdp
+from rustpbx_py.test.media_wire import media_policy
+from rustpbx_py.test.test_media_session import sdp
 from rustpbx_py.test.tones import strongest
 
 PEER = os.path.join(os.path.dirname(__file__), "aiortc_peer.py")
@@ -82,7 +83,7 @@ class AiortcTests(TestCase):
             raise SkipTest("aiortc is not installed (make test installs the test extras)")
         start, end = free_range(40)
         self.engine = BuiltinEngine(reactor)
-        self.policy = Policy(rtp_start_port=start, rtp_end_port=end, codecs=("pcmu", "pcma"))
+        self.policy = media_policy(rtp_start_port=start, rtp_end_port=end, codecs=("pcmu", "pcma"), rtp_timeout=30)
         self.addCleanup(self.engine.stop)
 
     @defer.inlineCallbacks
