@@ -69,6 +69,9 @@ class Network:
             if getattr(module, "registry", None) is not None and context.locator is None:
                 context.locator = module.registry
         context.modules = self.modules
+        #: The server context the modules were built with (for
+        #: L{rustpbx_py.status} and the web console's tests).
+        self.context = context
         core.pipeline = Pipeline(self.modules)
         for module in self.modules:
             module.start()
