@@ -83,6 +83,11 @@ def registrations(context) -> List[dict]:
     return [_binding(b, now) for b in bindings]
 
 
+def binding_summary(context, binding) -> dict:
+    """The dict L{registrations} lists for one binding (for event feeds)."""
+    return _binding(binding, _now(context))
+
+
 def _binding(b, now: float) -> dict:
     return {
         "aor": b.aor,
@@ -173,6 +178,12 @@ def active_calls(context) -> List[dict]:
     calls = [call for call in _calls(context) if call.state != "ended"]
     calls.sort(key=lambda c: c.record.start_time)
     return [_call(call, now) for call in calls]
+
+
+def call_summary(context, call) -> dict:
+    """The dict L{active_calls} lists for one call (for event feeds; an
+    ended call's C{state} is C{ended})."""
+    return _call(call, _now(context))
 
 
 def _call(call, now: float) -> dict:
@@ -314,6 +325,8 @@ def transactions(context) -> dict:
 
 __all__ = [
     "registrations",
+    "binding_summary",
+    "call_summary",
     "unregister",
     "active_calls",
     "find_call",

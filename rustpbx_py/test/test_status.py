@@ -93,6 +93,8 @@ class StatusTests(SynchronousTestCase):
         self.assertEqual(alice["expires_at"], registered_at + 120)
         self.assertTrue(alice["nat"], "a private Contact from a public source is behind NAT")
         self.assertEqual((bob["expires"], bob["expires_in"], bob["user_agent"]), (300, 280, "Bob/2.0"))
+        (binding,) = self.context.locator.lookup("alice@example.com")
+        self.assertEqual(status.binding_summary(self.context, binding), alice)
         self.clock.advance(101)
         self.assertEqual([r["aor"] for r in status.registrations(self.context)], ["bob@example.com"])
 
@@ -141,8 +143,11 @@ class StatusTests(SynchronousTestCase):
         self.assertEqual(call["legs"][1]["peer"], "198.51.100.20:5064")
         self.assertTrue(call["call_id"].startswith("call-"))
         self.assertNotEqual(call["b_call_id"], call["call_id"])
+        (live,) = self.net.module("call").calls
+        self.assertEqual(status.call_summary(self.context, live), call)
         self.net.advance(60)
         self.assertEqual(status.active_calls(self.context), [])
+        self.assertEqual(status.call_summary(self.context, live)["state"], "ended")
 
     def test_hang_up_answered(self) -> None:
         """
