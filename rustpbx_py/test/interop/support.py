@@ -31,6 +31,19 @@ def require_ipv6_loopback() -> None:
         raise SkipTest("no IPv6 loopback here")
 
 
+def artefacts_dir(*parts: str) -> str:
+    """
+    Where tests leave what a person looks at afterwards (screenshots):
+    C{$RUSTPBX_ARTEFACTS} when set, else C{artefacts/} in trial's working
+    directory (C{_trial_temp/artefacts}); C{parts} name a subfolder,
+    created.
+    """
+    base = os.environ.get("RUSTPBX_ARTEFACTS") or os.path.join(os.getcwd(), "artefacts")
+    path = os.path.join(os.path.abspath(base), *parts)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
 def require_tool(name: str) -> str:
     """The path of C{name}, or a reason to skip (as C{SkipTest})."""
     from twisted.trial.unittest import SkipTest

@@ -1,0 +1,153 @@
+"""
+Interop: the PBX's own browser phone (rustpbx_py/web/phone) in headless
+Chromium, its fake microphone playing a 440 Hz tone, against a baresip
+desk phone (plain RTP/AVP) through the built-in relay.
+
+The page is loaded over HTTPS from the PBX and signs in with its form
+over WSS; it dials bob, bob hears the browser's tone and the page's
+getStats() figures show audio from the PBX; then bob calls the browser,
+the page rings, Answer is pressed, and the same holds the other way.
+Screenshots of the phone during each call go to the test artefacts
+(C{_trial_temp/artefacts/browser-phone} or C{$RUSTPBX_ARTEFACTS}); the
+README shows one (docs/images/browser-phone-call.png).
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet import defer, reactor
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from rustpbx_py.registrar import make_aor
+from rustpbx_py.test.interop.baresip import BaresipPhone, module_path
+from rustpbx_py.test.interop.phones import RATE, USERS, PhonePbx, until, write_tone
+from rustpbx_py.test.interop.support import artefacts_dir, require_tool
+
+
+class _Browser:
+    """What BaresipPhone.hears needs to know of the browser: its name and tone."""
+
+    user = "alice (browser phone)"
+    tone = 440
+
+
+def serve_phone_over_https(testcase, pbx) -> str:
+    """
+    The phone page of C{pbx}'s config on an HTTPS site of its own (the
+    PBX's certificate), as the PBX's web site mounts it; the page's URL.
+    """
+    from twisted.internet import ssl
+    from twisted.web.resource import Resource
+    from twisted.web.server import Site
+
+    from rustpbx_py.web.phone import PhonePage
+
+    config = pbx.service.config
+    root = Resource()
+    root.putChild(b"phone", PhonePage(config))
+    with open(pbx.cert) as f:
+        cert = f.read()
+    key_path = pbx.service.config.proxy.ssl_private_key
+    with open(key_path) as f:
+        key = f.read()
+    options = ssl.PrivateCertificate.loadPEM(cert + key).options()
+    port = reactor.listenSSL(0, Site(root), options, interface="127.0.0.1")
+    testcase.addCleanup(port.stopListening)
+    return f"https://127.0.0.1:{port.getHost().port}/phone/"
+
+
+class BrowserPhoneTests(TestCase):
+    timeout = 200
+
+    def setUp(self):
+        from rustpbx_py.test.interop.test_jssip_chromium import require_chromium
+
+        self.chromium = require_chromium()
+        require_tool("baresip")
+        module_path()
+
+    @defer.inlineCallbacks
+    def open_phone(self):
+        """A PBX (media_proxy all), bob on baresip, and the browser phone
+        signed in as alice; the BrowserPhone."""
+        from rustpbx_py.test.interop.browser_phone import BrowserPhone
+
+        self.pbx = yield PhonePbx.start(self, 'wss_port = 0\nmedia_proxy = "all"\n')
+        self.bob = yield BaresipPhone(self, self.pbx, "bob", "udp").start()
+        url = serve_phone_over_https(self, self.pbx)
+        server = f"wss://127.0.0.1:{self.pbx.ports['WSS']}{self.pbx.service.config.proxy.ws_handler}"
+        microphone = write_tone(os.path.join(os.path.abspath(self.mktemp()) + ".wav"), _Browser.tone,
+                                seconds=60.0, rate=RATE)
+        phone = yield deferToThread(BrowserPhone, *self.chromium,
+                                    [f"--use-file-for-fake-audio-capture={microphone}"])
+        self.addCleanup(deferToThread, phone.quit)
+        yield deferToThread(phone.open, url)
+        state = yield deferToThread(phone.sign_in, "alice", USERS["alice"], server)
+        self.assertEqual(state["call"], "idle")
+        registry = next(m for m in self.pbx.service.modules if m.name == "registrar").registry
+        (binding,) = registry.lookup(make_aor("alice", "127.0.0.1"))
+        self.assertEqual(binding.transport, "WSS")
+        self.shots = artefacts_dir("browser-phone")
+        return phone
+
+    @defer.inlineCallbacks
+    def in_call(self, phone, name: str):
+        """Wait until the page shows the call up with audio both ways
+        (getStats: more than 50 packets in from the PBX and out, DTLS
+        connected; the figures on screen), screenshot it."""
+        state = yield deferToThread(
+            phone.wait, lambda s: s["call"] == "in call" and min((s["stats"] or {}).get("packetsReceived", 0),
+                                                                 (s["stats"] or {}).get("packetsSent", 0)) > 50,
+            30.0, "the call up with audio received and sent")
+        self.assertEqual(state["stats"]["dtlsState"], "connected", state)
+        shown = yield deferToThread(phone.text, "packets-in")
+        self.assertGreater(int(shown), 0)
+        yield deferToThread(phone.screenshot, os.path.join(self.shots, name))
+        return state
+
+    @defer.inlineCallbacks
+    def test_browser_calls_phone(self):
+        """The page dials bob: it shows calling/ringing then 'in call'; the
+        answer it got is the PBX's WebRTC answer (ice-lite, fingerprint,
+        BUNDLE); getStats shows audio from the PBX; bob's INVITE is plain
+        RTP/AVP and bob hears the browser's 440 Hz tone; Hang up ends the call
+        on both sides."""
+        phone = yield self.open_phone()
+        out_b = len(self.bob.process.output)
+        yield deferToThread(phone.dial, "bob")
+        state = yield self.in_call(phone, "browser-phone-call.png")
+        self.assertIn("calling", state["history"])
+        self.assertEqual(state["peer"], "bob")
+        for line in ("UDP/TLS/RTP/SAVPF", "a=ice-lite", "a=fingerprint:sha-256 ", "a=group:BUNDLE", "a=ssrc:"):
+            self.assertIn(line, state["answer"])
+        self.assertIn("INVITE sip:bob", self.bob.process.output[out_b:])
+        self.assertNotIn("a=fingerprint", self.bob.process.output[out_b:])
+        yield self.bob.hears(_Browser(), seconds=1.0, timeout=10.0)
+        mark = self.bob.mark()
+        yield deferToThread(phone.press, "hangup")
+        state = yield deferToThread(phone.wait, lambda s: s["call"].startswith("ended"), 15.0, "the call ended")
+        self.assertEqual(state["call"], "ended (you: Terminated)")
+        yield self.bob.wait_event("CALL_CLOSED", since=mark)
+
+    @defer.inlineCallbacks
+    def test_phone_calls_browser(self):
+        """bob dials alice, registered from the page over WSS: the page rings
+        ('incoming', bob's name, Answer shown) with the PBX's WebRTC offer
+        (actpass, ice-lite); Answer is pressed, getStats shows audio from the
+        PBX and bob hears the browser's tone; bob hangs up and the page
+        shows the call ended by the other side."""
+        phone = yield self.open_phone()
+        yield self.bob.command("dial", "sip:alice@127.0.0.1")
+        state = yield deferToThread(phone.wait, lambda s: s["call"] == "incoming", 20.0, "the page ringing")
+        self.assertIn("bob", state["peer"])
+        yield deferToThread(phone.screenshot, os.path.join(self.shots, "browser-phone-incoming.png"))
+        yield deferToThread(phone.press, "answer")
+        state = yield self.in_call(phone, "browser-phone-answered.png")
+        for line in ("UDP/TLS/RTP/SAVPF", "a=ice-lite", "a=setup:actpass", "a=group:BUNDLE", "a=ssrc:"):
+            self.assertIn(line, state["offer"])
+        yield self.bob.hears(_Browser(), seconds=1.0, timeout=10.0)
+        yield self.bob.command("hangup")
+        state = yield deferToThread(phone.wait, lambda s: s["call"].startswith("ended"), 15.0, "the call ended")
+        self.assertEqual(state["call"], "ended (remote: Terminated)")
