@@ -974,8 +974,7 @@ class TrunkConfig:
     addresses of C{dest}/C{backup_dest}) are recognised as coming from it."""
 
     RUSTPBX_NOT_IMPLEMENTED: ClassVar[frozenset[str]] = frozenset({
-        "recording", "health_check_enabled", "health_check_per_ip", "health_check_interval_secs",
-        "health_check_probe_count", "health_check_fallback_trunk", "cac_policy",
+        "recording", "health_check_per_ip", "cac_policy",
         "overflow_threshold", "header_rules", "ringback", "header_passthrough",
     })
 
@@ -1007,6 +1006,10 @@ class TrunkConfig:
     did_numbers: list[str] = _key(_str_list, factory=list, doc="Numbers (DIDs) that belong to this trunk.")
     max_ring_time: Optional[int] = _key(_int(0), doc="Seconds to ring before giving up on calls through this trunk; overrides proxy.max_ring_time.")
     external_ip: Optional[str] = _key(_ip, doc="IP advertised in SDP for calls through this trunk; overrides the top-level external_ip.")
+    health_check_enabled: bool = _key(_bool, False, doc="Probe dest with SIP OPTIONS; a trunk that fails health_check_probe_count probes in a row is down (skipped by routes) until one is answered 2xx.")
+    health_check_interval_secs: int = _key(_int(1), 30, doc="Seconds between two OPTIONS probes of the trunk (after the previous one's answer or 10 s timeout).")
+    health_check_probe_count: int = _key(_int(1), 3, doc="Failed OPTIONS probes in a row (timeout, transport error or a non-2xx answer) that mark the trunk down.")
+    health_check_fallback_trunk: Optional[str] = _key(_str, doc="Trunk tried instead while this one is down (must be defined).")
     bind_ip: Optional[str] = _key(_ip, doc="Local IP the RTP sockets of this trunk's calls bind to.")
     origin: str = _computed("", doc="File the trunk was read from.")
 
@@ -1564,6 +1567,7 @@ def _load_included(report: _Report, ctx: _Ctx, proxy: ProxyConfig, inline_routes
         if found is not _INVALID:
             trunks.update(found)
     proxy.trunks = trunks
+    _check_fallback_trunks(report, ctx.src, trunks)
 
     # Routes: upsert by name (a later one replaces an earlier one in place).
     located = list(inline_routes)
@@ -1592,6 +1596,23 @@ def _load_included(report: _Report, ctx: _Ctx, proxy: ProxyConfig, inline_routes
 
     if "acl" not in proxy.modules and any(t.inbound_hosts for t in trunks.values()):
         ctx.warn("proxy.modules", 'trunks set inbound_hosts but the "acl" module is not enabled, so requests are not matched to trunks by source address')
+
+
+def _check_fallback_trunks(report: _Report, main: str, trunks: dict[str, TrunkConfig]) -> None:
+    """A trunk's health_check_fallback_trunk must name another defined trunk."""
+    for name, trunk in trunks.items():
+        fallback = trunk.health_check_fallback_trunk
+        if fallback is None:
+            continue
+        if fallback not in trunks or fallback == name:
+            others = sorted(n for n in trunks if n != name)
+            known = ", ".join(f'"{n}"' for n in others) or "none"
+            origin = trunk.origin or main
+            ctx = _Ctx(origin, "", report)
+            ctx.problem(
+                _join(_join("proxy.trunks" if origin == main else "trunks", name), "health_check_fallback_trunk"),
+                f"expected the name of another defined trunk (defined: {known}), found {_show(fallback)}" + _suggest(fallback, others),
+            )
 
 
 def _check_route_trunks(ctx: _Ctx, key: str, route: RouteConfig, trunks: dict[str, TrunkConfig]) -> None:

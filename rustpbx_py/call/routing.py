@@ -681,8 +681,36 @@ class Router:
         if action == "forward" and route.unusable:
             reason = f"No usable trunk for route {route.name} (disabled or inbound-only)"
             return RouteDecision(route.name, "reject", out, code=503, reason=reason, caller=caller, callee=callee, config=config)
-        trunks = self._select(route, out, caller, callee) if route.trunks else ()
+        trunks: Tuple[str, ...] = ()
+        if route.trunks:
+            trunks = self._live_trunks(route, out, caller, callee)
+            if not trunks:
+                reason = f"All trunks of route {route.name} are down"
+                return RouteDecision(route.name, "reject", out, code=503, reason=reason, caller=caller, callee=callee, config=config)
         return RouteDecision(route.name, action, out, trunks=trunks, caller=caller, callee=callee, config=config)
+
+    def _live_trunks(self, route: _Route, request: Request, caller: str, callee: str) -> Tuple[str, ...]:
+        """
+        The route's trunks in the order to try them, leaving out the ones
+        their OPTIONS probes marked down (C{health_check_enabled}): C{select}
+        chooses among the live ones, and the C{health_check_fallback_trunk}
+        of each trunk left out follows them (when it is up and not already
+        there).  Empty when every trunk is down and no fallback is up.
+        """
+        trunks = self.trunks
+        if all(trunks.is_up(t) for t in route.trunks):
+            return self._select(route, request, caller, callee)
+        live = [(t, w) for t, w in zip(route.trunks, route.weights) if trunks.is_up(t)]
+        chosen: List[str] = []
+        if live:
+            names, weights = [t for t, _ in live], [w for _, w in live]
+            chosen = list(self._select(route, request, caller, callee, names, weights))
+        for name in route.trunks:
+            if not trunks.is_up(name):
+                fallback = trunks.fallback(name)
+                if fallback is not None and fallback not in chosen:
+                    chosen.append(fallback)
+        return tuple(chosen)
 
     def _rewrite(
         self, route: _Route, request: Request, fields: _Fields, captures: Dict[str, List[str]]
@@ -729,7 +757,15 @@ class Router:
             callee = values["to.user"]
         return out, caller, callee
 
-    def _select(self, route: _Route, request: Request, caller: str, callee: str) -> Tuple[str, ...]:
+    def _select(
+        self,
+        route: _Route,
+        request: Request,
+        caller: str,
+        callee: str,
+        trunks: Optional[List[str]] = None,
+        weights: Optional[List[int]] = None,
+    ) -> Tuple[str, ...]:
         """
         Order the route's trunks: the one C{select} picks first, then the
         others in list order after it, for failover.
@@ -741,8 +777,12 @@ class Router:
            taken literally; without C{hash_key} the From URI;
          - C{weighted}: at random in proportion to the trunks' C{weight}
            (uniformly when all weights are 0).
+
+        C{trunks} and C{weights} replace the route's own lists (the live
+        trunks when some are down).
         """
-        trunks = route.trunks
+        if trunks is None:
+            trunks, weights = route.trunks, route.weights
         n = len(trunks)
         if n == 1:
             return (trunks[0],)
@@ -764,13 +804,13 @@ class Router:
                 text = str(from_na.uri) if from_na is not None and from_na.uri is not None else ""
             index = zlib.crc32(text.encode("utf-8", "surrogateescape")) % n
         elif select == "weighted":
-            total = sum(route.weights)
+            total = sum(weights)
             if total <= 0:
                 index = self.rng.randrange(n)
             else:
                 point = self.rng.randrange(total)
                 index = n - 1
-                for i, weight in enumerate(route.weights):
+                for i, weight in enumerate(weights):
                     if point < weight:
                         index = i
                         break

@@ -406,6 +406,8 @@ class TrunkRegistrar:
             )
             registration.observers = self.observers
             self.registrations[name] = registration
+            # trunk_status() shows it next to the OPTIONS health.
+            self.trunks.health(name).registration = registration
             registration.start()
 
     def stop(self) -> defer.Deferred:

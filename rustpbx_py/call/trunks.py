@@ -18,7 +18,11 @@ I/O:
    L{TrunkSet.call_ended} keeping the count of calls in progress;
  - DID lookups, direction checks, the trunk's codec list, and
    L{TrunkSet.outbound_request}, which applies C{rewrite_hostport} and the
-   P-Asserted-Identity RustPBX adds for trunks with credentials.
+   P-Asserted-Identity RustPBX adds for trunks with credentials;
+ - health: L{TrunkSet.is_up}, L{TrunkSet.trunk_status} and
+   L{TrunkSet.status_observers}, kept by the OPTIONS prober
+   (L{rustpbx_py.call.trunk_health}) so that routes skip a trunk that
+   stopped answering and the monitor shows it.
 
 Host names in C{inbound_hosts} (and in C{dest} / C{backup_dest}) are not
 resolved here: no DNS query may run on the request path.  The service
@@ -34,19 +38,24 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import deque
-from typing import Any, Deque, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+
+from twisted.logger import Logger
 
 from rustpbx_py.sip.headers import URI, HeaderError, NameAddr, bare_host
 from rustpbx_py.sip.message import Request
 
 __all__ = [
     "TrunkDestination",
+    "TrunkHealth",
     "TrunkLocation",
     "TrunkSet",
     "TrunkError",
     "matches_user_prefix",
     "copy_request",
 ]
+
+_log = Logger()
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -208,12 +217,39 @@ def _normalise_number(number: str) -> str:
     return re.sub(r"[\s+\-().]", "", number)
 
 
+class TrunkHealth:
+    """
+    What the OPTIONS prober knows of one trunk (RustPBX's
+    C{TrunkHealthState}).  C{state} is C{unknown} until the first answer
+    (and for ever when C{health_check_enabled} is off), C{up} after a 2xx,
+    C{down} after C{health_check_probe_count} failures in a row.
+    """
+
+    __slots__ = ("state", "options", "rtt", "last_probe", "failures", "last_error", "registration")
+
+    def __init__(self) -> None:
+        self.state = "unknown"
+        #: C{off} (not probed), C{waiting} (first probe not answered yet),
+        #: C{ok} (last probe answered 2xx) or C{failed}.
+        self.options = "off"
+        #: Round-trip time of the last 2xx, seconds.
+        self.rtt: Optional[float] = None
+        #: When the last probe finished (answered, failed or timed out),
+        #: in the clock's seconds.
+        self.last_probe: Optional[float] = None
+        self.failures = 0
+        self.last_error: Optional[str] = None
+        #: The trunk's L{rustpbx_py.call.trunk_registration.TrunkRegistration}
+        #: when it registers with its provider.
+        self.registration: Any = None
+
+
 class _Trunk:
     """The precomputed run-time view of one configured trunk."""
 
     __slots__ = (
         "name", "config", "dest", "dest_uri", "backup", "backup_uri", "from_ok",
-        "to_ok", "prefix_key", "active", "cps_times",
+        "to_ok", "prefix_key", "active", "cps_times", "health",
     )
 
     def __init__(self, name: str, config: Any) -> None:
@@ -240,6 +276,7 @@ class _Trunk:
         )
         self.active = 0
         self.cps_times: Deque[float] = deque()
+        self.health = TrunkHealth()
 
 
 class TrunkSet:
@@ -268,6 +305,9 @@ class TrunkSet:
         for name, config in trunks.items():
             self._trunks[name] = _Trunk(name, config)
         self._lower = {name.lower(): name for name in self._trunks}
+        #: Called with C{(name, up)} each time a trunk goes down or comes
+        #: back up (the monitor's trunk.up / trunk.down events).
+        self.status_observers: List[Callable[[str, bool], None]] = []
         self._build_source_index()
         self._build_did_index()
 
@@ -308,6 +348,67 @@ class TrunkSet:
         """The trunk's codec list (canonical names, in preference order);
         empty means "use the route's or C{proxy.codecs}"."""
         return list(getattr(self._trunks[name].config, "codec", None) or [])
+
+    # -- health (OPTIONS probing) ----------------------------------------------------
+
+    def is_up(self, name: str) -> bool:
+        """False only while the trunk is marked down by its OPTIONS probes:
+        a trunk never probed (or not answered yet) is tried."""
+        trunk = self._trunks.get(name)
+        return trunk is None or trunk.health.state != "down"
+
+    def health(self, name: str) -> TrunkHealth:
+        """The trunk's L{TrunkHealth}, for the prober to update."""
+        return self._trunks[name].health
+
+    def set_state(self, name: str, state: str) -> None:
+        """
+        Set the trunk's health state (C{up}, C{down} or C{unknown}); the
+        L{status_observers} hear of a change between up and down (a first
+        C{down} included, a first C{up} not: a trunk is up until told
+        otherwise).
+        """
+        health = self._trunks[name].health
+        before, health.state = health.state, state
+        if before == state:
+            return
+        if state == "down" or (state == "up" and before == "down"):
+            up = state == "up"
+            for observer in list(self.status_observers):
+                try:
+                    observer(name, up)
+                except Exception:
+                    _log.failure("trunk status observer failed")
+
+    def trunk_status(self, name: str) -> dict:
+        """What the console and the monitor show of a trunk's health and
+        registration (a JSON-able dict)."""
+        trunk = self._trunks[name]
+        health = trunk.health
+        registration = health.registration
+        return {
+            "trunk": name,
+            "state": health.state,
+            "options": health.options,
+            "rtt": health.rtt,
+            "last_probe": health.last_probe,
+            "failures": health.failures,
+            "last_error": health.last_error,
+            "fallback_trunk": getattr(trunk.config, "health_check_fallback_trunk", None),
+            "registration": registration.status() if registration is not None else None,
+        }
+
+    def statuses(self) -> List[dict]:
+        """L{trunk_status} of every trunk, in configuration order."""
+        return [self.trunk_status(name) for name in self._trunks]
+
+    def fallback(self, name: str) -> Optional[str]:
+        """The trunk's C{health_check_fallback_trunk} when it can take
+        calls now (enabled, outbound, not down), else None."""
+        fallback = getattr(self._trunks[name].config, "health_check_fallback_trunk", None)
+        if fallback and self.usable_outbound(fallback) and self.is_up(fallback):
+            return fallback
+        return None
 
     # -- direction ---------------------------------------------------------------
 

@@ -85,6 +85,7 @@ class CallModule:
         self.trunks = None
         self._forgets: dict = {}
         self.trunk_registrar = None
+        self.trunk_health = None
         self.stopping = False
         #: Live calls by the Call-ID of their B side, and until when a
         #: late 2xx of an ended one is still recognised.
@@ -104,6 +105,7 @@ class CallModule:
         trunks, close the call records a previous run left open (reason
         bySystem), then start registering the trunks that ask for it.
         """
+        from rustpbx_py.call.trunk_health import TrunkHealthChecker
         from rustpbx_py.call.trunk_registration import TrunkRegistrar
 
         self.stopping = False
@@ -112,12 +114,17 @@ class CallModule:
         self.core.dialog_lookup = self.in_known_dialog
         self._build_routing()
         self.trunk_registrar = TrunkRegistrar(self.config.proxy, self.trunks, self.core, self.clock, self.dns)
+        self.trunk_health = TrunkHealthChecker(self.config.proxy, self.trunks, self.core, self.clock, self.dns)
+
+        def start_trunks() -> None:
+            self.trunk_registrar.start()
+            self.trunk_health.start()
 
         def register(result=None):
             # On the next turn: the core accepts responses once every
             # module has started.
             if not self.stopping:
-                self._register_later = self.clock.callLater(0, self.trunk_registrar.start)
+                self._register_later = self.clock.callLater(0, start_trunks)
             return result
 
         if self.records is not None:
@@ -153,6 +160,8 @@ class CallModule:
                 delayed.cancel()
         self._forgets.clear()
         waits = [self.records.drained()] if self.records is not None else []
+        if self.trunk_health is not None:
+            self.trunk_health.stop()
         if self.trunk_registrar is not None:
             waits.append(self.trunk_registrar.stop())
         if self._media_engine is not None:

@@ -1,0 +1,230 @@
+# -*- test-case-name: rustpbx_py.test.test_trunk_health -*-
+"""
+Trunk health: SIP OPTIONS probing of the trunks with
+C{health_check_enabled}, as RustPBX's C{src/proxy/trunk_health.rs} does.
+
+Each such trunk gets an OPTIONS at its C{dest} every
+C{health_check_interval_secs} (30 s by default), counted from the end of
+the previous probe, so probes never overlap.  A probe succeeds when the
+trunk answers 2xx (RustPBX counts nothing else: a 404 or 503 from a
+trunk that cannot place calls is a failure too); it fails on a non-2xx
+final answer, a transport error, or no final answer within
+L{PROBE_TIMEOUT} seconds.  C{health_check_probe_count} failures in a row
+(3 by default) mark the trunk down: routes leave it out
+(L{rustpbx_py.call.routing.Router}) and try its
+C{health_check_fallback_trunk} instead.  The probes go on while it is
+down, and the first 2xx marks it up again.
+
+The state lives on the shared L{rustpbx_py.call.trunks.TrunkSet}
+(L{TrunkSet.trunk_status}, L{TrunkSet.status_observers}), where routing,
+the console and the monitor addon read it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Optional
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from rustpbx_py.protocols.transports import TransportError
+from rustpbx_py.sip.headers import join_hostport
+from rustpbx_py.sip.message import Request, Response
+from rustpbx_py.transaction.responses import new_call_id, new_tag
+
+__all__ = ["PROBE_TIMEOUT", "TrunkProbe", "TrunkHealthChecker"]
+
+#: How long a probe waits for a final answer (RustPBX: 10 s), seconds.
+PROBE_TIMEOUT = 10.0
+
+
+class TrunkProbe:
+    """
+    Probes one trunk with OPTIONS and keeps its
+    L{rustpbx_py.call.trunks.TrunkHealth} on the trunk set.
+
+    @param locate: () -> Deferred of the RFC 3263 targets of C{dest}; the
+        first one is probed (None: C{destination} as written).
+    """
+
+    log = Logger()
+
+    def __init__(self, name: str, trunks, core, clock, proxy, locate: Optional[Callable[[], defer.Deferred]] = None) -> None:
+        self.name = name
+        self.trunks = trunks
+        self.core = core
+        self.clock = clock
+        self.locate = locate
+        config = trunks.get(name)
+        self.interval = float(config.health_check_interval_secs)
+        self.threshold = int(config.health_check_probe_count)
+        self.destination = trunks.destination(name)
+        dest_uri = trunks.dest_uri(name)
+        hostport = join_hostport(dest_uri.host, dest_uri.port)
+        # RustPBX's probe: sip:health@dest, From health-check.
+        self.uri = f"{dest_uri.scheme}:health@{hostport}"
+        self.useragent = proxy.useragent
+        self.callid_suffix = proxy.callid_suffix
+        self.health = trunks.health(name)
+        self.running = False
+        self.probes = 0
+        self._cseq = 0
+        self._timer = None
+        self._timeout = None
+        #: The probe in flight: answers to an older one are ignored.
+        self._current = 0
+        self._sent_at = 0.0
+
+    def start(self) -> None:
+        """Send the first probe now."""
+        self.running = True
+        self.health.options = "waiting"
+        self._probe()
+
+    def stop(self) -> None:
+        self.running = False
+        for call in (self._timer, self._timeout):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._timeout = None
+        self._current += 1
+
+    # -- one probe ---------------------------------------------------------------
+
+    def _probe(self) -> None:
+        self._timer = None
+        if not self.running:
+            return
+        self._current += 1
+        probe = self._current
+        self.probes += 1
+        self._sent_at = self.clock.seconds()
+        self._timeout = self.clock.callLater(PROBE_TIMEOUT, self._failed, probe, f"no answer to OPTIONS within {PROBE_TIMEOUT:.0f} s")
+        if self.locate is None:
+            transport, host, port = self.destination
+            d = self.core.resolve(transport, host, port)
+        else:
+            d = self.locate()
+            d.addCallback(self._first_target)
+        d.addCallbacks(self._send, self._unreachable, callbackArgs=(probe,), errbackArgs=(probe,))
+        d.addErrback(self._broken, probe)
+
+    def _broken(self, failure, probe: int) -> None:
+        self.log.failure("trunk {trunk}: OPTIONS probe failed", failure, trunk=self.name)
+        self._failed(probe, f"OPTIONS probe failed: {failure.getErrorMessage()}")
+
+    def _first_target(self, targets):
+        if not targets:
+            raise TransportError(f"{self.destination.host} does not resolve")
+        target = targets[0]
+        host = target.name if target.transport in ("tls", "wss") else target.host
+        return self.core.resolve(target.transport, host, target.port)
+
+    def _unreachable(self, failure, probe: int) -> None:
+        if failure.check(TransportError) is None:
+            self.log.failure("trunk {trunk}: OPTIONS probe could not be sent", failure, trunk=self.name)
+        self._failed(probe, f"cannot reach {self.destination.host}:{self.destination.port}: {failure.getErrorMessage()}")
+
+    def _send(self, flow, probe: int) -> None:
+        if probe != self._current:
+            return
+        core = self.core
+        self._cseq += 1
+        host, port = core.transports.advertised(flow.transport, flow.remote[0])
+        request = Request("OPTIONS", self.uri)
+        request.add("Via", core.via_for(flow))
+        request.add("Max-Forwards", "70")
+        request.add("From", f"<sip:health-check@{join_hostport(host, port)}>;tag={new_tag()}")
+        request.add("To", f"<{self.uri}>")
+        request.add("Call-ID", new_call_id(self.callid_suffix))
+        request.add("CSeq", f"{self._cseq} OPTIONS")
+        request.add("Accept", "application/sdp")
+        if self.useragent:
+            request.add("User-Agent", self.useragent)
+        core.send_request(request, flow, lambda tx, response: self._response(probe, response))
+
+    def _response(self, probe: int, response: Response) -> None:
+        if response.status < 200 or probe != self._current:
+            return
+        if 200 <= response.status < 300:
+            self._succeeded(probe)
+        else:
+            self._failed(probe, f"OPTIONS answered {response.status} {response.reason}".strip())
+
+    # -- results -----------------------------------------------------------------
+
+    def _finish(self, probe: int) -> bool:
+        """End probe C{probe}; False when it is not the current one."""
+        if probe != self._current or not self.running:
+            return False
+        self._current += 1
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self._timeout = None
+        self.health.last_probe = self.clock.seconds()
+        self._timer = self.clock.callLater(self.interval, self._probe)
+        return True
+
+    def _succeeded(self, probe: int) -> None:
+        if not self._finish(probe):
+            return
+        health = self.health
+        health.rtt = self.clock.seconds() - self._sent_at
+        health.failures = 0
+        health.last_error = None
+        health.options = "ok"
+        if health.state == "down":
+            self.log.info("trunk {trunk}: answers OPTIONS again; it is up", trunk=self.name)
+        self.trunks.set_state(self.name, "up")
+
+    def _failed(self, probe: int, why: str) -> None:
+        if not self._finish(probe):
+            return
+        health = self.health
+        health.failures += 1
+        health.last_error = why
+        health.options = "failed"
+        if health.failures >= self.threshold and health.state != "down":
+            self.log.warn(
+                "trunk {trunk}: marked down after {count} failed OPTIONS probes in a row ({why})",
+                trunk=self.name,
+                count=health.failures,
+                why=why,
+            )
+            self.trunks.set_state(self.name, "down")
+
+
+class TrunkHealthChecker:
+    """The OPTIONS probes of every enabled trunk with C{health_check_enabled}."""
+
+    def __init__(self, proxy, trunks, core, clock, resolver=None) -> None:
+        """
+        @param resolver: a L{rustpbx_py.protocols.resolve.SipResolver}: a
+            C{dest} given by name is located with RFC 3263 (None: C{dest}
+            as written).
+        """
+        self.proxy = proxy
+        self.trunks = trunks
+        self.core = core
+        self.clock = clock
+        self.resolver = resolver
+        self.probes: Dict[str, TrunkProbe] = {}
+
+    def start(self) -> None:
+        for name in self.trunks.names():
+            config = self.trunks.get(name)
+            if not getattr(config, "health_check_enabled", False) or self.trunks.is_disabled(name):
+                continue
+            locate = None
+            if self.resolver is not None:
+                where = self.trunks.locations(name)[0]
+                locate = lambda where=where: self.resolver.locate(where.host, where.port, where.transport, where.secure)  # noqa: E731
+            probe = self.probes[name] = TrunkProbe(name, self.trunks, self.core, self.clock, self.proxy, locate)
+            probe.start()
+
+    def stop(self) -> None:
+        for probe in self.probes.values():
+            probe.stop()
+
+    def statuses(self) -> List[dict]:
+        return [self.trunks.trunk_status(name) for name in self.probes]
