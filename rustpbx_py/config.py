@@ -61,6 +61,7 @@ __all__ = [
     "TrunkConfig",
     "UserBackendConfig",
     "default_config",
+    "generated_file",
     "load_config",
     "parse_config_text",
     "KNOWN_CODECS",
@@ -1311,7 +1312,7 @@ class ProxyConfig:
     rtpengine_servers: list[str] = _key(_rtpengine_servers, factory=list, doc='rustpbx_py extension: rtpengine daemons\' ng control addresses ("udp:IP:PORT", rtpengine --listen-ng); new calls are spread by Call-ID, a daemon that stops answering is skipped for 60 s. Required with media_engine = "rtpengine".')
     rtpengine_timeout: float = _key(_seconds, 1.0, doc="rustpbx_py extension: seconds to wait for an rtpengine daemon's answer (4 sends in that time) before trying the next daemon; an INVITE waits at most this per daemon.")
     # Files & paths
-    generated_dir: str = _key(_path, "./config", default_doc='"./config" (resolved)', doc="Directory of generated files (routes/routes.generated.toml, trunks/trunks.generated.toml, acl/acl.generated.toml), loaded last.")
+    generated_dir: str = _key(_path, "./config", default_doc='"./config" (resolved)', doc="Directory of generated files (routes/routes.generated.toml, trunks/trunks.generated.toml, acl/acl.generated.toml, and proxy.generated.toml: the console's Proxy Settings merged over [proxy]), loaded last.")
     routes_files: list[str] = _key(_patterns, factory=list, doc="Glob patterns of route files, each holding [[routes]].")
     trunks_files: list[str] = _key(_patterns, factory=list, doc="Glob patterns of trunk files, each holding [trunks.NAME].")
     acl_files: list[str] = _key(_patterns, factory=list, doc="Glob patterns of ACL files, each holding acl_rules = [...].")
@@ -1522,14 +1523,112 @@ def _expand(ctx: _Ctx, key: str, patterns: list[str]) -> list[str]:
     return out
 
 
+def generated_file(generated_dir: str, kind: str) -> str:
+    """
+    The generated file of C{kind} in C{generated_dir}: RustPBX's
+    C{routes/routes.generated.toml}, C{trunks/...}, C{acl/...}, and
+    rustpbx_py's C{proxy.generated.toml} (C{kind} C{"proxy"}: the
+    console's Proxy Settings, merged over C{[proxy]}).
+    """
+    if kind == "proxy":
+        return os.path.join(generated_dir, PROXY_SETTINGS_FILE)
+    return os.path.join(generated_dir, kind, f"{kind}.generated.toml")
+
+
 def _generated_file(proxy: ProxyConfig, kind: str) -> str:
     """RustPBX's generated file for routes, trunks or acl."""
-    return os.path.join(proxy.generated_dir, kind, f"{kind}.generated.toml")
+    return generated_file(proxy.generated_dir, kind)
 
 
-def _read_include(report: _Report, path: str, what: str, key: str, reader: Reader) -> Any:
+#: The console's Proxy Settings file in generated_dir (see L{_merge_proxy_settings}).
+PROXY_SETTINGS_FILE = "proxy.generated.toml"
+
+#: [proxy] keys the Proxy Settings file may not set: where it is
+#: (generated_dir), and what has its own generated files or page.
+PROXY_SETTINGS_EXCLUDED = frozenset({
+    "generated_dir", "routes", "trunks", "acl_rules", "user_backends",
+    "routes_files", "trunks_files", "acl_files",
+})
+
+
+class _Generated:
+    """
+    Texts standing in for generated files (kind -> TOML text, None = no
+    file): the console checks what it is about to write with the very
+    code that will read it, before writing anything.
+    """
+
+    def __init__(self, texts: Optional[dict[str, Optional[str]]] = None) -> None:
+        self.texts = dict(texts or {})
+
+    def exists(self, generated_dir: str, kind: str) -> bool:
+        if kind in self.texts:
+            return self.texts[kind] is not None
+        return os.path.isfile(generated_file(generated_dir, kind))
+
+    def read(self, report: _Report, path: str, what: str, generated_dir: str) -> tuple[Optional[dict], _Ctx]:
+        for kind, text in self.texts.items():
+            if text is not None and os.path.normpath(generated_file(generated_dir, kind)) == os.path.normpath(path):
+                ctx = _Ctx(_display_path(path), os.path.dirname(path), report)
+                return _parse_toml(ctx, text.encode("utf-8")), ctx
+        return _read_toml_file(report, path, what)
+
+
+def _merge_proxy_settings(ctx: _Ctx, doc: dict, generated: _Generated) -> dict:
+    """
+    C{doc} with the console's Proxy Settings file (C{proxy.generated.toml}
+    in generated_dir, a C{[proxy]} table) merged over its C{[proxy]}: a key
+    set there replaces the main file's.  Each value is checked by the key's
+    own reader, so a wrong one is reported naming that file, with the
+    message the main file would give.  Keys of L{PROXY_SETTINGS_EXCLUDED}
+    are refused.
+    """
+    proxy_table = doc.get("proxy", {})
+    if not isinstance(proxy_table, dict):
+        return doc
+    where = proxy_table.get("generated_dir", "./config")
+    if not isinstance(where, str) or not where.strip():
+        return doc  # reported when [proxy] is read
+    generated_dir = ctx.resolve(where)
+    if not generated.exists(generated_dir, "proxy"):
+        return doc
+    path = generated_file(generated_dir, "proxy")
+    overlay, fctx = generated.read(ctx.report, path, "proxy settings file", generated_dir)
+    if overlay is None:
+        return doc
+    for k in overlay:
+        if k != "proxy":
+            fctx.problem(_join("", k), "unknown key (the proxy settings file holds only [proxy])" + _suggest(k, ["proxy"]))
+    settings = overlay.get("proxy", {})
+    if not isinstance(settings, dict):
+        fctx.expected("proxy", "a table", settings)
+        return doc
+    fields = _toml_fields(ProxyConfig)
+    merged = dict(proxy_table)
+    for k, v in settings.items():
+        key = _join("proxy", k)
+        f = fields.get(k)
+        if f is None or f.name in PROXY_SETTINGS_EXCLUDED:
+            allowed = [n for n in fields if fields[n].name not in PROXY_SETTINGS_EXCLUDED]
+            fctx.problem(key, "unknown key or one the proxy settings file may not set" + _suggest(k, allowed))
+            continue
+        # Relative paths in the settings file are relative to the main
+        # file's directory, as the key would be there.
+        fctx.base_dir = ctx.base_dir
+        if f.metadata["read"](fctx, key, v) is _INVALID:
+            continue
+        for name in [n for n, g in fields.items() if g.name == f.name]:
+            merged.pop(name, None)
+        merged[k] = v
+    return {**doc, "proxy": merged}
+
+
+def _read_include(report: _Report, path: str, what: str, key: str, reader: Reader, generated: Optional[_Generated] = None, generated_dir: str = "") -> Any:
     """Read one included file holding the single top-level C{key}."""
-    doc, fctx = _read_toml_file(report, path, what)
+    if generated is not None:
+        doc, fctx = generated.read(report, path, what, generated_dir)
+    else:
+        doc, fctx = _read_toml_file(report, path, what)
     if doc is None:
         return _INVALID
     for k in doc:
@@ -1540,15 +1639,16 @@ def _read_include(report: _Report, path: str, what: str, key: str, reader: Reade
     return reader(fctx, key, doc[key])
 
 
-def _load_included(report: _Report, ctx: _Ctx, proxy: ProxyConfig, inline_routes: list, load_generated: bool) -> None:
+def _load_included(report: _Report, ctx: _Ctx, proxy: ProxyConfig, inline_routes: list, load_generated: bool, texts: Optional[_Generated] = None) -> None:
     """Merge inline definitions, included files and generated files into
     C{proxy}, in RustPBX's order: generated files come last and win.  A
     C{*.generated.toml} file matched by a pattern counts as generated."""
+    texts = texts or _Generated()
     files: dict[str, tuple[list[str], list[str]]] = {}
     for kind in ("routes", "trunks", "acl"):
         key = f"{kind}_files"
         generated = []
-        if load_generated and os.path.isfile(_generated_file(proxy, kind)):
+        if load_generated and texts.exists(proxy.generated_dir, kind):
             generated.append(os.path.normpath(_generated_file(proxy, kind)))
         written = []
         for f in _expand(ctx, _join("proxy", key), getattr(proxy, key)):
@@ -1563,7 +1663,7 @@ def _load_included(report: _Report, ctx: _Ctx, proxy: ProxyConfig, inline_routes
     trunks = dict(proxy.trunks)
     written, generated = files["trunks"]
     for path in written + generated:
-        found = _read_include(report, path, "trunks file", "trunks", _trunks)
+        found = _read_include(report, path, "trunks file", "trunks", _trunks, texts, proxy.generated_dir)
         if found is not _INVALID:
             trunks.update(found)
     proxy.trunks = trunks
@@ -1573,7 +1673,7 @@ def _load_included(report: _Report, ctx: _Ctx, proxy: ProxyConfig, inline_routes
     located = list(inline_routes)
     written, generated = files["routes"]
     for path in written + generated:
-        found = _read_include(report, path, "routes file", "routes", _located_routes)
+        found = _read_include(report, path, "routes file", "routes", _located_routes, texts, proxy.generated_dir)
         if found is not _INVALID:
             located.extend(found)
     merged: dict[str, tuple[_Ctx, str, RouteConfig]] = {}
@@ -1587,7 +1687,7 @@ def _load_included(report: _Report, ctx: _Ctx, proxy: ProxyConfig, inline_routes
     rules = list(proxy.acl_rules)
     written, generated = files["acl"]
     for path in written + generated:
-        found = _read_include(report, path, "ACL file", "acl_rules", _acl_rules)
+        found = _read_include(report, path, "ACL file", "acl_rules", _acl_rules, texts, proxy.generated_dir)
         if found is not _INVALID:
             rules.extend(found)
     if not rules:
@@ -1716,8 +1816,12 @@ def _from_document(
     *,
     load_generated: bool = True,
     proxy_defaults: Optional[dict] = None,
+    generated: Optional[_Generated] = None,
 ) -> Config:
     report = ctx.report
+    generated = generated or _Generated()
+    if load_generated:
+        doc = _merge_proxy_settings(ctx, doc, generated)
     proxy_table = doc.get("proxy", {})
     inline = None
     if isinstance(proxy_table, dict) and "routes" in proxy_table:
@@ -1749,27 +1853,31 @@ def _from_document(
         if backend.type == "extension" and backend.database_url is None:
             backend.database_url = config.database_url
     _check_tls(ctx, config)
-    _load_included(report, ctx, proxy, inline_routes, load_generated)
+    _load_included(report, ctx, proxy, inline_routes, load_generated, generated)
     if report.problems:
         raise ConfigError(report.problems)
     config.warnings = list(report.warnings)
     return config
 
 
-def _parse_bytes(data: bytes, src: str, path: str, base_dir: str) -> Config:
+def _parse_bytes(data: bytes, src: str, path: str, base_dir: str, generated: Optional[_Generated] = None) -> Config:
     report = _Report()
     ctx = _Ctx(src, base_dir, report)
     doc = _parse_toml(ctx, data)
     if doc is None:
         raise ConfigError(report.problems)
-    return _from_document(doc, ctx, path)
+    return _from_document(doc, ctx, path, generated=generated)
 
 
-def load_config(path: str) -> Config:
+def load_config(path: str, generated: Optional[dict[str, Optional[str]]] = None) -> Config:
     """
     Read, check and type the configuration file at C{path} and every file it
     includes.
 
+    @param generated: texts to use instead of the generated files of
+        generated_dir, by kind (C{"proxy"}, C{"routes"}, C{"trunks"},
+        C{"acl"}; L{generated_file}); None as a text = no such file.  The
+        console checks what it is about to write this way.
     @raise ConfigError: listing every problem found, each naming the file and
         the key.
     """
@@ -1780,7 +1888,7 @@ def load_config(path: str) -> Config:
             data = f.read()
     except OSError as e:
         raise ConfigError([f"{src}: cannot read the configuration file: {_os_reason(e)}"])
-    return _parse_bytes(data, src, absolute, os.path.dirname(absolute))
+    return _parse_bytes(data, src, absolute, os.path.dirname(absolute), _Generated(generated))
 
 
 def parse_config_text(text: str, path: str = "<string>") -> Config:

@@ -386,9 +386,26 @@ class TrunkRegistrar:
         #: (shared by every registration; the console and tests watch it).
         self.observers: List[Callable] = []
 
+    def update(self, proxy) -> defer.Deferred:
+        """
+        Follow a reload of the trunks (C{proxy}: the new C{[proxy]}): a
+        registration whose trunk is gone, disabled or changed is ended
+        (un-REGISTER), one for a new or changed trunk started; unchanged
+        ones go on.  Fires when the ended ones are done.
+        """
+        stops = []
+        for name, registration in list(self.registrations.items()):
+            config = proxy.trunks.get(name)
+            if config is None or config != registration.trunk or not config.register_enabled or config.disabled:
+                del self.registrations[name]
+                stops.append(registration.stop())
+        self.proxy = proxy
+        self.start()
+        return defer.DeferredList(stops, consumeErrors=True)
+
     def start(self) -> None:
         for name, config in self.proxy.trunks.items():
-            if not config.register_enabled or config.disabled:
+            if not config.register_enabled or config.disabled or name in self.registrations:
                 continue
             locate = None
             if self.resolver is not None:

@@ -311,6 +311,29 @@ class TrunkSet:
         self._build_source_index()
         self._build_did_index()
 
+    def replace(self, trunks: Mapping[str, Any]) -> None:
+        """
+        Take a new set of trunks in one step (the console's reload): every
+        holder of this set (ACL, router, call module) sees the new trunks at
+        once.  A trunk kept under the same name keeps its calls in progress
+        and CPS window; the addresses resolved for host names so far are
+        kept.
+
+        @raise TrunkError: a C{dest} cannot be parsed; nothing changed.
+        """
+        fresh = {name: _Trunk(name, config) for name, config in trunks.items()}
+        for name, trunk in fresh.items():
+            old = self._trunks.get(name)
+            if old is not None:
+                trunk.active = old.active
+                trunk.cps_times = old.cps_times
+        usage = self._did_usage
+        self._trunks = fresh
+        self._lower = {name.lower(): name for name in fresh}
+        self._build_source_index()
+        self._build_did_index()
+        self._did_usage = {did: n for did, n in usage.items() if did in self._dids}
+
     # -- lookups ---------------------------------------------------------------
 
     def __contains__(self, name: object) -> bool:
@@ -597,12 +620,15 @@ class TrunkSet:
     def call_started(self, name: str) -> None:
         """A call over the trunk (either direction) began: it counts
         against C{max_calls} until L{call_ended}."""
-        self._trunks[name].active += 1
+        trunk = self._trunks.get(name)
+        if trunk is not None:
+            trunk.active += 1
 
     def call_ended(self, name: str) -> None:
-        """A call counted by L{call_started} is over (whatever its end)."""
-        trunk = self._trunks[name]
-        if trunk.active > 0:
+        """A call counted by L{call_started} is over (whatever its end;
+        the trunk may have been removed by a reload since)."""
+        trunk = self._trunks.get(name)
+        if trunk is not None and trunk.active > 0:
             trunk.active -= 1
 
     def active_calls(self, name: str) -> int:
