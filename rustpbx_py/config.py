@@ -1454,6 +1454,7 @@ class Config:
     ssl_private_key: Optional[str] = _key(_path, doc="PEM private key used when [proxy] sets none.")
     proxy: ProxyConfig = _key(_table(ProxyConfig), factory=ProxyConfig, doc="The [proxy] section.")
     warnings: list[str] = _computed(factory=list, doc="Accepted but ignored settings.")
+    addon_tables: dict[str, Any] = _computed(factory=dict, doc="Addon tables by name (see addon_config_tables): the validated dataclass of each installed addon's table, its defaults when the file has none.")
 
     def _check(self, ctx: _Ctx, prefix: str, given: set[str]) -> bool:
         if self.rtp_start_port >= self.rtp_end_port:
@@ -1809,6 +1810,64 @@ def _openssl_reason(error: Exception) -> str:
     return str(error) or type(error).__name__
 
 
+# ---------------------------------------------------------------------------
+# Addon tables
+# ---------------------------------------------------------------------------
+
+#: Table name -> (addon name, dataclass), from the installed addon plugins;
+#: filled on first use (L{addon_config_tables}).
+_addon_tables_cache: Optional[dict[str, tuple[str, type]]] = None
+
+
+def addon_config_tables(refresh: bool = False) -> dict[str, tuple[str, type]]:
+    """
+    The top-level tables addons declare: an L{IAddonFactory} plugin may
+    have C{config_tables}, a dict of table name -> dataclass whose fields
+    are declared with L{_key} (a reader and a doc each), exactly like
+    L{ProxyConfig}.  Those tables are then validated like every other
+    key (unknown keys with a suggestion, wrong types, file and key path
+    in each message) and land typed in L{Config.addon_tables}.
+
+    Found once per process with L{twisted.plugin.getPlugins} (a third
+    party's plugin as well as ours); C{refresh} looks again.  A table name
+    the core configuration uses is not an addon's to take.
+    """
+    global _addon_tables_cache
+    if _addon_tables_cache is None or refresh:
+        from twisted.plugin import getPlugins
+
+        import rustpbx_py.plugins
+        from rustpbx_py.interfaces import IAddonFactory
+
+        own = set(_toml_fields(Config))
+        found: dict[str, tuple[str, type]] = {}
+        for factory in getPlugins(IAddonFactory, rustpbx_py.plugins):
+            tables = getattr(factory, "config_tables", None) or {}
+            for table, cls in tables.items():
+                if table not in own and dataclasses.is_dataclass(cls):
+                    found.setdefault(table, (factory.name, cls))
+        _addon_tables_cache = found
+    return _addon_tables_cache
+
+
+def _read_addon_tables(doc: dict, ctx: _Ctx, addons: list[str], tables: dict[str, tuple[str, type]]) -> dict[str, Any]:
+    """
+    Build every addon table: from the file when it has the table, else
+    from its defaults.  A table whose addon is not in C{proxy.addons} is
+    still checked, and a warning says it has no effect.
+    """
+    out: dict[str, Any] = {}
+    for table, (addon, cls) in tables.items():
+        given = table in doc
+        value = _build(cls, ctx, table, doc[table] if given else {})
+        if value is _INVALID:
+            continue
+        out[table] = value
+        if given and addon not in addons:
+            ctx.warn(table, f'the [{table}] table configures the "{addon}" addon, which proxy.addons does not enable; it has no effect')
+    return out
+
+
 def _from_document(
     doc: dict,
     ctx: _Ctx,
@@ -1822,6 +1881,10 @@ def _from_document(
     generated = generated or _Generated()
     if load_generated:
         doc = _merge_proxy_settings(ctx, doc, generated)
+    tables = addon_config_tables()
+    addon_doc = {k: v for k, v in doc.items() if k in tables}
+    if addon_doc:
+        doc = {k: v for k, v in doc.items() if k not in tables}
     proxy_table = doc.get("proxy", {})
     inline = None
     if isinstance(proxy_table, dict) and "routes" in proxy_table:
@@ -1836,6 +1899,7 @@ def _from_document(
     inline_routes = [] if inline_routes is _INVALID else inline_routes
     config.path = path
     config.base_dir = ctx.base_dir
+    config.addon_tables = _read_addon_tables(addon_doc, ctx, config.proxy.addons, tables)
     if "database_url" not in doc:
         config.database_url = _default_database_url(ctx.base_dir)
     proxy = config.proxy

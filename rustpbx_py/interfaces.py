@@ -137,13 +137,20 @@ class IAddon(Interface):
         """Reorder or filter the routing candidates for a new call."""
 
     def on_call_event(event: str, call) -> None:
-        """Observe call events: "ringing", "answered", "hangup"."""
+        """Observe call events: "created" (an INVITE became a call),
+        "ringing", "answered", "hangup"."""
 
 
 class IAddonFactory(Interface):
     """A plugin that makes one L{IAddon}."""
 
     name = Attribute("The addon id, as written in C{proxy.addons}.")
+
+    config_tables = Attribute(
+        "Optional: top-level TOML table name -> dataclass declared with "
+        "rustpbx_py.config._key fields.  The loader validates each table like "
+        "every other key and puts the typed value in "
+        "config.addon_tables[name] (defaults when the file has no such table).")
 
     def build(context: IServerContext) -> IAddon:
         """Make the addon for this service."""

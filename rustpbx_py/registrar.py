@@ -395,6 +395,9 @@ class Registry:
         #: Called with (aor, registered) when an AoR gains its first live
         #: binding or loses its last one (the presence module's open/closed).
         self.observers: List[Callable[[str, bool], None]] = []
+        #: Called with (event, binding) for each binding "added",
+        #: "refreshed", "removed" or "expired" (the monitor's live feed).
+        self.binding_observers: List[Callable[[str, Binding], None]] = []
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -529,6 +532,7 @@ class Registry:
                 for b in bindings:
                     if b.expires_at <= now:
                         self._log_change("expired", b)
+                        self._tell_binding("expired", b)
                 if live:
                     self._index[aor] = live
                 else:
@@ -675,10 +679,23 @@ class Registry:
             previous = old.pop(b.key, None)
             if previous is None or previous.expires_at <= now:
                 self._log_change("registered", b)
-            elif (previous.source, previous.transport, previous.contact) != (b.source, b.transport, b.contact):
-                self._log_change("moved", b)
+                self._tell_binding("added", b)
+            else:
+                if (previous.source, previous.transport, previous.contact) != (b.source, b.transport, b.contact):
+                    self._log_change("moved", b)
+                if previous is not b:
+                    self._tell_binding("refreshed", b)
         for b in old.values():
-            self._log_change("expired" if b.expires_at <= now else "unregistered", b)
+            expired = b.expires_at <= now
+            self._log_change("expired" if expired else "unregistered", b)
+            self._tell_binding("expired" if expired else "removed", b)
+
+    def _tell_binding(self, event: str, b: Binding) -> None:
+        for observer in self.binding_observers:
+            try:
+                observer(event, b)
+            except Exception:
+                self.log.failure("registrar: binding observer failed on {event}", event=event)
 
     def _log_change(self, event: str, b: Binding) -> None:
         host, port = b.source

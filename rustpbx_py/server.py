@@ -187,7 +187,8 @@ class PbxService(service.MultiService):
         for addon in self.addons:
             yield defer.maybeDeferred(addon.start)
             resources = getattr(addon, "web_resources", None)
-            if resources is not None and resources():
+            # (An addon with its own listener, .port, serves them itself.)
+            if resources is not None and getattr(addon, "port", None) is None and resources():
                 self.log.warn(
                     "addon {id}: its web resources are not served: the console (http_addr) is not implemented yet",
                     id=addon.id,

@@ -71,7 +71,7 @@ import hashlib
 import hmac
 import os
 import struct
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 from twisted.internet import defer
@@ -332,6 +332,9 @@ class AuthModule:
         self._log_once = OncePer(reactor, 60.0)
         self.core = core
         self._screening = False
+        #: ("attempt"|"success", method) and ("failure", method, reason)
+        #: -> count: digest checks, read by the monitor addon at scrape time.
+        self.stats: Counter = Counter()
         limit = _get(proxy, "auth_failure_limit", None)
         self.guard = LoginGuard(
             reactor,
@@ -488,6 +491,7 @@ class AuthModule:
         from_tag: Optional[str],
     ) -> str:
         request = tx.request
+        self.stats["attempt", request.method] += 1
         if user is None:
             delay = self._failed(tx, credentials.username, "unknown user")
             if self.ensure_user or delay is None:
@@ -527,6 +531,7 @@ class AuthModule:
             return ABORT
         tx.context.user = user
         tx.context.realm = realm
+        self.stats["success", request.method] += 1
         source = _guard_source(tx.flow)
         if source is not None:
             self.guard.succeeded(source)
@@ -590,6 +595,7 @@ class AuthModule:
         it for fail2ban: the seconds to hold the answer back, or None when
         this failure banned the source (the request then gets no answer).
         """
+        self.stats["failure", tx.request.method, reason] += 1
         host = tx.flow.remote[0]
         source = _guard_source(tx.flow)
         if source is None or not self.guard.enabled:

@@ -302,6 +302,7 @@ class CallModule:
             return
         self.calls.add(call)
         self.b_calls[call.b_call_id] = call
+        self.event("created", call)
         if getattr(tx, "last", None) is None:
             # (The core said it already when a module was slow.)
             trying = tx.reply(100, "Trying")

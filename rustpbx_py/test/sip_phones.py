@@ -59,7 +59,7 @@ class Network:
         self.udp.makeConnection(self.socket)
         core.transports.udp.append(self.udp)
         users = build_user_backends(config, None, clock)
-        context = ServerContext(config, clock, None, core, users)
+        context = self.context = ServerContext(config, clock, None, core, users)
         context.trunks = TrunkSet(config.proxy.trunks, clock)
         factories = find_factories(IProxyModuleFactory)
         self.modules = []

@@ -1095,7 +1095,7 @@ class RecordTests(CallHarness, SynchronousTestCase):
         self.assertEqual(len(fired), 1)
 
     def test_addon_hooks(self):
-        """Addons see ringing/answered/hangup events and the finished record."""
+        """Addons see created/ringing/answered/hangup events and the finished record."""
         self.setup_module()
         seen = []
 
@@ -1111,7 +1111,7 @@ class RecordTests(CallHarness, SynchronousTestCase):
         self.context.addons.append(Addon())
         tx, call, fork = self.answered_call()
         self.caller_request(call, "BYE", 2)
-        self.assertEqual(seen, ["ringing", "answered", "hangup", ("record", R.BY_CALLER)])
+        self.assertEqual(seen, ["created", "ringing", "answered", "hangup", ("record", R.BY_CALLER)])
 
 
 class AllowTests(CallHarness, SynchronousTestCase):

@@ -87,6 +87,12 @@ class TransactionLayer:
         self.client: Dict[Tuple, ClientTransaction] = {}
         #: Server transactions not yet answered with a final response.
         self.pending = 0
+        #: Server transactions created so far (read by the monitor addon).
+        self.received = 0
+        #: Called with each server transaction when it sends its final
+        #: response (the monitor's response codes and latency); empty
+        #: unless an addon watches.
+        self.answer_observers: list = []
 
     # -- inbound -------------------------------------------------------------
 
@@ -108,6 +114,7 @@ class TransactionLayer:
         tx = ServerTransaction(self, request, flow, key)
         self.server[key] = tx
         self.pending += 1
+        self.received += 1
         if method == "CANCEL":
             invite = self.server.get(server_key(request, "INVITE"))
             self.tu.cancel_received(tx, invite)
@@ -159,6 +166,9 @@ class TransactionLayer:
 
     def transaction_answered(self, tx: ServerTransaction) -> None:
         self.pending -= 1
+        if self.answer_observers:
+            for observer in self.answer_observers:
+                observer(tx)
 
     def server_terminated(self, tx: ServerTransaction) -> None:
         if self.server.get(tx.key) is tx:

@@ -51,6 +51,8 @@ class ServerTransaction:
         self.cancel_observers: list = []
         self.cancelled = False
         self.reply_flow = self._response_flow()
+        #: When the request arrived (clock seconds): latency and age.
+        self.created = layer.clock.seconds()
 
     def _response_flow(self):
         """

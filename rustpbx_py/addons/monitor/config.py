@@ -1,0 +1,57 @@
+# -*- test-case-name: rustpbx_py.test.test_monitor -*-
+"""
+The monitor addon's configuration tables, declared with the same key
+machinery as C{[proxy]} (L{rustpbx_py.config._key}) so that they are
+validated like every other key: the plugin lists them in its
+C{config_tables} and L{rustpbx_py.config.load_config} builds them into
+C{config.addon_tables["metrics"]} and C{config.addon_tables["monitor"]}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from rustpbx_py.config import _bool, _http_addr, _int, _key, _seconds, _str, _url_path
+
+
+@dataclass
+class MetricsConfig:
+    """
+    C{[metrics]}: RustPBX's observability keys (src/addons/observability),
+    so a RustPBX file carries over.
+    """
+
+    enabled: bool = _key(_bool, True, doc="Serve GET /metrics and GET /healthz (false: neither).")
+    path: str = _key(_url_path, "/metrics", doc="Path of the Prometheus scrape endpoint.")
+    healthz_path: str = _key(_url_path, "/healthz", doc="Path of the liveness/readiness probe (never needs the token).")
+    token: Optional[str] = _key(_str, doc="Bearer token /metrics requires (Authorization: Bearer TOKEN); unset: open.")
+
+
+@dataclass
+class MonitorConfig:
+    """C{[monitor]}: rustpbx_py's own monitor settings."""
+
+    listen: Optional[str] = _key(
+        _http_addr,
+        doc='"host:port" the addon serves its resources on itself when the console\'s HTTP site is not running; unset: they are then not served.',
+    )
+    token: Optional[str] = _key(
+        _str,
+        doc="Bearer token the snapshot and the live feed require (also ?token= for browsers); unset: [metrics] token, and with neither they answer loopback clients only.",
+    )
+    feed_replay: int = _key(
+        _int(0, 1000000),
+        1000,
+        doc="Live feed events kept for clients that reconnect with ?after=SEQ; an older SEQ gets a fresh snapshot.",
+    )
+    reactor_lag_limit: float = _key(
+        _seconds,
+        1.0,
+        doc="Seconds the event loop may lag behind its timers before /healthz says not ready (503).",
+    )
+    database_timeout: float = _key(
+        _seconds,
+        2.0,
+        doc="Seconds /healthz waits for the database to answer SELECT 1 before it counts as unreachable.",
+    )
