@@ -186,10 +186,12 @@ class PbxMixin:
     and two phones, alice and bob."""
 
     monitor_toml = ""
+    #: More [proxy] settings.
+    proxy: dict = {}
 
     def setUp(self) -> None:
         self.clock = task.Clock()
-        self.net = Network(self.clock, user_backends=USERS, realms=["example.com"], auth_failure_delay=1.0)
+        self.net = Network(self.clock, user_backends=USERS, realms=["example.com"], auth_failure_delay=1.0, **self.proxy)
         self.addCleanup(self.net.stop)
         context = self.net.context
         context.config.addon_tables = dict(parse_config_text('[proxy]\naddons = ["monitor"]\n' + self.monitor_toml).addon_tables)
@@ -328,6 +330,44 @@ class MetricsTests(PbxMixin, SynchronousTestCase):
         families = scrape(self.addon)
         self.assertEqual(sample(families, "rustpbx_sip_transactions_rejected_total", reason="max_concurrency"), 1)
         self.assertEqual(sample(families, "rustpbx_sip_responses_total", status_class="5xx", status_code="503", method="OPTIONS"), 1)
+
+
+CARRIER = ("198.51.100.9", 5060)
+
+
+class TrunkTests(PbxMixin, SynchronousTestCase):
+    """A trunk probed with OPTIONS going silent, then answering again."""
+
+    proxy = {
+        "trunks": {
+            "carrier": {
+                "dest": "sip:198.51.100.9:5060",
+                "health_check_enabled": True,
+                "health_check_interval_secs": 5,
+                "health_check_probe_count": 2,
+            }
+        }
+    }
+
+    def test_down_then_up(self):
+        """rustpbx_trunk_status drops to 0 when the carrier stops answering
+        OPTIONS (trunk.down on the feed, the snapshot's trunk down with its
+        failures) and is 1 again once it answers (trunk.up, with an RTT)."""
+        families = scrape(self.addon)
+        self.assertEqual(sample(families, "rustpbx_trunk_status", trunk_id="carrier"), 1)
+        self.net.advance(40)
+        self.assertEqual(sample(scrape(self.addon), "rustpbx_trunk_status", trunk_id="carrier"), 0)
+        self.assertEqual(self.events("trunk."), ["trunk.down"])
+        (trunk,) = self.addon.snapshot()["trunks"]
+        self.assertEqual((trunk["name"], trunk["up"], trunk["state"]), ("carrier", False, "down"))
+        self.assertGreaterEqual(trunk["failures"], 2)
+        Phone(self.net, "carrier", None, CARRIER, CARRIER)
+        self.net.advance(10)
+        self.assertEqual(sample(scrape(self.addon), "rustpbx_trunk_status", trunk_id="carrier"), 1)
+        self.assertEqual(self.events("trunk."), ["trunk.down", "trunk.up"])
+        up = self.addon.events.events[-1]["data"]
+        self.assertEqual((up["trunk"], up["state"]), ("carrier", "up"))
+        self.assertIsNotNone(up["rtt"])
 
 
 class MetricsPageTests(PbxMixin, SynchronousTestCase):
