@@ -112,6 +112,7 @@ def reload_routing(context: Any, config: Optional[Config] = None) -> ReloadResul
 
     # Swap (nothing below may fail half-way).
     trunk_sets = _trunk_sets(context)
+    previous = {n: trunk_sets[0].get(n) for n in trunk_sets[0].names()} if trunk_sets else {}
     for trunks in trunk_sets:
         trunks.replace(proxy.trunks)
     for module, router in routers:
@@ -131,6 +132,9 @@ def reload_routing(context: Any, config: Optional[Config] = None) -> ReloadResul
         registrar = getattr(module, "trunk_registrar", None)
         if registrar is not None:
             registrar.update(running.proxy).addErrback(lambda f: log.failure("trunk registrations after reload", f))
+        health = getattr(module, "trunk_health", None)
+        if health is not None:
+            health.update(previous)
     _resolve_new_hosts(context, trunk_sets)
     result = ReloadResult(len(proxy.routes), len(proxy.trunks), len(proxy.acl_rules), config, list(config.warnings))
     log.info("reloaded: {summary}", summary=result.summary())

@@ -210,10 +210,22 @@ class TrunkHealthChecker:
         self.resolver = resolver
         self.probes: Dict[str, TrunkProbe] = {}
 
+    def update(self, previous) -> None:
+        """
+        Follow a reload of the trunks (L{TrunkSet.replace}; C{previous}:
+        trunk name -> its config before): probes of trunks gone, changed or
+        no longer checked stop; new and changed trunks get theirs.
+        """
+        for name, probe in list(self.probes.items()):
+            if name not in self.trunks or self.trunks.get(name) != previous.get(name):
+                probe.stop()
+                del self.probes[name]
+        self.start()
+
     def start(self) -> None:
         for name in self.trunks.names():
             config = self.trunks.get(name)
-            if not getattr(config, "health_check_enabled", False) or self.trunks.is_disabled(name):
+            if not getattr(config, "health_check_enabled", False) or self.trunks.is_disabled(name) or name in self.probes:
                 continue
             locate = None
             if self.resolver is not None:

@@ -316,8 +316,9 @@ class TrunkSet:
         Take a new set of trunks in one step (the console's reload): every
         holder of this set (ACL, router, call module) sees the new trunks at
         once.  A trunk kept under the same name keeps its calls in progress
-        and CPS window; the addresses resolved for host names so far are
-        kept.
+        and CPS window, and, when its settings did not change, its health
+        (OPTIONS probe state, registration); the addresses resolved for
+        host names so far are kept.
 
         @raise TrunkError: a C{dest} cannot be parsed; nothing changed.
         """
@@ -327,6 +328,8 @@ class TrunkSet:
             if old is not None:
                 trunk.active = old.active
                 trunk.cps_times = old.cps_times
+                if old.config == trunk.config:
+                    trunk.health = old.health
         usage = self._did_usage
         self._trunks = fresh
         self._lower = {name.lower(): name for name in fresh}

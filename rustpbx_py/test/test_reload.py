@@ -177,3 +177,48 @@ class GeneratedFilesTests(SynchronousTestCase):
         self.assertEqual(loaded.proxy.trunks["t2"].max_calls, 3)
         loaded = self.files.write(self.config, "acl", ["allow 10.0.0.0/8", "deny all"])
         self.assertEqual([r.text for r in loaded.proxy.acl_rules], ["allow 10.0.0.0/8", "deny all"])
+
+
+class HealthAcrossReloadTests(SynchronousTestCase):
+    """Trunk OPTIONS probes (trunk_health) follow a reload: an unchanged
+    trunk keeps its probe and health, a changed one gets a new probe, a
+    removed one's probe stops."""
+
+    def setUp(self) -> None:
+        base = os.path.abspath(self.mktemp())
+        os.makedirs(base)
+        self.path = os.path.join(base, "pbx.toml")
+        self.main = MAIN.replace('dest = "sip:192.0.2.50:5060"\n', 'dest = "sip:192.0.2.50:5060"\nhealth_check_enabled = true\n')
+        with open(self.path, "w") as f:
+            f.write(self.main)
+        self.clock = task.Clock()
+        self.net = Network(self.clock, trunks={"carrier": {"dest": "sip:192.0.2.50:5060", "health_check_enabled": True}})
+        self.addCleanup(self.net.stop)
+        self.context = self.net.module("call").context
+        self.context.config.path = self.path
+        self.context.config.proxy.generated_dir = os.path.join(base, "config")
+        self.clock.advance(0)  # the call module starts the probes on the next turn
+        self.health = self.net.module("call").trunk_health
+
+    def test_follow(self) -> None:
+        trunks = self.net.module("call").trunks
+        reload_routing(self.context)  # the running trunks now come from the file
+        probe = self.health.probes["carrier"]
+        state = trunks.health("carrier")
+        reload_routing(self.context)
+        self.assertIs(self.health.probes["carrier"], probe)
+        self.assertIs(trunks.health("carrier"), state)
+        self.assertTrue(probe.running)
+        write_atomic(generated_file(self.context.config.proxy.generated_dir, "trunks"),
+                     '[trunks.carrier]\ndest = "sip:192.0.2.51"\nhealth_check_enabled = true\n')
+        reload_routing(self.context)
+        self.assertFalse(probe.running)
+        self.assertIsNot(self.health.probes["carrier"], probe)
+        self.assertEqual(self.health.probes["carrier"].destination.host, "192.0.2.51")
+        with open(self.path, "w") as f:
+            f.write(self.main.replace("[proxy.trunks.carrier]", "[proxy.trunks.other]"))
+        write_atomic(generated_file(self.context.config.proxy.generated_dir, "trunks"), None)
+        second = self.health.probes["carrier"]
+        reload_routing(self.context)
+        self.assertFalse(second.running)
+        self.assertEqual(list(self.health.probes), ["other"])
