@@ -24,6 +24,10 @@ one C{struct} unpack (statistics) and the C{sendto}:
     this leg, turned into what the other leg negotiated (transcoding,
     payload type mapping).
 
+A leg may also have an C{ssrc} (4 bytes): the SSRC the SDP written for
+its party announces (C{a=ssrc:<n> cname:<rtc_cname>}); RTP sent to it is
+stamped with it, and relayed RTCP is mapped to match (L{map_rtcp}).
+
 Packets are sent with the socket's C{sendto} rather than
 C{IListeningPort.write}: C{write} re-validates the address as an IP
 literal on every packet (several microseconds) and lets C{EAGAIN} escape
@@ -35,6 +39,7 @@ counted in L{Leg.send_errors}.
 
 from __future__ import annotations
 
+import struct
 from time import monotonic
 from typing import Callable, Iterable, Optional
 
@@ -60,7 +65,7 @@ class Leg:
     __slots__ = ("name", "latch", "rtcp_latch", "received", "sent", "peer", "pair",
                  "sendto", "sendto_rtcp", "inbound", "outbound", "inbound_rtcp",
                  "outbound_rtcp", "translate", "send_errors", "rtcp_in", "rtcp_out",
-                 "rtcp_relayed", "clock", "local_address")
+                 "rtcp_relayed", "clock", "local_address", "ssrc")
 
     def __init__(self, name: str, latching: bool = True, probation: int = 6,
                  clock: Callable[[], float] = monotonic) -> None:
@@ -84,6 +89,9 @@ class Leg:
         self.rtcp_relayed = True
         self.clock = clock
         self.local_address: Optional[Address] = None
+        #: the SSRC (4 bytes, network order) of what this leg's party is
+        #: sent, or None to pass the other party's through
+        self.ssrc: Optional[bytes] = None
 
     def protocols(self) -> tuple["RtpProtocol", "RtcpProtocol"]:
         """The two protocols to bind (RTP, RTCP) for this leg."""
@@ -107,6 +115,8 @@ class Leg:
         target = self.latch.target
         if target is None or self.sendto is None:
             return
+        if self.ssrc is not None:
+            data = data[:8] + self.ssrc + data[12:]
         if self.outbound is not None:
             data = self.outbound(data)
             if data is None:
@@ -155,6 +165,9 @@ class RtpProtocol(DatagramProtocol):
             for packet in leg.translate(data):
                 peer.send(packet)
             return
+        ssrc = peer.ssrc
+        if ssrc is not None:
+            data = data[:8] + ssrc + data[12:]
         if peer.outbound is not None:
             data = peer.outbound(data)
             if data is None:
@@ -201,6 +214,8 @@ class RtcpProtocol(DatagramProtocol):
         target = peer.rtcp_latch.target
         if target is None or not leg.rtcp_relayed:
             return
+        if peer.ssrc is not None or leg.ssrc is not None:
+            data = map_rtcp(data, leg, peer)
         if peer.outbound_rtcp is not None:
             data = peer.outbound_rtcp(data)
             if data is None:
@@ -218,6 +233,69 @@ def _sender(port) -> Callable[[bytes, Address], object]:
     port's C{write} for ports without a socket (test doubles)."""
     sock = getattr(port, "socket", None)
     return sock.sendto if sock is not None else getattr(port, "write", None)
+
+
+_SSRC = struct.Struct("!I")
+
+
+def map_rtcp(data: bytes, leg: Leg, peer: Leg) -> bytes:
+    """
+    RTCP from C{leg}'s party, for C{peer}'s party, when either leg's RTP
+    is stamped with its own SSRC (L{Leg.ssrc}): the sender's SSRC becomes
+    the one C{peer}'s party knows the stream by, and report blocks (and
+    feedback) about what C{leg}'s party receives name the SSRC C{peer}'s
+    party sends.  SR, RR, SDES, BYE and RTP/PS feedback of a compound
+    packet are mapped; anything malformed is left as it is (the relay
+    never drops RTCP for its shape).  RTCP is a few packets a second: not
+    the hot path.
+    """
+    mapping = {}
+    if peer.ssrc is not None and leg.received.ssrc != -1:
+        mapping[leg.received.ssrc] = _SSRC.unpack(peer.ssrc)[0]
+    if leg.ssrc is not None and peer.received.ssrc != -1:
+        mapping[_SSRC.unpack(leg.ssrc)[0]] = peer.received.ssrc
+    if not mapping:
+        return data
+    out = bytearray(data)
+
+    def remap(at: int) -> None:
+        if at + 4 <= len(out):
+            new = mapping.get(_SSRC.unpack_from(out, at)[0])
+            if new is not None:
+                _SSRC.pack_into(out, at, new)
+
+    at = 0
+    while at + 8 <= len(out):
+        first, kind, words = struct.unpack_from("!BBH", out, at)
+        end = at + 4 * (words + 1)
+        if first >> 6 != 2 or end > len(out):
+            break
+        count = first & 0x1F
+        if kind in (200, 201):                  # SR, RR: sender, then report blocks
+            remap(at + 4)
+            blocks = at + (28 if kind == 200 else 8)
+            for i in range(count):
+                if blocks + 24 * (i + 1) <= end:
+                    remap(blocks + 24 * i)
+        elif kind == 202:                       # SDES: chunks of SSRC + items
+            pos = at + 4
+            for _ in range(count):
+                if pos + 4 > end:
+                    break
+                remap(pos)
+                pos += 4
+                while pos < end and out[pos] != 0:
+                    pos += 2 + (out[pos + 1] if pos + 1 < end else 0)
+                pos = (pos + 4) & ~3            # the null item, padded to 32 bits
+        elif kind == 203:                       # BYE
+            for i in range(count):
+                if at + 8 + 4 * i <= end:
+                    remap(at + 4 + 4 * i)
+        elif kind in (205, 206):                # RTPFB, PSFB: sender, media source
+            remap(at + 4)
+            remap(at + 8)
+        at = end
+    return bytes(out)
 
 
 def pair_legs(a: Leg, b: Leg) -> None:

@@ -21,6 +21,7 @@ through L{IMediaSession}.
 from __future__ import annotations
 
 import ipaddress
+import secrets
 from typing import Callable, Optional
 
 from twisted.internet import defer
@@ -337,6 +338,8 @@ class RelaySession:
             for pair in bound:
                 pair.release()
             raise
+        for side in sides.values():
+            side.ssrc = (secrets.randbits(32) or 1).to_bytes(4, "big")
         pair_legs(sides["a"], sides["b"])
         return sides
 
@@ -372,7 +375,22 @@ class RelaySession:
         """
         self._rewrite(target, stream.sides[other])
         self._webrtc_write(stream, leg, other, target, sdp, m)
+        if stream.webrtc[other] is None:
+            self._write_ssrc(target, stream.sides[other])
         self._install_srtp(stream)
+
+    def _write_ssrc(self, m: MediaDescription, side: Leg) -> None:
+        """
+        C{m} (what C{side}'s party gets) announces the SSRC the relay sends
+        it with and the PBX's CNAME (C{proxy.rtc_cname}), in place of the
+        other party's a=ssrc lines: the relay stamps what it sends that
+        party with it (L{Leg.ssrc}), so the line stays true across
+        transcoding and a change of the other party's source.  (A
+        browser's m-line gets the same from L{write_media}.)
+        """
+        for name in ("ssrc", "ssrc-group", "msid"):
+            m.remove_attribute(name)
+        m.add_attribute("ssrc", f"{int.from_bytes(side.ssrc, 'big')} cname:{self.engine.rtc_cname}")
 
     def _rewrite(self, m: MediaDescription, side: Leg) -> None:
         """Make C{m} name the PBX's C{side} port pair."""

@@ -103,6 +103,18 @@ class IceLiteResponder:
         self.dropped: Dict[str, int] = {"malformed": 0, "username": 0, "integrity": 0,
                                         "not-request": 0}
 
+    def restart(self, remote_ufrag: Optional[str]) -> None:
+        """
+        An ICE restart (the peer's re-offer has a new ufrag/pwd, RFC 8445
+        section 9): new credentials of ours for the answer (RFC 8839), the
+        peer's new ufrag; checks with the old ones are refused from now
+        on.  Media keeps going to the selected address until a check with
+        the new credentials nominates one (the browser's network may not
+        have changed at all).
+        """
+        self.ufrag, self.pwd = new_credentials()
+        self.remote_ufrag = remote_ufrag
+
     def handle(self, data: bytes, source: Tuple[str, int]) -> Optional[bytes]:
         """
         A STUN datagram from C{source} -> the response to send back to it,

@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from rustpbx_py.media import MediaError
 from rustpbx_py.media.dtls import Certificate, DtlsError, DtlsSrtp, answer_setup, certificate, is_dtls
 from rustpbx_py.media.stun import IceLiteResponder, is_stun
+from rustpbx_py.media.relay import map_rtcp
 from rustpbx_py.media.rtp import report_blocks
 from rustpbx_py.sip.sdp import MediaDescription, SessionDescription
 
@@ -128,7 +129,10 @@ class WebRtcTransport:
         fingerprint and setup are known) the DTLS association.  When the
         browser offered, our setup answers its (L{answer_setup}); when it
         answered our actpass, its choice decides ours.  A re-offer with the
-        same fingerprints keeps the association (and the SRTP state).
+        same fingerprints keeps the association (and the SRTP state); one
+        with a new ufrag/pwd is an ICE restart (L{IceLiteResponder.restart}:
+        new credentials of ours, media kept on the selected pair until a
+        new check nominates one).
         """
         if browser_offered:
             setup = answer_setup(remote.setup)
@@ -137,7 +141,11 @@ class WebRtcTransport:
             if theirs not in ("active", "passive"):
                 raise MediaError(488, f"a=setup:{theirs} in an answer: expected active or passive")
             setup = "passive" if theirs == "active" else "active"
-        if remote.ufrag:
+        if browser_offered and self.remote is not None and remote.ufrag \
+                and (remote.ufrag, remote.pwd) != (self.remote.ufrag, self.remote.pwd):
+            # ICE restart: our answer must carry new credentials too
+            self.ice.restart(remote.ufrag)
+        elif remote.ufrag:
             self.ice.remote_ufrag = remote.ufrag
         same = (self.dtls is not None and self.remote is not None
                 and self.remote.fingerprints == remote.fingerprints and setup == self.setup)
@@ -165,6 +173,8 @@ class WebRtcTransport:
         leg.outbound_rtcp = self.protect_rtcp
         leg.inbound_rtcp = None
         leg.sendto_rtcp = leg.sendto
+        # what the relay sends this leg carries the SSRC its SDP announces
+        leg.ssrc = struct.pack("!I", self.ssrc)
 
     def _point(self, leg) -> None:
         """Send the leg's RTP and RTCP to the ICE-selected address (shown
@@ -254,6 +264,8 @@ class WebRtcTransport:
         target = peer.rtcp_latch.target if peer is not None else None
         if target is None or not leg.rtcp_relayed:
             return
+        if peer.ssrc is not None or leg.ssrc is not None:
+            rtcp = map_rtcp(rtcp, leg, peer)
         if peer.outbound_rtcp is not None:
             rtcp = peer.outbound_rtcp(rtcp)
             if rtcp is None:

@@ -190,3 +190,106 @@ class RelayTests(TestCase):
         alice.send_rtp(self.rtp_of(a), 3)
         yield settle()
         self.assertEqual((a.received.packets, b.sent.packets), (3, 0))
+
+
+def _legs(a_ssrc, a_source, b_ssrc, b_source):
+    """Two stand-in legs for map_rtcp: what each stamps, what each party sends."""
+    from types import SimpleNamespace
+
+    def leg(ssrc, source):
+        return SimpleNamespace(ssrc=None if ssrc is None else struct.pack("!I", ssrc),
+                               received=SimpleNamespace(ssrc=source))
+
+    return leg(a_ssrc, a_source), leg(b_ssrc, b_source)
+
+
+class SsrcTests(TestCase):
+    """
+    Legs with their own SSRC (L{Leg.ssrc}, what the SDP announces to each
+    party): RTP is stamped with it, RTCP is mapped so that each party's
+    reports still name the streams it knows.
+    """
+
+    setUp = RelayTests.setUp
+    stream = RelayTests.stream
+    rtp_of = staticmethod(RelayTests.rtp_of)
+    rtcp_of = staticmethod(RelayTests.rtcp_of)
+
+    @defer.inlineCallbacks
+    def test_rtp_stamped(self):
+        """What reaches Bob carries b's SSRC and what reaches Alice a's;
+        everything else in the packets is as sent."""
+        alice, bob = UdpPhone.listen(self), UdpPhone.listen(self)
+        a, b = self.stream()
+        a.ssrc, b.ssrc = struct.pack("!I", 0xA0A0A0A0), struct.pack("!I", 0xB0B0B0B0)
+        a.latch.reopen(alice.address)
+        b.latch.reopen(bob.address)
+        alice.send_rtp(self.rtp_of(a), 3, marker_first=True, ssrc=0x1111)
+        bob.send_rtp(self.rtp_of(b), 2, ssrc=0x7777)
+        yield bob.wait_for(3)
+        yield alice.wait_for(2)
+        self.assertEqual({parse_header(d).ssrc for d, _ in bob.received}, {0xB0B0B0B0})
+        self.assertEqual({parse_header(d).ssrc for d, _ in alice.received}, {0xA0A0A0A0})
+        self.assertEqual(bob.sequences(), [1000, 1001, 1002])
+        self.assertTrue(parse_header(bob.received[0][0]).marker)
+        self.assertEqual((a.received.ssrc, b.received.ssrc), (0x1111, 0x7777))
+
+    @defer.inlineCallbacks
+    def test_rtcp_mapped(self):
+        """Alice's SR (her own SSRC, a report block about what she receives
+        from a) and SDES reach Bob naming b's SSRC as the sender and Bob's
+        own SSRC in the report block; the CNAME text is untouched."""
+        alice, bob = UdpPhone.listen(self), UdpPhone.listen(self)
+        a, b = self.stream()
+        a.ssrc, b.ssrc = struct.pack("!I", 0xA0A0A0A0), struct.pack("!I", 0xB0B0B0B0)
+        a.latch.reopen(alice.address)
+        b.latch.reopen(bob.address)
+        alice.send_rtp(self.rtp_of(a), 1, ssrc=0x1111)
+        bob.send_rtp(self.rtp_of(b), 1, ssrc=0x7777)
+        yield bob.wait_for(1)
+        yield alice.wait_for(1)
+        alice_rtcp, bob_rtcp = UdpPhone.listen(self), UdpPhone.listen(self)
+        a.rtcp_latch.reopen(alice_rtcp.address)
+        b.rtcp_latch.reopen(bob_rtcp.address)
+        block = struct.pack("!IIIIII", 0xA0A0A0A0, 0, 1000, 3, 0, 0)
+        sr = struct.pack("!BBHIIIIII", 0x81, 200, 12, 0x1111, 1, 2, 3, 4, 5) + block
+        sdes = struct.pack("!BBHIBB", 0x81, 202, 3, 0x1111, 1, 5) + b"alice" + b"\x00"
+        alice_rtcp.port.write(sr + sdes, self.rtcp_of(a))
+        yield bob_rtcp.wait_for(1)
+        data = bob_rtcp.received[0][0]
+        self.assertEqual(len(data), len(sr + sdes))
+        self.assertEqual(struct.unpack_from("!I", data, 4)[0], 0xB0B0B0B0)     # SR sender
+        self.assertEqual(struct.unpack_from("!I", data, 28)[0], 0x7777)        # about bob's stream
+        self.assertEqual(data[8:28], sr[8:28])                                 # sender info as sent
+        self.assertEqual(struct.unpack_from("!I", data, len(sr) + 4)[0], 0xB0B0B0B0)
+        self.assertEqual(data[len(sr) + 8:], sdes[8:])
+
+
+class MapRtcpTests(TestCase):
+    """L{map_rtcp} on its own: each packet type it maps, and bad shapes left alone."""
+
+    def test_bye_and_feedback(self):
+        """BYE's SSRC list and RTPFB/PSFB sender and media SSRCs are mapped."""
+        from rustpbx_py.media.relay import map_rtcp
+
+        leg, peer = _legs(0xA, 0x1111, 0xB, 0x7777)
+        bye = struct.pack("!BBHI", 0x81, 203, 1, 0x1111)
+        pli = struct.pack("!BBHII", 0x81, 206, 2, 0x1111, 0xA)
+        out = map_rtcp(bye + pli, leg, peer)
+        self.assertEqual(struct.unpack("!I", out[4:8])[0], 0xB)
+        self.assertEqual(struct.unpack("!II", out[12:20]), (0xB, 0x7777))
+
+    def test_unknown_ssrcs_and_garbage(self):
+        """SSRCs the mapping does not know stay; truncated or non-RTCP data
+        comes back unchanged (the relay never drops RTCP for its shape);
+        with no stamping at all the data is returned as is."""
+        from rustpbx_py.media.relay import map_rtcp
+
+        leg, peer = _legs(0xA, 0x1111, 0xB, 0x7777)
+        rr = struct.pack("!BBHI", 0x80, 201, 1, 0x4242)
+        self.assertEqual(map_rtcp(rr, leg, peer), rr)
+        for junk in (b"", b"\x81\xc8", b"\x81\xc8\x00\x20" + b"\x00" * 8, b"\x00" * 16):
+            self.assertEqual(map_rtcp(junk, leg, peer), junk)
+        plain_leg, plain_peer = _legs(None, 0x1111, None, 0x7777)
+        sr = struct.pack("!BBHI", 0x80, 201, 1, 0x1111)
+        self.assertIs(map_rtcp(sr, plain_leg, plain_peer), sr)

@@ -408,6 +408,13 @@ class TimeoutTests(EngineTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
+def stamped(packet: bytes, m) -> bytes:
+    """C{packet} as the relay sends it to the party C{m} was written for:
+    with the SSRC that m-line's a=ssrc announces."""
+    ssrc = int(m.attribute("ssrc").split()[0])
+    return packet[:8] + ssrc.to_bytes(4, "big") + packet[12:]
+
+
 def srtp_sdp(address: str, port: int, keys: SdesKeys, version: int = 1, proto: str = "RTP/SAVP"):
     text = (f"v=0\r\no=phone 77 {version} IN IP4 {address}\r\ns=-\r\nc=IN IP4 {address}\r\nt=0 0\r\n"
             f"m=audio {port} {proto} 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
@@ -446,7 +453,7 @@ class SrtpTests(EngineTestCase):
         for packet in plain:
             alice.port.write(protect.protect(packet), ("127.0.0.1", m.port))
         yield bob.wait_for(3)
-        self.assertEqual([data for data, _ in bob.received], plain)
+        self.assertEqual([data for data, _ in bob.received], [stamped(p, offer.media[0]) for p in plain])
         # bob -> alice: plain in, SRTP out with the PBX's key for alice
         bob.send_rtp(("127.0.0.1", offer.media[0].port), 2, marker_first=True)
         yield alice.wait_for(2)
@@ -473,8 +480,9 @@ class SrtpTests(EngineTestCase):
         bob.port.write(srtp_session(bob_keys, True).protect(packet), ("127.0.0.1", offer.media[0].port))
         yield bob.wait_for(1)
         yield alice.wait_for(1)
-        self.assertEqual(srtp_session(to_bob, False).unprotect(bob.received[0][0]), packet)
-        self.assertEqual(srtp_session(to_alice, False).unprotect(alice.received[0][0]), packet)
+        self.assertEqual(srtp_session(to_bob, False).unprotect(bob.received[0][0]), stamped(packet, offer.media[0]))
+        self.assertEqual(srtp_session(to_alice, False).unprotect(alice.received[0][0]),
+                         stamped(packet, answer.media[0]))
 
     @defer.inlineCallbacks
     def test_forged_packets_dropped(self):
@@ -619,12 +627,66 @@ class RealOfferTests(EngineTestCase):
                 self.assertIsNone(m.attribute("rtcp-mux"), name)
                 self.assertIsNone(m.attribute("fingerprint"), name)
                 self.assertFalse(m.proto.startswith("UDP/TLS"), name)
+                # the relay's own SSRC and the PBX's CNAME, nothing of the device's
+                (ssrc,) = m.attributes("ssrc")
+                self.assertEqual(ssrc.split()[1], f"cname:{self.engine.rtc_cname}", name)
+                self.assertEqual(m.attributes("ssrc-group") + m.attributes("msid"), [], name)
                 if original.proto in ("RTP/SAVP", "RTP/SAVPF"):
                     self.assertEqual(len(m.attributes("crypto")), 1, name)
             self.assertIsNone(again.attribute("ice-ufrag"), name)
             self.successResultOf(session.close())
             carried += 1
         self.assertGreater(carried, 15)
+
+
+class SsrcTests(EngineTestCase):
+    """
+    C{a=ssrc:<n> cname:<rtc_cname>} in every SDP the engine writes for an
+    anchored leg (not only towards browsers), and the relay keeping to it.
+    """
+
+    def test_every_sdp(self):
+        """The offer to bob and the answer to alice each announce one SSRC
+        of the relay with the engine's CNAME, in place of the phones' own;
+        the two legs' SSRCs differ; a re-offer keeps them (the same
+        streams), and a re-offer from bob announces the same SSRC to alice."""
+        self.engine.rtc_cname = "pbx-cname"
+        session = self.session()
+        self.addCleanup(session.close)
+        offer = self.successResultOf(session.offer("a", sdp("127.0.0.1", 41000, "a=ssrc:999 cname:alice"), None))
+        answer = self.successResultOf(session.answer("b", sdp("127.0.0.1", 42000, "a=ssrc:888 cname:bob",
+                                                              "a=ssrc-group:FID 888 889"), None))
+        to_bob, to_alice = offer.media[0].attributes("ssrc"), answer.media[0].attributes("ssrc")
+        self.assertEqual(len(to_bob), 1)
+        self.assertEqual(len(to_alice), 1)
+        self.assertEqual(to_bob[0].split()[1], "cname:pbx-cname")
+        self.assertEqual(to_alice[0].split()[1], "cname:pbx-cname")
+        self.assertNotEqual(to_bob[0].split()[0], to_alice[0].split()[0])
+        self.assertEqual(answer.media[0].attributes("ssrc-group"), [])
+        again = self.successResultOf(session.offer("a", sdp("127.0.0.1", 41000, "a=sendonly", version=2), None))
+        self.assertEqual(again.media[0].attributes("ssrc"), to_bob)
+        self.successResultOf(session.answer("b", sdp("127.0.0.1", 42000, "a=recvonly", version=2), None))
+        from_bob = self.successResultOf(session.offer("b", sdp("127.0.0.1", 42000, version=3), None))
+        self.assertEqual(from_bob.media[0].attributes("ssrc"), to_alice)
+
+    @defer.inlineCallbacks
+    def test_relay_sends_the_announced_ssrc(self):
+        """RTP each phone gets carries the SSRC its SDP announced, whatever
+        the other phone sends with (also after it changes its SSRC)."""
+        alice, bob = UdpPhone.listen(self), UdpPhone.listen(self)
+        session = self.session()
+        self.addCleanup(session.close)
+        offer = self.successResultOf(session.offer("a", sdp(*alice.address), None))
+        answer = self.successResultOf(session.answer("b", sdp(*bob.address), None))
+        alice.send_rtp(("127.0.0.1", answer.media[0].port), 2, ssrc=0x1234)
+        alice.send_rtp(("127.0.0.1", answer.media[0].port), 2, ssrc=0x4321)
+        bob.send_rtp(("127.0.0.1", offer.media[0].port), 2, ssrc=0x5678)
+        yield bob.wait_for(4)
+        yield alice.wait_for(2)
+        announced_bob = int(offer.media[0].attribute("ssrc").split()[0])
+        announced_alice = int(answer.media[0].attribute("ssrc").split()[0])
+        self.assertEqual({parse_header(d).ssrc for d, _ in bob.received}, {announced_bob})
+        self.assertEqual({parse_header(d).ssrc for d, _ in alice.received}, {announced_alice})
 
 
 class SrtpTranscodingTests(EngineTestCase):

@@ -28,7 +28,7 @@ from rustpbx_py.sip.sdp import SessionDescription
 from rustpbx_py.test.media_wire import UdpPhone, free_range, settle
 from rustpbx_py.test.test_dtls import Peer, rtp
 from rustpbx_py.test.media_wire import media_policy
-from rustpbx_py.test.test_media_session import sdp
+from rustpbx_py.test.test_media_session import sdp, stamped
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "sdp")
 BROWSER = ("127.0.0.1", 40000)
@@ -268,8 +268,10 @@ class SessionTests(TestCase):
         pm = to_phone.media[0]
         self.assertEqual(pm.proto, "RTP/AVP")
         text = bytes(to_phone).decode()
-        for absent in ("candidate", "fingerprint", "ice-", "BUNDLE", "setup", "ssrc", "rtcp-mux"):
+        for absent in ("candidate", "fingerprint", "ice-", "BUNDLE", "setup", "rtcp-mux", "cname:browser"):
             self.assertNotIn(absent, text)
+        # the phone's SDP announces the SSRC the relay sends it, with our CNAME
+        self.assertEqual(pm.attribute("ssrc").split()[1], "cname:cname-from-config")
         to_browser = yield session.answer("b", sdp(*phone.address), None)
         bm = to_browser.media[0]
         self.assertEqual(bm.proto, "UDP/TLS/RTP/SAVPF")
@@ -303,7 +305,7 @@ class SessionTests(TestCase):
         for seq in range(3):  # browser -> phone
             browser.port.write(peer_out.protect(rtp(seq, b"\x11" * 160)), pbx)
         yield phone.wait_for(3)
-        self.assertEqual([data for data, _ in phone.received], [rtp(seq, b"\x11" * 160) for seq in range(3)])
+        self.assertEqual([data for data, _ in phone.received], [stamped(rtp(seq, b"\x11" * 160), pm) for seq in range(3)])
         phone_side = to_phone.media[0].port
         seen = len(browser.received)
         phone.send_rtp(("127.0.0.1", phone_side), count=3, marker_first=True)
@@ -347,6 +349,88 @@ class SessionTests(TestCase):
         self.assertEqual(browser.received[1][0][0], 22)
 
     @defer.inlineCallbacks
+    def test_ice_restart(self):
+        """
+        The browser re-offers with a new ufrag/pwd (an ICE restart): the
+        answer carries new credentials of ours on the same port with the
+        same fingerprint; checks with the old credentials are refused from
+        then on and checks with the new ones answered, the nominated source
+        becoming where media goes.  A re-offer with the same credentials
+        keeps ours.
+        """
+        browser, phone = UdpPhone.listen(self), UdpPhone.listen(self)
+        peer = Peer(client=True)
+        session = self.engine.session("restart", self.policy)
+        self.addCleanup(session.close)
+        self.successResultOf(session.offer("a", self._browser_offer(browser, peer), None))
+        first = self.successResultOf(session.answer("b", sdp(*phone.address), None)).media[0]
+        old = IceLiteResponder(first.attribute("ice-ufrag"), first.attribute("ice-pwd"))
+        pbx = ("127.0.0.1", first.port)
+        browser.port.write(_check(old), pbx)
+        yield browser.wait_for(1)
+
+        reoffer = self._browser_offer(browser, peer)
+        reoffer.origin.sess_version = "3"
+        self.successResultOf(session.offer("a", reoffer, None))
+        same = self.successResultOf(session.answer("b", sdp(*phone.address), None)).media[0]
+        self.assertEqual((same.attribute("ice-ufrag"), same.attribute("ice-pwd")), (old.ufrag, old.pwd))
+
+        restart = self._browser_offer(browser, peer)
+        restart.origin.sess_version = "4"
+        restart.media[0].set_attribute("ice-ufrag", "rst2")
+        restart.media[0].set_attribute("ice-pwd", "restartedpasswordrestart")
+        self.successResultOf(session.offer("a", restart, None))
+        answer = self.successResultOf(session.answer("b", sdp(*phone.address), None)).media[0]
+        new = IceLiteResponder(answer.attribute("ice-ufrag"), answer.attribute("ice-pwd"))
+        self.assertNotEqual(new.ufrag, old.ufrag)
+        self.assertNotEqual(new.pwd, old.pwd)
+        self.assertEqual((answer.port, answer.attribute("fingerprint")), (first.port, first.attribute("fingerprint")))
+        transport = session.streams[0].webrtc["a"]
+        self.assertEqual(transport.ice.selected, browser.address)   # media not interrupted
+
+        other = UdpPhone.listen(self)                                # the browser's new network
+        other.port.write(_check(old), pbx)
+        yield settle(0.1)
+        self.assertEqual(other.received, [])
+        self.assertEqual(transport.ice.dropped["username"], 1)
+
+        def check(ice):
+            request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+            request.attributes["USERNAME"] = f"{ice.ufrag}:rst2"
+            request.attributes["ICE-CONTROLLING"] = 7
+            request.attributes["USE-CANDIDATE"] = None
+            request.add_message_integrity(ice.pwd.encode())
+            if "FINGERPRINT" not in request.attributes:
+                request.add_fingerprint()
+            return bytes(request)
+
+        other.port.write(check(new), pbx)
+        yield other.wait_for(1)
+        self.assertIsNotNone(verified_message(other.received[0][0], new.pwd.encode()))
+        self.assertEqual(transport.ice.selected, other.address)
+        self.assertEqual(session.streams[0].sides["a"].latch.target, other.address)
+
+    def test_external_ip(self):
+        """
+        With external_ip set, everything the browser is told names it: the
+        host candidate, c= and a=rtcp of the answer (the relay still
+        listens on the local address); the phone's offer names it too.
+        """
+        browser, phone = UdpPhone.listen(self), UdpPhone.listen(self)
+        self.policy.external_ip = "203.0.113.7"
+        session = self.engine.session("external", self.policy)
+        self.addCleanup(session.close)
+        to_phone = self.successResultOf(session.offer("a", self._browser_offer(browser, Peer(client=True)), None))
+        self.assertEqual(to_phone.address(to_phone.media[0]), "203.0.113.7")
+        to_browser = self.successResultOf(session.answer("b", sdp(*phone.address), None))
+        bm = to_browser.media[0]
+        self.assertEqual(bm.attributes("candidate"), [f"1 1 udp 2130706431 203.0.113.7 {bm.port} typ host"])
+        self.assertEqual(to_browser.address(bm), "203.0.113.7")
+        self.assertEqual(bm.attribute("rtcp"), f"{bm.port} IN IP4 203.0.113.7")
+        self.assertEqual(to_browser.origin.address, "203.0.113.7")
+        self.assertNotIn(b"127.0.0.1", bytes(to_browser))
+
+    @defer.inlineCallbacks
     def test_audio_video_offer(self):
         """
         Chromium's audio+video offer: the relay carries the audio only; the
@@ -360,8 +444,11 @@ class SessionTests(TestCase):
         to_phone = yield session.offer("a", offer, None)
         video = to_phone.media[1]
         self.assertEqual((video.port, video.proto), (0, "RTP/AVP"))
-        for name in ("fingerprint", "candidate", "ice-ufrag", "mid", "ssrc", "extmap", "setup"):
+        for name in ("fingerprint", "candidate", "ice-ufrag", "mid", "extmap", "setup", "msid"):
             self.assertEqual(bytes(to_phone).count(f"a={name}".encode()), 0, name)
+        # one a=ssrc: the relay's, on the audio (Chromium's own are gone)
+        self.assertEqual(bytes(to_phone).count(b"a=ssrc"), 1)
+        self.assertIn(" cname:cname-from-config", to_phone.media[0].attribute("ssrc"))
         answer = sdp("127.0.0.1", 40000)
         answer.media.append(SessionDescription.parse(
             b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\n").media[0])
