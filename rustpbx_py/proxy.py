@@ -100,11 +100,29 @@ class SipCore:
         self.screens: List[Callable] = []
         #: False until the modules have started: requests are dropped.
         self.accepting = False
+        #: See L{set_capture}.
+        self.capture: Optional[Callable] = None
+
+    def set_capture(self, capture: Optional[Callable]) -> None:
+        """
+        Have C{capture(data, flow, outbound)} called with every SIP message
+        the core receives (C{outbound} False, before anything looks at it;
+        C{data} is the parsed message, or the bytes of one that could not be
+        parsed) and sends (True, after the send; C{data} is the bytes): the
+        tap HEP export uses
+        (L{rustpbx_py.protocols.hep}).  None turns it off; off, it costs
+        one attribute test per message.
+        """
+        self.capture = capture
+        self.transactions.capture = capture
 
     # -- from the transports -------------------------------------------------
 
     def message_received(self, message, flow) -> None:
         self.counters["received"] += 1
+        capture = self.capture
+        if capture is not None:
+            capture(message, flow, False)
         if not self.accepting:
             return
         if message.is_request:
@@ -124,6 +142,9 @@ class SipCore:
         address a response (RFC 3261 16.3, 21.4.1); drop it otherwise.
         """
         self.counters["parse_errors"] += 1
+        capture = self.capture
+        if capture is not None:
+            capture(data, flow, False)
         if not self.accepting or error.status is None or data[:4].upper() == b"SIP/":
             return
         request = error.message
@@ -383,3 +404,7 @@ class SipCore:
             flow.send(data)
         except Exception as e:
             self.send_failed(None, flow.remote, e)
+            return
+        capture = self.capture
+        if capture is not None:
+            capture(data, flow, True)

@@ -93,6 +93,9 @@ class TransactionLayer:
         #: response (the monitor's response codes and latency); empty
         #: unless an addon watches.
         self.answer_observers: list = []
+        #: Called with (data, flow, True) after each send (see
+        #: L{rustpbx_py.proxy.SipCore.set_capture}); None: no capture.
+        self.capture: Optional[Callable] = None
 
     # -- inbound -------------------------------------------------------------
 
@@ -161,6 +164,10 @@ class TransactionLayer:
             report = getattr(self.tu, "send_failed", None)
             if report is not None:
                 report(None, flow.remote, e)
+            return
+        capture = self.capture
+        if capture is not None:
+            capture(data, flow, True)
 
     # -- bookkeeping ---------------------------------------------------------
 

@@ -1,0 +1,372 @@
+# -*- test-case-name: rustpbx_py.test.test_hep -*-
+"""
+HEP version 3 export: a copy of every SIP message the PBX receives and
+sends, wrapped in the Homer Encapsulation Protocol and sent to a capture
+server (Homer's heplify-server, sngrep -L, captagent...), so that traffic
+is traced with no packet capture on the PBX's host.
+
+L{encode} builds one HEP3 packet (the "HEP3" magic, the total length, then
+chunks of vendor 0x0000, each type/length/value, RFC-style big endian):
+IP family and protocol, source and destination address and port, the
+time in seconds and microseconds, protocol type 1 (SIP), the capture
+agent id, the authentication key (the capture server's password), the
+node name, the Call-ID as correlation id, and the message itself.
+
+L{HepExporter} is the tap the SIP core calls
+(L{rustpbx_py.proxy.SipCore.set_capture}): it sends each packet over UDP
+(one datagram each, dropped when the socket cannot take it: capture must
+never slow or stop SIP) or over a TCP connection it keeps open (packets
+are dropped while it reconnects).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import struct
+from typing import Any, Optional, Tuple
+
+from twisted.internet import defer
+from twisted.internet.protocol import DatagramProtocol, Protocol, ReconnectingClientFactory
+from twisted.logger import Logger
+
+__all__ = [
+    "CHUNK",
+    "HepExporter",
+    "call_id_of",
+    "encode",
+    "exporter_from_settings",
+    "parse_target",
+]
+
+MAGIC = b"HEP3"
+
+#: The generic (vendor 0) chunk types of HEP3 this module writes.
+CHUNK = {
+    "ip_family": 0x0001,
+    "ip_proto": 0x0002,
+    "src_ip4": 0x0003,
+    "dst_ip4": 0x0004,
+    "src_ip6": 0x0005,
+    "dst_ip6": 0x0006,
+    "src_port": 0x0007,
+    "dst_port": 0x0008,
+    "time_sec": 0x0009,
+    "time_usec": 0x000A,
+    "proto_type": 0x000B,
+    "capture_id": 0x000C,
+    "auth_key": 0x000E,
+    "payload": 0x000F,
+    "correlation_id": 0x0011,
+    "node_name": 0x0013,
+}
+
+#: HEP's protocol type of a SIP payload.
+PROTO_SIP = 0x01
+#: IP families as HEP writes them (the BSD AF_ values).
+AF_INET, AF_INET6 = 2, 10
+IPPROTO_TCP, IPPROTO_UDP = 6, 17
+
+#: The largest HEP packet: its length field has 16 bits.
+MAX_PACKET = 0xFFFF
+
+_CALL_ID = re.compile(rb"^(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
+
+Address = Tuple[str, int]
+
+
+def _chunk(kind: int, value: bytes) -> bytes:
+    return struct.pack("!HHH", 0, kind, 6 + len(value)) + value
+
+
+def encode(
+    payload: bytes,
+    src: Address,
+    dst: Address,
+    timestamp: float,
+    capture_id: int,
+    ip_proto: int = IPPROTO_UDP,
+    password: Optional[str] = None,
+    correlation_id: Optional[bytes] = None,
+    node_name: Optional[str] = None,
+) -> bytes:
+    """
+    One HEP3 packet carrying SIP C{payload} sent from C{src} to C{dst}
+    (IPv4 or IPv6 addresses, both of one family) at C{timestamp} (seconds
+    since the epoch).
+
+    @raise ValueError: when an address is not an IP address, the two are of
+        different families, or the packet would exceed 65535 bytes.
+    """
+    source = ipaddress.ip_address(src[0])
+    dest = ipaddress.ip_address(dst[0])
+    if source.version != dest.version:
+        raise ValueError(f"HEP: source {src[0]} and destination {dst[0]} are of different IP families")
+    seconds = int(timestamp)
+    micros = int(round((timestamp - seconds) * 1_000_000))
+    if micros >= 1_000_000:
+        seconds, micros = seconds + 1, micros - 1_000_000
+    v4 = source.version == 4
+    parts = [
+        _chunk(CHUNK["ip_family"], bytes([AF_INET if v4 else AF_INET6])),
+        _chunk(CHUNK["ip_proto"], bytes([ip_proto])),
+        _chunk(CHUNK["src_ip4" if v4 else "src_ip6"], source.packed),
+        _chunk(CHUNK["dst_ip4" if v4 else "dst_ip6"], dest.packed),
+        _chunk(CHUNK["src_port"], struct.pack("!H", src[1])),
+        _chunk(CHUNK["dst_port"], struct.pack("!H", dst[1])),
+        _chunk(CHUNK["time_sec"], struct.pack("!I", seconds & 0xFFFFFFFF)),
+        _chunk(CHUNK["time_usec"], struct.pack("!I", micros)),
+        _chunk(CHUNK["proto_type"], bytes([PROTO_SIP])),
+        _chunk(CHUNK["capture_id"], struct.pack("!I", capture_id & 0xFFFFFFFF)),
+    ]
+    if password:
+        parts.append(_chunk(CHUNK["auth_key"], password.encode("utf-8")))
+    if node_name:
+        parts.append(_chunk(CHUNK["node_name"], node_name.encode("utf-8")))
+    if correlation_id:
+        parts.append(_chunk(CHUNK["correlation_id"], correlation_id))
+    parts.append(_chunk(CHUNK["payload"], payload))
+    body = b"".join(parts)
+    total = 6 + len(body)
+    if total > MAX_PACKET:
+        raise ValueError(f"HEP: a {len(payload)}-byte message does not fit in a HEP packet")
+    return MAGIC + struct.pack("!H", total) + body
+
+
+def call_id_of(data: bytes) -> Optional[bytes]:
+    """The Call-ID (or compact C{i}) header value of a SIP message's
+    bytes, looked for in its header part only; None when it has none."""
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[:end]
+    m = _CALL_ID.search(head)
+    return m.group(1) if m is not None and m.group(1) else None
+
+
+class _Udp(DatagramProtocol):
+    noisy = False
+
+
+class _TcpSender(Protocol):
+    def connectionMade(self) -> None:
+        self.factory.connected(self)
+
+    def connectionLost(self, reason=None) -> None:
+        self.factory.disconnected(self)
+
+
+class _TcpFactory(ReconnectingClientFactory):
+    protocol = _TcpSender
+    maxDelay = 10.0
+    noisy = False
+
+    def __init__(self, exporter: "HepExporter") -> None:
+        self.exporter = exporter
+        self.sender: Optional[_TcpSender] = None
+
+    def buildProtocol(self, addr):
+        self.resetDelay()
+        return super().buildProtocol(addr)
+
+    def connected(self, sender: _TcpSender) -> None:
+        self.sender = sender
+        first = self.exporter._connected
+        if first is not None and not first.called:
+            first.callback(None)
+
+    def disconnected(self, sender: _TcpSender) -> None:
+        if self.sender is sender:
+            self.sender = None
+
+
+class HepExporter:
+    """
+    Sends a HEP3 copy of each SIP message to C{host:port}.
+
+    @param core: the L{rustpbx_py.proxy.SipCore} (for our own address when
+        a listener is bound to 0.0.0.0 / ::).
+    @param transport: C{udp} or C{tcp}.
+    @ivar sent: packets handed to the socket.
+    @ivar dropped: messages not exported (no connection, too big, an
+        address HEP cannot carry, a socket error).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        core: Any,
+        host: str,
+        port: int,
+        transport: str = "udp",
+        capture_id: int = 1,
+        password: Optional[str] = None,
+        node_name: Optional[str] = None,
+    ) -> None:
+        self.reactor = reactor
+        self.core = core
+        self.host = host
+        self.port = port
+        self.transport = transport.lower()
+        if self.transport not in ("udp", "tcp"):
+            raise ValueError(f"HEP transport must be udp or tcp, not {transport!r}")
+        self.capture_id = capture_id
+        self.password = password
+        self.node_name = node_name
+        self.target: Optional[Address] = None
+        self.sent = 0
+        self.dropped = 0
+        self._udp: Any = None
+        self._tcp: Optional[_TcpFactory] = None
+        self._connector: Any = None
+        self._connected: Optional[defer.Deferred] = None
+
+    @defer.inlineCallbacks
+    def start(self):
+        """
+        Resolve the capture server's name, open the socket (UDP) or start
+        connecting (TCP), then tap the core.  Fires when capture is on; a
+        TCP server that is down does not delay it (packets are dropped
+        until it is up).
+        """
+        host = self.host
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            host = yield self.reactor.resolve(host)
+        self.target = (host, self.port)
+        if self.transport == "udp":
+            interface = "::" if ":" in host else ""
+            self._udp = self.reactor.listenUDP(0, _Udp(), interface=interface)
+        else:
+            self._connected = defer.Deferred()
+            self._tcp = _TcpFactory(self)
+            self._connector = self.reactor.connectTCP(host, self.port, self._tcp, timeout=10)
+        self.core.set_capture(self.capture)
+        self.log.info(
+            "HEP: exporting SIP to {transport}:{host}:{port} (capture id {id})",
+            transport=self.transport,
+            host=host,
+            port=self.port,
+            id=self.capture_id,
+        )
+
+    def stop(self):
+        """Untap the core and close the socket or connection."""
+        if self.core.capture == self.capture:
+            self.core.set_capture(None)
+        if self._tcp is not None:
+            self._tcp.stopTrying()
+            sender, self._tcp.sender = self._tcp.sender, None
+            if self._connector is not None:
+                self._connector.disconnect()
+            if sender is not None and sender.transport is not None:
+                sender.transport.loseConnection()
+            self._tcp = None
+        if self._udp is not None:
+            port, self._udp = self._udp, None
+            return port.stopListening()
+        return None
+
+    # -- the tap -------------------------------------------------------------------
+
+    def capture(self, data: Any, flow: Any, outbound: bool) -> None:
+        """L{rustpbx_py.proxy.SipCore.set_capture}'s callback."""
+        try:
+            if not isinstance(data, bytes):
+                data = data.to_bytes()
+            local = self._local(flow)
+            local = (_plain(local[0]), local[1])
+            remote = (_plain(flow.remote[0]), flow.remote[1])
+            src, dst = (local, remote) if outbound else (remote, local)
+            packet = encode(
+                data,
+                src,
+                dst,
+                self.reactor.seconds(),
+                self.capture_id,
+                IPPROTO_UDP if flow.transport == "UDP" else IPPROTO_TCP,
+                self.password,
+                call_id_of(data),
+                self.node_name,
+            )
+        except Exception as e:
+            self._drop(f"cannot encode: {e}")
+            return
+        self._send(packet)
+
+    def _local(self, flow: Any) -> Address:
+        """Our address on C{flow}: the bound one, or the one the kernel
+        uses towards the peer when bound to all addresses."""
+        host, port = flow.local[0], flow.local[1]
+        if host in ("0.0.0.0", "::", ""):
+            remote = flow.remote[0]
+            host = self.core.transports._route_to(remote, v6=":" in remote)
+        return (host, port)
+
+    def _send(self, packet: bytes) -> None:
+        if self._udp is not None:
+            try:
+                self._udp.write(packet, self.target)
+            except Exception as e:
+                self._drop(f"UDP send failed: {e}")
+                return
+            self.sent += 1
+            return
+        sender = self._tcp.sender if self._tcp is not None else None
+        if sender is None or sender.transport is None:
+            self._drop("no TCP connection to the capture server")
+            return
+        sender.transport.write(packet)
+        self.sent += 1
+
+    def _drop(self, why: str) -> None:
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            self.log.warn("HEP: a message was not exported ({why}; {count} so far)", why=why, count=self.dropped)
+
+
+def _plain(host: str) -> str:
+    """An IP address as HEP carries it: an IPv4-mapped IPv6 address (a
+    dual-stack socket's peer) as the IPv4 address it is."""
+    ip = ipaddress.ip_address(host)
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def parse_target(text: str) -> Address:
+    """C{host:port} or C{[v6]:port} of a capture server.
+
+    @raise ValueError: not that shape, or the port is not 1-65535."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected \"host:port\", found {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"expected \"[IPv6]:port\" for an IPv6 address, found {text!r}")
+    return host, int(port)
+
+
+def exporter_from_settings(reactor: Any, core: Any, settings: Any) -> Optional[HepExporter]:
+    """
+    The exporter the settings ask for (an object with C{hep_target},
+    C{hep_transport}, C{hep_capture_id}, C{hep_password} and
+    C{hep_node_name}, e.g. the monitor addon's C{[monitor]} table); None
+    when C{hep_target} is unset.  Start it with L{HepExporter.start}.
+    """
+    target = getattr(settings, "hep_target", None)
+    if not target:
+        return None
+    host, port = parse_target(target)
+    return HepExporter(
+        reactor,
+        core,
+        host,
+        port,
+        transport=getattr(settings, "hep_transport", None) or "udp",
+        capture_id=getattr(settings, "hep_capture_id", None) or 1,
+        password=getattr(settings, "hep_password", None),
+        node_name=getattr(settings, "hep_node_name", None),
+    )
