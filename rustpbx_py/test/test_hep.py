@@ -131,6 +131,9 @@ class HepReactor:
     def seconds(self) -> float:
         return self.clock.seconds()
 
+    def __getattr__(self, name):
+        return getattr(self.clock, name)  # callLater, ...
+
     def resolve(self, name: str):
         return defer.succeed({"homer.example": "203.0.113.9"}[name])
 
@@ -314,3 +317,39 @@ class SettingsTests(SynchronousTestCase):
         )
         Settings.hep_target = None
         self.assertIsNone(exporter_from_settings(None, None, Settings()))
+
+
+class MonitorAddonTests(SynchronousTestCase):
+    """[monitor] hep_* turn the export on in the monitor addon."""
+
+    def start(self, toml):
+        from rustpbx_py.addons.monitor.addon import MonitorAddon
+        from rustpbx_py.config import parse_config_text
+
+        clock = task.Clock()
+        self.net = Network(clock)
+        self.addCleanup(self.net.stop)
+        context = self.net.context
+        self.reactor = context.reactor = HepReactor(clock)
+        context.config.addon_tables = dict(parse_config_text('[proxy]\naddons = ["monitor"]\n[monitor]\n' + toml).addon_tables)
+        addon = MonitorAddon(context)
+        d = addon.start()
+        if d is not None:
+            self.successResultOf(d)
+        return addon
+
+    def test_on(self):
+        addon = self.start('hep_target = "homer.example:9060"\nhep_capture_id = 7\nhep_password = "pw"\nhep_node_name = "n1"\n')
+        Phone(self.net, "x", None, ("203.0.113.10", 40000)).options()
+        packets = [decode_hep3(p) for p, target in self.reactor.packets if target == ("203.0.113.9", 9060)]
+        self.assertEqual(len(packets), 2)
+        self.assertEqual({(p["capture_id"], p["auth_key"], p["node_name"]) for p in packets}, {(7, "pw", "n1")})
+        addon.stop()
+        self.assertIsNone(self.net.core.capture)
+        self.assertTrue(self.reactor.closed)
+
+    def test_off(self):
+        addon = self.start("")
+        self.assertIsNone(addon.hep)
+        self.assertIsNone(self.net.core.capture)
+        addon.stop()

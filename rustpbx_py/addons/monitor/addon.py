@@ -50,6 +50,8 @@ class MonitorAddon:
         self.port = None
         self._trunk_up: dict = {}
         self._hooked: list = []
+        #: The HEP exporter ([monitor] hep_target), None when it is unset.
+        self.hep = None
 
     # -- life cycle ------------------------------------------------------------
 
@@ -72,10 +74,18 @@ class MonitorAddon:
         self._trunk_up = dict(trunk_states(context))
         if getattr(context, "web", None) is None:
             self._listen()
+        from rustpbx_py.protocols.hep import exporter_from_settings
+
+        self.hep = exporter_from_settings(context.reactor, context.core, self.config)
+        if self.hep is not None:
+            return self.hep.start()
         return None
 
     def stop(self):
         self.lag.stop()
+        hep, self.hep = self.hep, None
+        if hep is not None:
+            hep.stop()
         for observers, fn in self._hooked:
             if fn in observers:
                 observers.remove(fn)

@@ -12,7 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from rustpbx_py.config import _bool, _http_addr, _int, _key, _seconds, _str, _url_path
+from rustpbx_py.config import _any_str, _bool, _enum, _http_addr, _int, _key, _reader, _seconds, _str, _url_path
+
+
+@_reader('a capture server "host:port"', '"host:port"')
+def _hep_target(ctx, key, value):
+    from rustpbx_py.protocols.hep import parse_target
+
+    try:
+        parse_target(value if isinstance(value, str) else "")
+    except ValueError:
+        return ctx.expected(key, 'a capture server "host:port" such as "10.0.0.5:9060" ("[v6]:port" for IPv6)', value)
+    return value
 
 
 @dataclass
@@ -55,3 +66,11 @@ class MonitorConfig:
         2.0,
         doc="Seconds /healthz waits for the database to answer SELECT 1 before it counts as unreachable.",
     )
+    hep_target: Optional[str] = _key(
+        _hep_target,
+        doc='HEP3 capture server (Homer heplify-server, sngrep -L ...) "host:port" every SIP message received and sent is copied to; unset: no HEP export.',
+    )
+    hep_transport: str = _key(_enum("udp", "tcp", fold=str.lower), "udp", doc="Transport to the HEP capture server: udp (one datagram per message) or tcp (one connection, re-made when lost).")
+    hep_capture_id: int = _key(_int(0, 4294967295), 1, doc="HEP capture agent id that tells this PBX's packets apart at the capture server.")
+    hep_password: Optional[str] = _key(_any_str, doc="HEP authentication key (the capture server's password), sent in every packet; unset: none.")
+    hep_node_name: Optional[str] = _key(_str, doc="HEP node name sent in every packet; unset: none.")
