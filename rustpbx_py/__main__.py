@@ -1,6 +1,7 @@
 # -*- test-case-name: rustpbx_py.test.test_config -*-
 """
-Command line helpers: C{python -m rustpbx_py check-config FILE}.
+Command line helpers: C{python -m rustpbx_py check-config FILE} and
+C{python -m rustpbx_py create-admin USER --config FILE}.
 
 Checking a configuration without starting the PBX lets an admin validate an
 edited file (or a RustPBX file being migrated) before a restart, and lets
@@ -34,7 +35,79 @@ def _parser() -> argparse.ArgumentParser:
         "start-up. Prints FILE: OK and any warnings, or every problem found (exit status 1).",
     )
     check.add_argument("file", metavar="FILE", help="the main configuration file, e.g. etc/pbx.toml")
+    admin = sub.add_parser(
+        "create-admin",
+        help="create a web console administrator (or set its password)",
+        description="Create administrator USER of the web console in the configuration's database, "
+        "or set a new password when USER exists (its sessions end). The password is asked on the "
+        "terminal, or read as one line from standard input.",
+    )
+    admin.add_argument("username", metavar="USER", help="the administrator's user name")
+    admin.add_argument("--config", required=True, metavar="FILE", help="the main configuration file (for database_url)")
     return parser
+
+
+def read_password(stdin: TextIO, stderr: TextIO) -> str:
+    """The new password: asked twice on a terminal, else one line of C{stdin}."""
+    if stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Password again: ") != first:
+            raise ValueError("the two passwords differ")
+        return first
+    line = stdin.readline()
+    return line[:-1] if line.endswith("\n") else line
+
+
+def create_admin(path: str, username: str, stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
+    """C{create-admin}: returns the exit status."""
+    from rustpbx_py.web.accounts import AccountError, check_password, check_username
+
+    try:
+        config = load_config(path)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=stderr)
+        return 1
+    try:
+        username = check_username(username)
+        password = check_password(read_password(stdin, stderr))
+    except (AccountError, ValueError, EOFError) as e:
+        print(f"create-admin: {e}", file=stderr)
+        return 1
+    from twisted.internet import defer, task
+
+    from rustpbx_py.store.db import Database, redact
+
+    result: list = []
+
+    @defer.inlineCallbacks
+    def run(reactor):
+        from rustpbx_py.web.accounts import Accounts
+
+        store = None
+        try:
+            store = Database(config.database_url)
+            yield store.migrate()
+            created = yield Accounts(store, b"unused", reactor).set_admin(username, password)
+            result.append(created)
+        except Exception as e:
+            reason = " ".join(str(e).split()) or type(e).__name__
+            print(f"{path}: database_url: cannot use the database {redact(config.database_url)}: {reason}", file=stderr)
+        finally:
+            if store is not None:
+                store.close()
+
+    try:
+        task.react(lambda reactor: run(reactor), [])
+    except SystemExit:
+        pass  # react() always exits; the outcome is in result
+    if not result:
+        return 1
+    what = "created" if result[0] else "password changed (its sessions are closed)"
+    print(f"administrator {username!r}: {what}", file=stdout)
+    return 0
 
 
 def check_config(path: str, stdout: TextIO, stderr: TextIO) -> int:
@@ -71,6 +144,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return e.code if isinstance(e.code, int) else 2
     if args.command == "check-config":
         return check_config(args.file, sys.stdout, sys.stderr)
+    if args.command == "create-admin":
+        return create_admin(args.config, args.username, sys.stdin, sys.stdout, sys.stderr)
     return 2  # pragma: no cover - argparse refuses other commands
 
 

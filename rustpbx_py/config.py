@@ -1413,6 +1413,52 @@ def _log_level(ctx: _Ctx, key: str, value: Any) -> Any:
     return bare[0] if bare else "info"
 
 
+@dataclass(kw_only=True)
+class ApiTokenConfig:
+    """One C{[[console.api_tokens]]} entry: a bearer token of the JSON API."""
+
+    token: str = _key(_string("a token of at least 16 characters without spaces", r"^\S{16,}\Z"), required=True, doc="The secret sent as Authorization: Bearer TOKEN (at least 16 characters).")
+    scopes: list[str] = _key(_str_list, factory=list, doc="Scopes the token is limited to (e.g. \"call.control\"); empty = every API operation.")
+
+
+@dataclass(kw_only=True)
+class ConsoleConfig:
+    """
+    The C{[console]} section: as in RustPBX, the web console and the JSON
+    API are served (on http_addr / https_addr) only when it is present.
+    """
+
+    RUSTPBX_NOT_IMPLEMENTED: ClassVar[frozenset[str]] = frozenset({
+        "allow_registration", "alpine_js", "tailwind_js", "chart_js", "locale_default", "locales", "static_path",
+    })
+
+    session_secret: Optional[str] = _key(_string("a secret of at least 16 characters", r"^.{16,}\Z"), default_doc="random at each start (sessions end with a restart)", doc="Key of the session tokens' HMAC; set it so that logins survive a restart.")
+    base_path: str = _key(_url_path, "/console", doc="URL path of the console pages.")
+    api_prefix: str = _key(_url_path, "/api", doc="URL path of the JSON API; version 1 is under API_PREFIX/v1.")
+    secure_cookie: bool = _key(_bool, False, doc="Mark the session cookie Secure even over plain HTTP (behind a TLS-terminating proxy); over https_addr it always is.")
+    jssip_js: Optional[str] = _key(_str, doc="URL of the JsSIP script the browser phone page loads (default: the copy the PBX serves).")
+    api_tokens: list[ApiTokenConfig] = _key(_list(_table(ApiTokenConfig), "a list of {token, scopes} tables"), factory=list, doc="Bearer tokens of the JSON API, as [[console.api_tokens]] tables.")
+
+    def _check(self, ctx: _Ctx, prefix: str, given: set[str]) -> bool:
+        for key in ("base_path", "api_prefix"):
+            value = getattr(self, key).rstrip("/")
+            if not value or value == "/":
+                if key == "base_path":
+                    ctx.problem(_join(prefix, key), f'expected a URL path below "/", such as "/console", found {_show(getattr(self, key))}')
+            setattr(self, key, value or "/")
+        if self.base_path.rstrip("/") and self.api_prefix.rstrip("/") and (
+            self.base_path == self.api_prefix or self.base_path.startswith(self.api_prefix + "/")
+            or self.api_prefix.startswith(self.base_path + "/")
+        ):
+            ctx.problem(_join(prefix, "api_prefix"), f"expected a path apart from base_path ({_show(self.base_path)}), found {_show(self.api_prefix)}")
+        seen: set[str] = set()
+        for i, entry in enumerate(self.api_tokens):
+            if entry.token in seen:
+                ctx.problem(_join(_join(prefix, "api_tokens"), i), "this token is listed twice")
+            seen.add(entry.token)
+        return True
+
+
 def _default_database_url(base_dir: str) -> str:
     return "sqlite://" + os.path.normpath(os.path.join(base_dir, "data", "rustpbx.sqlite3"))
 
@@ -1431,9 +1477,9 @@ class Config:
 
     RUSTPBX_NOT_IMPLEMENTED: ClassVar[frozenset[str]] = frozenset({
         # RustPBX 0.4.5 Config
-        "http_gzip", "https_addr", "log_file", "log_rotation",
+        "http_gzip", "log_file", "log_rotation",
         "http_access_skip_paths", "webrtc_port_start", "webrtc_port_end", "callrecord",
-        "ice_servers", "ami", "console", "recording", "demo_mode", "storage", "sipflow",
+        "ice_servers", "ami", "recording", "demo_mode", "storage", "sipflow",
         "licenses", "rwi", "rwi_webhook", "cluster",
         # in RustPBX's sample files and docs
         "media_cache_path", "storage_dir", "addons", "archive", "dialplan",
@@ -1444,7 +1490,8 @@ class Config:
 
     path: str = _computed("", doc="Absolute path of the main configuration file.")
     base_dir: str = _computed("", doc="Directory relative paths are resolved against.")
-    http_addr: str = _key(_http_addr, "0.0.0.0:8080", doc="Address of the HTTP console and API (not served yet: the console is not implemented; a warning says so when the file sets it).")
+    http_addr: Optional[str] = _key(_http_addr, "0.0.0.0:8080", doc="Address of the HTTP server (always served, as in RustPBX): the console and API when [console] is set, SIP over WebSocket at proxy.ws_handler, addons' resources.")
+    https_addr: Optional[str] = _key(_http_addr, default_doc='unset; "0.0.0.0:8443" when the top-level ssl_certificate and ssl_private_key are set (as in RustPBX)', doc="Address of the HTTPS server (same content as http_addr), with ssl_certificate and ssl_private_key (top level, else [proxy]'s); ALPN offers http/1.1 only.")
     log_level: str = _key(_log_level, "info", doc="Lowest level logged: trace (= debug), debug, info, warn or error; twistd pbx --log-level overrides it. RustPBX's per-target directives (\"info,rustpbx=debug\") keep only the level.")
     database_url: str = _key(_database_url, default_doc='"sqlite://" + absolute path of ./data/rustpbx.sqlite3 next to the config file', doc="Database: sqlite://PATH (relative to the config file) or postgres://...")
     external_ip: Optional[str] = _key(_ip, doc="Public IP advertised in SDP and SIP when behind NAT (no port).")
@@ -1453,14 +1500,18 @@ class Config:
     ssl_certificate: Optional[str] = _key(_path, doc="PEM certificate used when [proxy] sets none.")
     ssl_private_key: Optional[str] = _key(_path, doc="PEM private key used when [proxy] sets none.")
     proxy: ProxyConfig = _key(_table(ProxyConfig), factory=ProxyConfig, doc="The [proxy] section.")
+    console: Optional[ConsoleConfig] = _key(_table(ConsoleConfig), default_doc="unset: no console, no API", doc="The [console] section: web console and JSON API settings.")
     warnings: list[str] = _computed(factory=list, doc="Accepted but ignored settings.")
     addon_tables: dict[str, Any] = _computed(factory=dict, doc="Addon tables by name (see addon_config_tables): the validated dataclass of each installed addon's table, its defaults when the file has none.")
 
     def _check(self, ctx: _Ctx, prefix: str, given: set[str]) -> bool:
         if self.rtp_start_port >= self.rtp_end_port:
             ctx.problem("rtp_end_port", f"expected a port above rtp_start_port ({self.rtp_start_port}), found {self.rtp_end_port}")
-        if "http_addr" in given:
-            ctx.warn("http_addr", f"the web console and JSON API are not implemented yet; nothing listens on {self.http_addr}")
+        if "https_addr" not in given and self.ssl_certificate is not None and self.ssl_private_key is not None:
+            # RustPBX serves HTTPS whenever the top-level files are set.
+            self.https_addr = "0.0.0.0:8443"
+        if self.http_addr is not None and self.http_addr == self.https_addr:
+            ctx.problem("https_addr", f"expected another address than http_addr, found {_show(self.https_addr)}")
         return True
 
 
@@ -1763,6 +1814,8 @@ def _check_tls(ctx: _Ctx, config: Config) -> None:
         present = "ssl_certificate" if missing == "ssl_private_key" else "ssl_private_key"
         ctx.problem(f"proxy.{missing}", f"expected a PEM file to go with {origin[present]}, found nothing")
     elif proxy.ssl_certificate is None:
+        if config.https_addr is not None:
+            ctx.problem("https_addr", f"the HTTPS server on {config.https_addr} needs ssl_certificate and ssl_private_key (top level or in [proxy]), found neither")
         for key, what in (("tls_port", "a TLS"), ("wss_port", "a secure WebSocket (WSS)")):
             port = getattr(proxy, key)
             if port is not None:
@@ -2006,6 +2059,8 @@ def default_config(**proxy_overrides: Any) -> Config:
     report = _Report()
     ctx = _Ctx("<default_config>", os.getcwd(), report)
     config = _from_document({"proxy": raw}, ctx, "<default_config>", load_generated=False)
+    # Tests of the other layers run without the HTTP server.
+    config.http_addr = None
     for k, v in typed.items():
         if k == "trunks" and isinstance(v, dict):
             v = dict(v)

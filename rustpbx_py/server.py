@@ -70,6 +70,8 @@ class ServerContext:
         self.locator = None
         self.addons: list = []
         self.modules: list = []
+        #: The HTTP(S) site (L{rustpbx_py.web.site.WebSite}), None without one.
+        self.web = None
 
 
 def tls_server_options(certificate_path: str, key_path: str):
@@ -110,6 +112,7 @@ class PbxService(service.MultiService):
         self.ready: defer.Deferred = defer.Deferred()
         self.full_collections: Optional[FullCollections] = None
         self.host_watcher = None
+        self.web = None
 
     def privilegedStartService(self) -> None:
         """
@@ -165,6 +168,7 @@ class PbxService(service.MultiService):
         users = build_user_backends(config, self.store, self.reactor)
         core = self.core
         context = self.context = ServerContext(config, self.reactor, self.store, core, users)
+        context.web = self.web
         from rustpbx_py.call.trunks import TrunkSet
 
         context.trunks = TrunkSet(proxy.trunks, self.reactor)
@@ -186,13 +190,8 @@ class PbxService(service.MultiService):
             yield defer.maybeDeferred(module.start)
         for addon in self.addons:
             yield defer.maybeDeferred(addon.start)
-            resources = getattr(addon, "web_resources", None)
-            # (An addon with its own listener, .port, serves them itself.)
-            if resources is not None and getattr(addon, "port", None) is None and resources():
-                self.log.warn(
-                    "addon {id}: its web resources are not served: the console (http_addr) is not implemented yet",
-                    id=addon.id,
-                )
+        if self.web is not None:
+            self.web.start(context)
         core.accepting = True
         if self.tune_gc:
             tune_garbage_collector()
@@ -319,7 +318,7 @@ class PbxService(service.MultiService):
             self._bound("TLS", port)
         # ws_port is plain WebSocket whatever certificates are set, as in
         # RustPBX; wss_port is our secure listener (RustPBX serves WSS on
-        # its HTTPS console, which is not implemented here yet).
+        # its HTTPS server, as the web site does here too).
         if proxy.ws_port is not None:
             from rustpbx_py.protocols.ws import SipWebSocketFactory
 
@@ -332,6 +331,24 @@ class PbxService(service.MultiService):
             factory = SipWebSocketFactory(core, proxy.ws_handler, "WSS", server=proxy.useragent, allowed_origins=proxy.ws_allowed_origins, limits=limits, clock=reactor)
             port = reactor.listenSSL(proxy.wss_port, factory, tls_context(WSS_ALPN), interface=interface)
             self._bound("WSS", port)
+        self._listen_web(limits)
+
+    def _listen_web(self, limits) -> None:
+        """The HTTP(S) site (L{rustpbx_py.web}): bound now, served once started."""
+        config = self.config
+        if config.http_addr is None and config.https_addr is None:
+            return
+        from rustpbx_py.web.listen import listen_web
+        from rustpbx_py.web.site import WebSite
+
+        self.web = WebSite(config, self.reactor)
+        for name, port in listen_web(config, self.reactor, self.web, self.core, limits):
+            host = port.getHost()
+            self.listeners.append(port)
+            self.ports[name] = host.port
+            # SIP over WebSocket is served there too (at proxy.ws_handler).
+            self.core.transports.listening.setdefault("WS" if name == "HTTP" else "WSS", (host.host, host.port))
+            self.log.info("listening for {name} on {host}:{port}", name=name, host=host.host, port=host.port)
 
     def stream_limits(self, idle: float):
         """
@@ -403,6 +420,8 @@ class PbxService(service.MultiService):
         for port in self.listeners:
             yield defer.maybeDeferred(port.stopListening)
         self.listeners = []
+        if self.web is not None:
+            self.web.close_connections()
         if self.core is not None:
             yield self.core.transports.close_all()
         users = getattr(self.context, "users", None)

@@ -74,8 +74,12 @@ class SipWebSocketProtocol(WebSocketServerProtocol):
     def connectionMade(self) -> None:
         WebSocketServerProtocol.connectionMade(self)
         factory = self.factory
+        if factory.behind_http:
+            # Mounted in the HTTP(S) site: its server did the TLS handshake.
+            self.handshake_done = True
         self.timers = ConnectionTimers(
-            factory.limits, factory.clock, self._expired, tls=factory.transport_name == "WSS", inbound=bool(self.admitted)
+            factory.limits, factory.clock, self._expired, tls=factory.transport_name == "WSS" and not factory.behind_http,
+            inbound=bool(self.admitted),
         )
 
     def _expired(self, what: str) -> None:
@@ -205,6 +209,9 @@ class SipWebSocketFactory(WebSocketServerFactory):
     """
 
     protocol = SipWebSocketProtocol
+    #: True when served inside the HTTP(S) site (L{rustpbx_py.web.listen}),
+    #: which already did the TLS handshake.
+    behind_http = False
     #: No "Starting factory <... at 0x...>" lines: we log our listeners.
     noisy = False
 

@@ -1268,7 +1268,7 @@ class WarningTests(ConfigTestMixin, SynchronousTestCase):
             """
             log_file = "/var/log/rustpbx.log"
             [console]
-            base_path = "/console"
+            allow_registration = true
             [proxy]
             locator = { type = "memory" }
             dos_enabled = true
@@ -1278,7 +1278,7 @@ class WarningTests(ConfigTestMixin, SynchronousTestCase):
             """
         )
         self.assertEqual(len(config.warnings), 5, config.warnings)
-        for warning, key in zip(config.warnings, ["log_file", "console", "proxy.locator", "proxy.dos_enabled", "proxy.trunks.t.recording"]):
+        for warning, key in zip(config.warnings, ["log_file", "console.allow_registration", "proxy.locator", "proxy.dos_enabled", "proxy.trunks.t.recording"]):
             self.assertNames(warning, "pbx.toml", key)
             self.assertIn("not implement", warning)
 
@@ -1303,7 +1303,7 @@ class WarningTests(ConfigTestMixin, SynchronousTestCase):
         self.assertEqual(
             warned,
             {
-                "http_gzip", "http_addr", "log_file", "media_cache_path", "ice_servers", "console", "ami",
+                "http_gzip", "log_file", "media_cache_path", "ice_servers", "console.allow_registration", "ami",
                 "recording", "callrecord", "proxy.ami_path", "proxy.session_timer_always", "proxy.locator",
                 "proxy.trunks.upstream.recording",
             },

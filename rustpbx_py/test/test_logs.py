@@ -238,13 +238,9 @@ class PendingSettingTests(SynchronousTestCase):
         self.assertIn("token_cache_ttl_secs", found[0])
 
     def test_http_addr(self) -> None:
-        """http_addr set in the file is named (nothing listens there); the
-        default alone is not."""
-        self.assertEqual(self.warnings('[proxy]\nmedia_proxy = "none"\n'), [])
-        found = self.warnings('http_addr = "0.0.0.0:8081"\n[proxy]\nmedia_proxy = "none"\n')
-        self.assertEqual(len(found), 1)
-        self.assertIn("http_addr", found[0])
-        self.assertIn("not implemented", found[0])
+        """http_addr and [console] are served (rustpbx_py.web): neither is
+        named as pending."""
+        self.assertEqual(self.warnings('http_addr = "0.0.0.0:8081"\n[console]\n[proxy]\nmedia_proxy = "none"\n'), [])
 
     def test_trunk_settings(self) -> None:
         """A trunk's call_id_mode = "transparent", video_policy and bind_ip

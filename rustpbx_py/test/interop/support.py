@@ -146,7 +146,18 @@ def start_pbx_toml(testcase, toml_text: str) -> defer.Deferred:
         toml_text = f'database_url = "sqlite:///{base}/pbx.sqlite3"\n' + toml_text
     with open(path, "w") as f:
         f.write(toml_text)
-    return start_service(testcase, load_config(path))
+    return start_service(testcase, loopback_web(load_config(path), toml_text))
+
+
+def loopback_web(config, toml_text: str):
+    """The HTTP(S) server of a test config on 127.0.0.1 ephemeral ports
+    unless the text names an address (the defaults, 0.0.0.0:8080 and
+    :8443, would clash between tests running at once)."""
+    if "http_addr" not in toml_text:
+        config.http_addr = "127.0.0.1:0"
+    if "https_addr" not in toml_text and config.https_addr is not None:
+        config.https_addr = "127.0.0.1:0"
+    return config
 
 
 SCENARIOS = os.path.join(os.path.dirname(__file__), "scenarios")

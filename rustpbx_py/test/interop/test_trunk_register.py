@@ -14,7 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from rustpbx_py.config import load_config
 from rustpbx_py.server import PbxService
-from rustpbx_py.test.interop.support import SippMixin, free_udp_port, require_tool
+from rustpbx_py.test.interop.support import SippMixin, free_udp_port, loopback_web, require_tool
 
 TOML = """
 [proxy]
@@ -40,7 +40,7 @@ def start_stoppable(testcase, toml_text: str):
     path = os.path.join(base, "pbx.toml")
     with open(path, "w") as f:
         f.write(f'database_url = "sqlite:///{base}/pbx.sqlite3"\n' + toml_text)
-    service = PbxService(load_config(path), reactor)
+    service = PbxService(loopback_web(load_config(path), toml_text), reactor)
     service.startService()
     testcase.addCleanup(lambda: service.stopService() if service.running else None)
     service.database_url = f"sqlite:///{base}/pbx.sqlite3"

@@ -1,0 +1,199 @@
+"""
+The web site's authorisation over real HTTP on 127.0.0.1: console pages
+need a session, the API a bearer token (or a session and its CSRF token),
+errors are JSON and never tracebacks, and the mount API serves what
+other modules add.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+from twisted.web import resource
+from twisted.web.template import tags
+
+from rustpbx_py.test.web_support import TOKEN, WebTestMixin
+from rustpbx_py.web.console import ConsolePage, audit, redirect
+from rustpbx_py.web.jsonapi import ApiError, ApiResource, paginate, request_json
+
+
+class _Echo(ApiResource):
+    """post echoes its JSON body; get pages a list; delete fails."""
+
+    openapi = {"get": {"summary": "numbers", "responses": {"200": {"description": "a page"}}}}
+
+    def get(self, request, who):
+        return paginate(request, list(range(25)))
+
+    def post(self, request, who):
+        body = request_json(request)
+        if "bad" in body:
+            raise ApiError(422, "bad is not allowed", "bad")
+        return {"echo": body, "who": who.username}
+
+    def delete(self, request, who):
+        raise RuntimeError("secret internal detail")
+
+
+class _FormPage(ConsolePage):
+    nav = "Form"
+    nav_order = 5
+    title = "A form"
+
+    def get(self, request, admin):
+        return tags.p("hello ", admin.username)
+
+    @defer.inlineCallbacks
+    def post(self, request, admin):
+        yield audit(self.context, admin, "form.post", "posted")
+        redirect(request, self.site.page_url("form"))
+
+
+class _Public(resource.Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        return b"public"
+
+
+class SiteTests(WebTestMixin, TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):
+        site = yield self.start_web()
+        site.add_page("form", _FormPage(self.context, site))
+        site.add_api("echo", _Echo(self.context))
+        site.add_public("api/monitor/snapshot", _Public())
+
+    @defer.inlineCallbacks
+    def test_pages_need_a_session(self):
+        """Without a session every console page (and unknown paths under the
+        console) answers 303 to the login page, remembering where to go."""
+        for path in ("/console/form", "/console/audit", "/console/", "/console/nosuch"):
+            response = yield self.get(path)
+            self.assertEqual(response.code, 303, path)
+            self.assertEqual(response.header("location"), "/console/login?next=" + path)
+        response = yield self.get("/")
+        self.assertEqual((response.code, response.header("location")), (303, "/console/"))
+
+    @defer.inlineCallbacks
+    def test_only_login_and_css_without_session(self):
+        """The login page and the stylesheet are served without a session;
+        the static directory is not listed."""
+        login = yield self.get("/console/login")
+        self.assertEqual(login.code, 200)
+        self.assertIn('name="password"', login.text)
+        css = yield self.get("/console/static/console.css")
+        self.assertEqual(css.code, 200)
+        self.assertIn("text/css", css.header("content-type"))
+        listing = yield self.get("/console/static/")
+        self.assertEqual(listing.code, 404)
+
+    @defer.inlineCallbacks
+    def test_login_then_page(self):
+        """After logging in the page is shown inside the layout with the
+        menu, and the session cookie is HttpOnly and SameSite=Strict (not
+        Secure over plain HTTP)."""
+        response = yield self.login()
+        self.assertEqual(response.code, 303)
+        cookie = [c for c in response.headers.getRawHeaders("set-cookie") if c.startswith("rustpbx_session=")][0]
+        self.assertIn("HttpOnly", cookie)
+        self.assertIn("SameSite=Strict", cookie)
+        self.assertNotIn("Secure", cookie)
+        page = yield self.get("/console/form")
+        self.assertEqual(page.code, 200)
+        self.assertIn("<p>hello admin</p>", page.text)
+        self.assertIn('<a href="/console/form" aria-current="page">Form</a>', page.text)
+        self.assertIn("/console/static/console.css", page.text)
+        home = yield self.get("/console/")
+        self.assertEqual((home.code, home.header("location")), (303, "/console/form"))
+
+    @defer.inlineCallbacks
+    def test_csrf(self):
+        """A POST without the session's CSRF token, or with another one, is
+        refused (403) and does nothing; with it the page's post runs."""
+        yield self.login()
+        for fields in ({}, {"csrf_token": "forged"}):
+            refused = yield self.post_form("/console/form", fields, csrf=False)
+            self.assertEqual(refused.code, 403)
+        rows = yield self.context.store.run_query("SELECT action FROM console_audit WHERE action = 'form.post'")
+        self.assertEqual(rows, [])
+        done = yield self.post_form("/console/form", {})
+        self.assertEqual((done.code, done.header("location")), (303, "/console/form"))
+        rows = yield self.context.store.run_query("SELECT who, source, action FROM console_audit WHERE action = 'form.post'")
+        self.assertEqual(rows, [("admin", "127.0.0.1", "form.post")])
+
+    @defer.inlineCallbacks
+    def test_logout(self):
+        """Logging out (a CSRF-checked POST) ends the session on the server:
+        the old cookie no longer opens pages."""
+        yield self.login()
+        old = dict(self.jar)
+        response = yield self.post_form("/console/logout", {})
+        self.assertEqual(response.code, 303)
+        self.jar = old
+        page = yield self.get("/console/form")
+        self.assertEqual(page.code, 303)
+
+    @defer.inlineCallbacks
+    def test_api_token(self):
+        """The API answers with the right bearer token; a wrong or missing
+        one gets 401 JSON with WWW-Authenticate: Bearer."""
+        ok = yield self.api("GET", "/api/v1/health")
+        self.assertEqual(ok.code, 200)
+        self.assertEqual(ok.json()["status"], "ok")
+        for token in ("wrong-token-0123456789", None):
+            refused = yield self.api("GET", "/api/v1/health", token=token)
+            self.assertEqual(refused.code, 401)
+            self.assertTrue(refused.header("www-authenticate").startswith("Bearer"))
+            self.assertEqual(refused.json()["error"]["code"], 401)
+        unknown = yield self.api("GET", "/api/v1/nosuch", token=None)
+        self.assertEqual(unknown.code, 401)
+        unknown = yield self.api("GET", "/api/v1/nosuch")
+        self.assertEqual(unknown.code, 404)
+
+    @defer.inlineCallbacks
+    def test_api_errors_are_json(self):
+        """405 lists the allowed methods, ApiError keeps its code and field,
+        bad JSON is 400, and an exception is 500 without its message."""
+        response = yield self.api("PUT", "/api/v1/echo", {})
+        self.assertEqual(response.code, 405)
+        self.assertEqual(response.header("allow"), "GET, POST, DELETE")
+        response = yield self.api("POST", "/api/v1/echo", {"bad": 1})
+        self.assertEqual((response.code, response.json()["error"]["field"]), (422, "bad"))
+        response = yield self.api("POST", "/api/v1/echo", headers={"Content-Type": "application/json"})
+        self.assertEqual(response.code, 400)
+        response = yield self.request("POST", "/api/v1/echo", headers={"Authorization": f"Bearer {TOKEN}"}, body=b"{nope")
+        self.assertEqual(response.code, 400)
+        response = yield self.api("DELETE", "/api/v1/echo")
+        self.assertEqual(response.code, 500)
+        self.assertNotIn("secret", response.text)
+        self.assertNotIn("Traceback", response.text)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    @defer.inlineCallbacks
+    def test_paginate(self):
+        """?offset=&limit= cut list answers; a bad value names the field."""
+        response = yield self.api("GET", "/api/v1/echo?offset=20&limit=3")
+        self.assertEqual(response.json(), {"items": [20, 21, 22], "total": 25, "offset": 20, "limit": 3})
+        response = yield self.api("GET", "/api/v1/echo?limit=0")
+        self.assertEqual((response.code, response.json()["error"]["field"]), (400, "limit"))
+
+    @defer.inlineCallbacks
+    def test_api_with_session(self):
+        """An admin session works for the API; an unsafe method then needs
+        the CSRF token in X-CSRF-Token."""
+        yield self.login()
+        response = yield self.request("GET", "/api/v1/health")
+        self.assertEqual(response.code, 200)
+        response = yield self.request("POST", "/api/v1/echo", headers={"Content-Type": "application/json"}, body=b"{}")
+        self.assertEqual(response.code, 403)
+        csrf = yield self.session_csrf()
+        response = yield self.request("POST", "/api/v1/echo", headers={"Content-Type": "application/json", "X-CSRF-Token": csrf}, body=b'{"a": 1}')
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.json(), {"echo": {"a": 1}, "who": "admin"})
+
+    @defer.inlineCallbacks
+    def test_public(self):
+        """add_public mounts at the root, nested paths included, without auth."""
+        response = yield self.get("/api/monitor/snapshot")
+        self.assertEqual((response.code, response.body), (200, b"public"))

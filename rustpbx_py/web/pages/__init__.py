@@ -1,0 +1,14 @@
+# -*- test-case-name: rustpbx_py.test.test_web_console -*-
+"""
+The built-in console pages, registered in one place: each area adds its
+line to L{install_pages}.
+"""
+
+from __future__ import annotations
+
+
+def install_pages(site, context) -> None:
+    """Mount every built-in console page on C{site} (under C{base_path})."""
+    from rustpbx_py.web.audit import AuditPage
+
+    site.add_page("audit", AuditPage(context, site))
