@@ -52,6 +52,9 @@ SCENARIOS = os.path.join(HERE, "scenarios")
 RESULTS = os.path.join(HERE, "results")
 KAMAILIO_CFG = os.path.join(HERE, "kamailio", "kamailio.cfg")
 PBX_TEMPLATE = os.path.join(HERE, "pbx-bench.toml")
+#: Addons the PBX under test loads (--addons) and the /metrics scrape interval.
+ADDONS: List[str] = []
+SCRAPE_INTERVAL = 1.0
 SIPPY_VENV = os.path.join(HERE, ".venv-sippy")
 SETUP = os.path.join(HERE, "setup.sh")
 PARSER_BENCH = os.path.join(HERE, "parser_bench.py")
@@ -726,7 +729,8 @@ class PbxServer(Server):
         db_dir = tempfile.mkdtemp(prefix=f"db-{tag}-", dir=self.tmp)
         # Two workers (benchmark "workers") share one database file.
         database = options.get("database") or os.path.join(db_dir, "pbx.sqlite3")
-        write_pbx_config(config, self.port, database, db_dir, self.modules)
+        monitor_port = free_port()
+        http_port = write_pbx_config(config, self.port, database, db_dir, self.modules, ADDONS, monitor_port)
         args = [self.twistd, "-n", "--pidfile=", "pbx", "--config", config]
         self.child = Child("pbx", args, os.path.join(self.raw, f"pbx-{tag}.log"), cwd=db_dir)
         log_path = self.child.log_path
@@ -748,8 +752,16 @@ class PbxServer(Server):
         time.sleep(0.3)
         self.usage = Usage(self.child.pid)
         self.usage.measure_idle()
+        self.scraper = None
+        if "monitor" in ADDONS and SCRAPE_INTERVAL > 0:
+            urls = [f"http://{LOCAL}:{port}/metrics" for port in (monitor_port, http_port)]
+            self.scraper = Scraper(urls, SCRAPE_INTERVAL)
+            self.scraper.start()
 
     def stop(self) -> None:
+        if getattr(self, "scraper", None) is not None:
+            log("pbx monitor: " + self.scraper.stop())
+            self.scraper = None
         Server.stop(self)
 
     def cleanup(self) -> None:
@@ -857,9 +869,11 @@ def _toml_str(text: str) -> str:
     return json.dumps(text)
 
 
-def write_pbx_config(path: str, port: int, database: str, generated_dir: str, modules: Sequence[str]) -> None:
-    """bench/pbx-bench.toml with this run's ports, database, modules and
-    the benchmark users appended."""
+def write_pbx_config(path: str, port: int, database: str, generated_dir: str, modules: Sequence[str],
+                     addons: Sequence[str] = (), monitor_port: Optional[int] = None) -> int:
+    """bench/pbx-bench.toml with this run's ports, database, modules,
+    addons (C{--addons}; the monitor on C{monitor_port}) and the benchmark
+    users appended; returns the http_addr port."""
     with open(PBX_TEMPLATE, encoding="utf-8") as f:
         text = f.read()
     http_port = free_port()
@@ -871,11 +885,15 @@ def write_pbx_config(path: str, port: int, database: str, generated_dir: str, mo
         "generated_dir": _toml_str(generated_dir),
         "queue_dir": _toml_str(os.path.join(generated_dir, "queues")),
         "modules": "[" + ", ".join(_toml_str(m) for m in modules) + "]",
+        "addons": "[" + ", ".join(_toml_str(a) for a in addons) + "]",
     }
     for key, value in replacements.items():
         text, n = re.subn(rf"(?m)^{re.escape(key)}\s*=.*$", f"{key} = {value}", text, count=1)
         if n != 1:
             raise RuntimeError(f"{PBX_TEMPLATE}: no line '{key} = ...' to fill in")
+    if "monitor" in addons and monitor_port is not None:
+        # Its own listener, used when the console's site does not serve it.
+        text = text.rstrip("\n") + f"\n\n[monitor]\nlisten = {_toml_str(f'{LOCAL}:{monitor_port}')}\n"
     users = bench_users() + [CALLEE]
     lines = [text.rstrip("\n"), "", "# Added by bench/run.py: the benchmark users.",
              "[[proxy.user_backends]]", 'type = "memory"', "users = ["]
@@ -884,6 +902,49 @@ def write_pbx_config(path: str, port: int, database: str, generated_dir: str, mo
     lines.append("]")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
+    return http_port
+
+
+class Scraper(threading.Thread):
+    """
+    Scrapes the monitor's /metrics every C{interval} seconds, as Prometheus
+    would, while a PBX with C{--addons monitor} runs: the overhead measured
+    includes rendering the exposition, not only counting.
+    """
+
+    def __init__(self, urls: Sequence[str], interval: float) -> None:
+        threading.Thread.__init__(self, daemon=True)
+        self.urls = list(urls)
+        self.interval = interval
+        self.done = threading.Event()
+        self.scrapes = 0
+        self.failures = 0
+        self.seconds = 0.0
+        self.size = 0
+
+    def run(self) -> None:
+        import urllib.request
+
+        while not self.done.wait(self.interval):
+            began = time.monotonic()
+            for url in self.urls:
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as response:
+                        self.size = len(response.read())
+                    break
+                except OSError:
+                    continue
+            else:
+                self.failures += 1
+                continue
+            self.scrapes += 1
+            self.seconds += time.monotonic() - began
+
+    def stop(self) -> str:
+        self.done.set()
+        self.join(10)
+        mean = self.seconds / self.scrapes * 1000 if self.scrapes else 0.0
+        return f"{self.scrapes} scrapes of /metrics ({self.size} bytes, {mean:.1f} ms mean), {self.failures} failed"
 
 
 # ---------------------------------------------------------------------------
@@ -1675,7 +1736,8 @@ def render(report: dict) -> str:
         f"Written by `make bench` (bench/run.py) on {R['date']}: commit {R['commit']}, {R['machine']}, "
         f"load average {R['load']} at start; {', '.join(f'{k} {v}' for k, v in R['versions'].items())}. "
         f"Steps of {R['step_seconds']:g} s of offered load; whole run {R['duration']}. "
-        "Raw SIPp statistics: bench/results/raw/ (not in git). What each figure means: bench/README.md.",
+        + (f"PBX addons: {', '.join(R['addons'])} (/metrics scraped every {R['scrape_interval']:g} s). " if R.get("addons") else "")
+        + "Raw SIPp statistics: bench/results/raw/ (not in git). What each figure means: bench/README.md.",
         "",
         "A step passes when every call or registration succeeded, nothing was retransmitted and the achieved "
         f"rate was at least {RATE_FRACTION:.0%} of the target; each figure below is the highest step that passed. "
@@ -1739,7 +1801,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--sippy-dialogs", type=int, default=2000, help="dialogs the Sippy reference ramps to")
     parser.add_argument("--output", default=os.path.join(RESULTS, "latest.md"))
     parser.add_argument("--no-setup", action="store_true", help="do not run bench/setup.sh for missing tools")
+    parser.add_argument("--addons", default="",
+                        help='comma-separated addons the PBX loads (e.g. "monitor": its /metrics is then scraped)')
+    parser.add_argument("--scrape-interval", type=float, default=1.0,
+                        help="seconds between scrapes of /metrics with --addons monitor (0: none)")
     args = parser.parse_args(argv)
+    global ADDONS, SCRAPE_INTERVAL
+    ADDONS = [a for a in args.addons.split(",") if a]
+    SCRAPE_INTERVAL = args.scrape_interval
     only = set(args.only.split(","))
     systems = [s for s in ("pbx", "kamailio", "sippy", "sipp") if s in set(args.systems.split(","))]
 
@@ -1822,6 +1891,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "versions": tool_versions(),
         "step_seconds": bench.step_seconds,
+        "addons": list(ADDONS),
+        "scrape_interval": SCRAPE_INTERVAL,
         "duration": f"{int(duration // 60)} min {int(duration % 60)} s",
         "summary": summary,
         "details": details,

@@ -144,8 +144,11 @@ class MonitorAddon:
         if event == "answered":
             self.metrics.call_answered(call)
         kind = CALL_EVENTS.get(event)
-        if kind is not None and (self.events.listeners or self.events.events.maxlen):
-            self.events.publish(kind, self._call(call))
+        if kind is not None:
+            # The record's figures, not status.call_summary: that one reads
+            # the SDP for the codecs (a parse per event on the hot path);
+            # the snapshot has them.
+            self.events.publish(kind, _call_record(call))
 
     def on_call_record(self, record) -> None:
         self.metrics.call_record(record)
@@ -206,12 +209,29 @@ class MonitorAddon:
         out["registration"] = registration.status() if registration is not None else None
         return out
 
-    def _call(self, call) -> dict:
-        from rustpbx_py import status
-
-        return status.call_summary(self.context, call)
-
     def _binding_data(self, binding) -> dict:
         from rustpbx_py import status
 
         return status.binding_summary(self.context, binding)
+
+
+def _call_record(call) -> dict:
+    """What a call event says without reading the SDP: the record's
+    parties, direction, trunk, times and, once ended, how."""
+    record = call.record
+    return {
+        "id": record.id,
+        "call_id": record.call_id,
+        "caller": record.caller,
+        "callee": record.callee,
+        "direction": record.direction,
+        "route": record.route,
+        "trunk": record.trunk,
+        "state": call.state,
+        "start_time": record.start_time,
+        "ring_time": record.ring_time,
+        "answer_time": record.answer_time,
+        "end_time": record.end_time,
+        "status_code": record.status_code,
+        "hangup_reason": record.hangup_reason,
+    }
