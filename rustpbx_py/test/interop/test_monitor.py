@@ -122,7 +122,10 @@ class MonitorPbxMixin(SippMixin):
         self.port = self.pbx.ports["UDP"]
         (addon,) = self.pbx.addons
         self.addon = addon
-        self.http_port = addon.port.getHost().port
+        # The console's site serves the monitor (start_pbx_toml binds it
+        # on 127.0.0.1:0); [monitor] listen is then not used.
+        self.assertIsNone(addon.port)
+        self.http_port = self.pbx.ports["HTTP"]
         self.base = f"http://127.0.0.1:{self.http_port}"
         self.callee_port = free_udp_port()
 
@@ -200,6 +203,30 @@ class MonitorHttpTests(MonitorPbxMixin, TestCase):
         snapshot = json.loads(body)
         self.assertEqual([r["aor"] for r in snapshot["registrations"]], ["1002@127.0.0.1"])
         self.assertEqual(snapshot["seq"], 13)
+
+
+class OwnListenerTests(TestCase):
+    """Without the console's site, the addon serves on [monitor] listen."""
+
+    @defer.inlineCallbacks
+    def test_own_listener(self):
+        from rustpbx_py.addons.monitor.config import MonitorConfig
+        from rustpbx_py.config import default_config
+        from rustpbx_py.test.interop.support import start_service
+
+        config = default_config(addr="127.0.0.1", udp_port=0, addons=["monitor"])
+        config.database_url = "sqlite:///" + os.path.abspath(self.mktemp()) + ".sqlite3"
+        config.addon_tables["monitor"] = MonitorConfig(listen="127.0.0.1:0")
+        pbx = yield start_service(self, config)
+        self.assertIsNone(pbx.web)
+        (addon,) = pbx.addons
+        base = f"http://127.0.0.1:{addon.port.getHost().port}"
+        code, body = yield http_get(base + "/healthz")
+        self.assertEqual(code, 200, body)
+        self.assertEqual(json.loads(body)["checks"]["sip_listeners"]["bound"], {"UDP": f"127.0.0.1:{pbx.ports['UDP']}"})
+        code, body = yield http_get(base + "/metrics")
+        self.assertEqual(code, 200)
+        self.assertIn(b"rustpbx_info{", body)
 
 
 PROMETHEUS_YML = """
