@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 
 from twisted.internet import defer, protocol, reactor
@@ -141,3 +142,91 @@ def _sleep(seconds):
     from twisted.internet import task
 
     return task.deferLater(reactor, seconds, lambda: None)
+
+
+class SngrepTests(SippMixin, TestCase):
+    """sngrep (Debian's, built with EEP/HEP) as the capture server: it
+    takes the PBX's HEP packets only with the right password and groups
+    the SIP messages they carry into dialogs by Call-ID.  It reads an
+    empty pcap file instead of sniffing, so all it sees comes over HEP."""
+
+    timeout = 120
+
+    @defer.inlineCallbacks
+    def test_sngrep_receives(self):
+        sngrep = require_tool("sngrep")
+        self.sipp = require_tool("sipp")
+        hep_port = free_udp_port()
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        rc = os.path.join(workdir, "sngreprc")
+        with open(rc, "w") as f:
+            f.write("set eep.listen.pass homer-pw\n")
+        empty = os.path.join(workdir, "empty.pcap")
+        with open(empty, "wb") as f:
+            f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        done: defer.Deferred = defer.Deferred()
+        from rustpbx_py.test.interop.support import _Collector as Output
+
+        output = Output(done, None)
+        args = [sngrep, "-N", "-f", rc, "-I", empty, "-L", f"udp:127.0.0.1:{hep_port}"]
+        process = reactor.spawnProcess(output, sngrep, args, env=dict(os.environ), path=workdir)
+        self.addCleanup(lambda: None if done.called else (process.signalProcess("KILL"), done)[1])
+        yield self._bound(hep_port)
+
+        self.pbx = yield start_pbx_toml(
+            self,
+            call_pbx_toml(
+                'addons = ["monitor"]',
+                f'[monitor]\nhep_target = "127.0.0.1:{hep_port}"\nhep_password = "homer-pw"\nhep_capture_id = 2001\n',
+            ),
+        )
+        self.port = self.pbx.ports["UDP"]
+        (addon,) = self.pbx.addons
+        exporter = addon.hep
+        callee_port = free_udp_port()
+        yield self.register_callee(callee_port)
+        callee = self.sipp_run("call_uas.xml", callee_port, ["-m", "1"], remote=False)
+        out, err, code = yield self.sipp_run("call_uac.xml", free_udp_port(), ["-s", "1002", "-au", "caller", "-ap", "caller-secret", "-m", "1"])
+        self.assertEqual(code, 0, (out + err).decode("utf-8", "replace")[-3000:])
+        yield callee
+        # A packet with a wrong password is refused by sngrep.
+        from rustpbx_py.protocols.hep import encode
+
+        message = (
+            b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.9:5060;branch=z9hG4bKintruder\r\n"
+            b"From: <sip:a@127.0.0.9>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: intruder\r\nCSeq: 1 OPTIONS\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+        intruder = encode(message, ("127.0.0.9", 5060), ("127.0.0.1", 5060), reactor.seconds(), 1, password="wrong")
+        import socket
+
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(intruder, ("127.0.0.1", hep_port))
+        s.close()
+        yield _sleep(1.5)
+        process.signalProcess("TERM")
+        out, err, code = yield done
+        counts = re.findall(rb"Dialog count: (\d+)", out)
+        self.assertTrue(counts, (out + err)[-2000:])
+        # The REGISTER, the caller's INVITE and the PBX's INVITE to 1002
+        # (each its own Call-ID); not the intruder's OPTIONS.
+        self.assertEqual(int(counts[-1]), 3)
+        self.assertGreater(exporter.sent, 15)
+        self.assertEqual(exporter.dropped, 0)
+
+    @defer.inlineCallbacks
+    def _bound(self, port):
+        """Wait until something (sngrep) listens on UDP C{port}."""
+        import socket
+
+        for _ in range(100):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return
+            finally:
+                s.close()
+            yield _sleep(0.05)
+        self.fail("sngrep did not start listening")
