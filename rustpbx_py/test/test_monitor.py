@@ -60,6 +60,7 @@ RUSTPBX_NAMES = [
     "rustpbx_process_resident_memory_bytes",
     "rustpbx_process_open_fds",
     "rustpbx_process_uptime_seconds",
+    "rustpbx_network_connections",
 ]
 
 

@@ -266,6 +266,14 @@ class PbxCollector:
         yield info
         yield from self._process(m)
 
+        flows = list(core.transports.flows.values())
+        connections = GaugeMetricFamily("rustpbx_network_connections", "Open SIP connections (TCP, TLS, WS, WSS).")
+        connections.add_metric([], len(flows))
+        yield connections
+        websockets = GaugeMetricFamily("rustpbx_websocket_connections_active", "Open SIP over WebSocket connections.")
+        websockets.add_metric([], sum(1 for f in flows if f.transport in ("WS", "WSS")))
+        yield websockets
+
         layer = core.transactions
         running = GaugeMetricFamily("rustpbx_sip_transactions_running", "SIP transactions in progress (server and client).")
         running.add_metric([], len(layer.server) + len(layer.client))
