@@ -371,6 +371,35 @@ class TrunkTests(PbxMixin, SynchronousTestCase):
         self.assertIsNotNone(up["rtt"])
 
 
+class TrunkCallTests(PbxMixin, SynchronousTestCase):
+    """Calls routed to a trunk are counted per trunk."""
+
+    proxy = {
+        "trunks": {"carrier": {"dest": "sip:198.51.100.9:5060"}},
+        "routes": [{"name": "out", "match": {"to.user": "^9"}, "dest": "carrier"}],
+    }
+
+    def test_trunk_calls(self):
+        """An answered call through the trunk and one it fails (nobody
+        there: no answer) move rustpbx_trunk_calls_total and
+        rustpbx_trunk_calls_failed_total."""
+        self.alice.register(3600)
+        carrier = Phone(self.net, "carrier", None, CARRIER, CARRIER)
+        self.alice.call("9123", 1.0)
+        self.net.advance(2)
+        self.assertEqual(carrier.calls_answered, 1)
+        del self.net.phones[CARRIER]
+        self.alice.call("9456", 1.0)
+        self.net.advance(40)
+        families = scrape(self.addon)
+        calls = {tuple(sorted(s.labels.items())): s.value for s in families["rustpbx_trunk_calls"].samples}
+        self.assertEqual(calls, {(("direction", "outbound"), ("trunk_id", "carrier")): 2})
+        failed = families["rustpbx_trunk_calls_failed"].samples
+        self.assertEqual([(s.labels["trunk_id"], s.value) for s in failed], [("carrier", 1)])
+        results = {s.labels["result"]: s.value for s in families["rustpbx_calls"].samples}
+        self.assertEqual(results["ok"], 1)
+
+
 class MetricsPageTests(PbxMixin, SynchronousTestCase):
     monitor_toml = '[metrics]\ntoken = "s3cret"\n'
 
