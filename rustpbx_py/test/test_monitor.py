@@ -286,6 +286,7 @@ class MetricsTests(PbxMixin, SynchronousTestCase):
         self.assertEqual(sample(families, "rustpbx_call_talk_time_seconds_bucket", direction="internal", le="2.5"), 1)
         self.assertEqual(sample(families, "rustpbx_call_talk_time_seconds_bucket", direction="internal", le="1.0"), 0)
         self.assertEqual(sample(families, "rustpbx_sip_dialogs_created_total", direction="internal"), 1)
+        self.assertEqual(sample(families, "rustpbx_sip_invite_latency_seconds_count", direction="internal"), 1)
         self.assertEqual(sample(families, "rustpbx_sip_dialogs_active"), 0)
         self.assertEqual(sample(families, "rustpbx_auth_attempts_total", method="INVITE"), 1)
         self.assertEqual(self.events("call."), ["call.created", "call.ringing", "call.answered", "call.ended"])

@@ -126,6 +126,7 @@ class PbxMetrics:
         self.calls: Counter = Counter()  # (direction, result)
         self.call_duration = LabelledHistograms()  # (direction,)
         self.call_talk_time = LabelledHistograms()  # (direction,)
+        self.invite_latency = LabelledHistograms()  # (direction,)
         self.dialogs_created: Counter = Counter()  # direction
         self.dialogs_terminated: Counter = Counter()  # (direction, reason)
         self.trunk_calls: Counter = Counter()  # (trunk, direction)
@@ -160,7 +161,10 @@ class PbxMetrics:
             self.registrations_failed[realm, _REGISTER_FAILURES.get(status, str(status))] += 1
 
     def call_answered(self, call) -> None:
-        self.dialogs_created[call.record.direction] += 1
+        record = call.record
+        self.dialogs_created[record.direction] += 1
+        # RustPBX's INVITE latency: from the INVITE to the answer.
+        self.invite_latency[record.direction,].observe(max(self.clock.seconds() - record.start_time, 0.0))
 
     def call_record(self, record) -> None:
         """A call ended: RustPBX's MetricsCallRecordHook, plus trunks and RTP."""
@@ -302,6 +306,7 @@ class PbxCollector:
         dialogs = GaugeMetricFamily("rustpbx_sip_dialogs_active", "Answered calls not ended yet.")
         dialogs.add_metric([], sum(1 for c in calls if c.record.answer_time is not None and c.record.end_time is None))
         yield dialogs
+        yield _histograms("rustpbx_sip_invite_latency_seconds", "Call setup time: INVITE to answer.", ["direction"], m.invite_latency)
         yield _counter("rustpbx_sip_dialogs_created_total", "Dialogs established (calls answered).", ["direction"], m.dialogs_created)
         yield _counter("rustpbx_sip_dialogs_terminated_total", "Dialogs ended.", ["direction", "reason"], m.dialogs_terminated)
 
