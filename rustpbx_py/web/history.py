@@ -379,6 +379,21 @@ def export(db, flt: RecordFilter, maximum: int = 100000) -> defer.Deferred:
     return d.addCallback(lambda rows: records_csv(_row(COLUMNS, r) for r in rows))
 
 
+def format_time(seconds: Optional[float]) -> str:
+    """Unix seconds as C{YYYY-MM-DD HH:MM:SS} UTC, "" for None."""
+    if seconds is None:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(seconds)))
+
+
+def format_duration(seconds: Optional[float]) -> str:
+    """Seconds as C{M:SS} or C{H:MM:SS}."""
+    total = int(float(seconds or 0))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def media_rows(media: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """
     The per-leg figures of a record's C{media} column, flattened for a
@@ -406,5 +421,5 @@ def media_rows(media: Optional[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 __all__ = [
     "RecordFilter", "FilterError", "search", "get_record", "hourly_counts", "HourCount", "export",
-    "records_csv", "record_status", "talk_time", "media_rows", "STATUSES", "DIRECTIONS",
+    "records_csv", "record_status", "talk_time", "media_rows", "format_time", "format_duration", "STATUSES", "DIRECTIONS",
 ]

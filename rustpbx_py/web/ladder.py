@@ -205,6 +205,8 @@ def ladder_svg(items: Optional[Iterable[Dict[str, Any]]], caller: str = "", call
         y = HEADER + row * ROW + 14
         group: List[Tag] = [
             _el("title", [m.first_line if m.kind != "note" else m.text]),
+            # The whole row takes the click, not only the thin line and text.
+            _el("rect", x=0, y=y - 13, width=width, height=ROW - 2, fill="transparent", class_="flow-hit"),
             _el("text", [_clock(m.time)], x=8, y=y, font_size=11, font_family="monospace"),
             _el("text", [f"+{m.time - start:.3f}"], x=8, y=y + 13, font_size=10, font_family="monospace",
                 fill="#777777"),
