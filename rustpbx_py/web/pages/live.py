@@ -99,7 +99,7 @@ class DashboardPage(ConsolePage):
         aors = len({r["aor"] for r in registrations})
         site = self.site
         cards = tags.div(
-            _card("Registrations", len(registrations), f"{aors} extensions", site.page_url("registrations")),
+            _card("Registrations", len(registrations), f"{aors} extension{'' if aors == 1 else 's'}", site.page_url("registrations")),
             _card("Active calls", len(calls), f"{answered} answered", site.page_url("calls")),
             _card("Transactions in flight", counts["total"],
                   f"{counts['server']['total']} server, {counts['client']['total']} client, "
