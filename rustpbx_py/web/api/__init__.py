@@ -13,3 +13,11 @@ def install_api(site, context) -> None:
 
     site.add_api("health", HealthApi(context, site))
     site.add_api("openapi.json", OpenApiDocument(context, site))
+
+    from rustpbx_py.web.api.live import CallsApi, RecordsApi, RecordsCsvApi, RegistrationsApi, TransactionsApi
+
+    site.add_api("registrations", RegistrationsApi(context, site))
+    site.add_api("calls", CallsApi(context, site))
+    site.add_api("transactions", TransactionsApi(context, site))
+    site.add_api("records", RecordsApi(context, site))
+    site.add_api("records.csv", RecordsCsvApi(context, site))

@@ -12,3 +12,11 @@ def install_pages(site, context) -> None:
     from rustpbx_py.web.audit import AuditPage
 
     site.add_page("audit", AuditPage(context, site))
+
+    from rustpbx_py.web.pages.live import CallsPage, DashboardPage, RegistrationsPage
+    from rustpbx_py.web.pages.records import RecordsPage
+
+    site.add_page("dashboard", DashboardPage(context, site))
+    site.add_page("registrations", RegistrationsPage(context, site))
+    site.add_page("calls", CallsPage(context, site))
+    site.add_page("records", RecordsPage(context, site))
