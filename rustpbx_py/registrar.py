@@ -61,6 +61,7 @@ _COLUMNS = (
     "flow_id",
     "user_agent",
     "nat",
+    "webrtc",
 )
 _INSERT = "INSERT INTO registrations ({}) VALUES ({})".format(
     ", ".join(_COLUMNS), ", ".join("?" for _ in _COLUMNS)
@@ -137,6 +138,21 @@ def default_port(uri: URI) -> int:
     return 5060
 
 
+def is_webrtc_binding(uri: URI, transport: str, user=None) -> bool:
+    """
+    Whether a contact is a WebRTC endpoint, as RustPBX's registrar decides
+    a location's C{supports_webrtc}: registered over WS/WSS (RFC 7118
+    browsers; also a C{;transport=ws/wss} Contact, whatever carried the
+    REGISTER), or its user (the authenticated L{rustpbx_py.users.SipUser})
+    has C{is_support_webrtc}.
+    """
+    if transport.upper() in ("WS", "WSS"):
+        return True
+    if (uri.params.get("transport") or "").lower() in ("ws", "wss"):
+        return True
+    return bool(getattr(user, "is_support_webrtc", False))
+
+
 def needs_nat_fix(uri: URI, source: Address, transport: str, nat_fix: bool, has_path: bool) -> bool:
     """
     Whether requests to this Contact must go to the address the REGISTER
@@ -209,6 +225,8 @@ class Binding:
     @ivar user_agent: the REGISTER's User-Agent, or "".
     @ivar nat: requests go to C{source}, not to the Contact's host (see
         L{needs_nat_fix}).
+    @ivar webrtc: a WebRTC endpoint (RustPBX's C{supports_webrtc}, see
+        L{is_webrtc_binding}): calls to it get a WebRTC offer.
     """
 
     aor: str
@@ -228,6 +246,7 @@ class Binding:
     flow_id: Optional[str] = None
     user_agent: str = ""
     nat: bool = False
+    webrtc: bool = False
     expires_at: float = field(default=0.0)
     _uri: Optional[URI] = field(default=None, repr=False, compare=False)
     _contact_key: Optional[str] = field(default=None, repr=False, compare=False)
@@ -320,6 +339,7 @@ class Binding:
             self.flow_id,
             self.user_agent,
             1 if self.nat else 0,
+            1 if self.webrtc else 0,
         )
 
     @classmethod
@@ -346,6 +366,7 @@ class Binding:
             flow_id,
             user_agent,
             nat,
+            webrtc,
         ) = row
         return cls(
             aor=aor,
@@ -366,6 +387,7 @@ class Binding:
             flow_id=flow_id,
             user_agent=user_agent or "",
             nat=bool(nat),
+            webrtc=bool(webrtc),
         )
 
 

@@ -114,6 +114,9 @@ class Target:
         self.label = label
         #: The callee's registration was NAT-fixed (media policy).
         self.nat = False
+        #: The callee is a WebRTC endpoint (its binding's C{webrtc}): the
+        #: media engine offers it WebRTC.
+        self.webrtc = False
 
 
 class Fork:

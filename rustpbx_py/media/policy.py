@@ -97,6 +97,9 @@ class Party:
     @ivar contact: the host of its Contact / Request-URI, if any.
     @ivar nat: its registration was NAT-fixed (L{rustpbx_py.registrar.Binding.nat}).
     @ivar transport: the signalling transport (UDP, TCP, TLS, WS, WSS).
+    @ivar webrtc: known to be a WebRTC endpoint whatever the transport
+        (a callee's binding: L{rustpbx_py.registrar.Binding.webrtc}, e.g.
+        its user has C{is_support_webrtc}).
     """
 
     sdp: object = None
@@ -104,6 +107,7 @@ class Party:
     contact: Optional[str] = None
     nat: bool = False
     transport: str = "UDP"
+    webrtc: bool = False
 
 
 @dataclass
@@ -161,8 +165,9 @@ def sdp_addresses(sdp) -> List[str]:
 
 
 def is_webrtc(party: Party) -> bool:
-    """A WebRTC leg: signalling over WebSocket, or a DTLS-SRTP profile."""
-    if party.transport.upper() in _WEBRTC_TRANSPORTS:
+    """A WebRTC leg: known as one (L{Party.webrtc}), signalling over
+    WebSocket, or a DTLS-SRTP profile."""
+    if party.webrtc or party.transport.upper() in _WEBRTC_TRANSPORTS:
         return True
     return any("UDP/TLS/RTP" in m.proto.upper() for m in getattr(party.sdp, "media", ()))
 

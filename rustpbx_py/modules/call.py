@@ -445,6 +445,7 @@ class CallModule:
                     continue
             target = Target(b.contact, flow, to, tuple(b.path), label=b.aor)
             target.nat = bool(getattr(b, "nat", False))
+            target.webrtc = bool(getattr(b, "webrtc", False))
             targets.append(target)
         return targets
 
@@ -661,7 +662,8 @@ class CallModule:
             except SdpError:
                 offer = None
         caller = Party(offer, tx.flow.remote, None, False, tx.flow.transport)
-        callees = [Party(None, t.flow.remote, _uri_host(t.uri), t.nat, t.flow.transport) for t in targets]
+        callees = [Party(None, t.flow.remote, _uri_host(t.uri), t.nat, t.flow.transport, t.webrtc)
+                   for t in targets]
         policy.webrtc_b = bool(callees) and all(is_webrtc(p) for p in callees)
         if policy.srtp_b is None and callees and not any(p.transport.upper() in ("TLS", "WSS") for p in callees):
             # SDES keys never cross plain signalling (RFC 4568 section

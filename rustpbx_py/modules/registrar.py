@@ -28,6 +28,7 @@ from rustpbx_py.registrar import (
     Registry,
     binding_key,
     contact_key,
+    is_webrtc_binding,
     make_aor,
     needs_nat_fix,
 )
@@ -277,6 +278,7 @@ class RegistrarModule:
                     flow_id=getattr(flow, "id", None),
                     user_agent=user_agent,
                     nat=needs_nat_fix(uri, source, transport, self.nat_fix, bool(path)),
+                    webrtc=is_webrtc_binding(uri, transport, user),
                     _uri=uri,
                     _contact_key=ckey,
                 )

@@ -133,3 +133,53 @@ class RelayCallTests(CallHarness, TestCase):
         self.clock.advance(40)
         self.assertEqual(len(self.core.requests("BYE")), 2)
         self.assertEqual(call.record.hangup_reason, R.RTP_TIMEOUT)
+
+
+class WebRtcTargetTests(CallHarness, TestCase):
+    """
+    Callees known to be WebRTC endpoints (RustPBX's supports_webrtc: a
+    binding over WS/WSS or of a user with is_support_webrtc) get a WebRTC
+    offer from the built-in relay when a desk phone calls them, under the
+    default media_proxy = "auto".
+    """
+
+    timeout = 20
+
+    #: the caller's offer names the address its signalling comes from (no NAT)
+    CALLER_SDP = sdp_at(40000, "alice").replace(b"127.0.0.1", b"192.0.2.10")
+
+    def setUp(self):
+        from rustpbx_py.media.session import BuiltinEngine
+
+        self.setup_module(toml='addr = "127.0.0.1"\n')
+        self.engine = BuiltinEngine(reactor, self.module.config, clock=self.clock)
+        self.context.media_engine = self.engine
+        self.addCleanup(self.engine.stop)
+
+    def test_desk_phone_calls_webrtc_user(self):
+        """bob's binding is WebRTC (over UDP: his user has is_support_webrtc):
+        the fork's INVITE carries UDP/TLS/RTP/SAVPF with ice-lite, the
+        relay's fingerprint, setup:actpass, rtcp-mux, BUNDLE and a=ssrc; the
+        record says why the call was anchored."""
+        (binding,) = self.locator.bindings["bob@example.com"]
+        binding.webrtc = True
+        tx, call = self.invite(body=self.CALLER_SDP)
+        offer = SessionDescription.parse(self.core.last("INVITE").request.body)
+        m = offer.media[0]
+        self.assertEqual(m.proto, "UDP/TLS/RTP/SAVPF")
+        self.assertEqual(offer.attribute("ice-lite"), "")
+        self.assertEqual(offer.attribute("group"), "BUNDLE 0")
+        self.assertEqual(m.attribute("setup"), "actpass")
+        self.assertTrue(m.attribute("fingerprint").startswith("sha-256 "))
+        self.assertEqual(m.attribute("rtcp-mux"), "")
+        self.assertIn(" cname:", m.attribute("ssrc"))
+        self.assertIn("WebRTC on one side only", call.media.decision.reason)
+        tx.cancel()
+
+    def test_desk_phone_calls_desk_phone(self):
+        """The same call to a plain binding is not anchored under auto: the
+        offer goes through as the caller wrote it."""
+        tx, call = self.invite(body=self.CALLER_SDP)
+        self.assertEqual(self.core.last("INVITE").request.body, self.CALLER_SDP)
+        self.assertFalse(call.media.decision.anchor)
+        tx.cancel()

@@ -37,6 +37,7 @@ NAT_BINDING_CALLEE = Party(None, ("198.51.100.7", 5060), "198.51.100.7", nat=Tru
 PRIVATE_CONTACT_CALLEE = Party(None, ("198.51.100.7", 5060), "10.1.2.3")
 WEBRTC_CALLER = Party(sdp("203.0.113.5", "UDP/TLS/RTP/SAVPF"), ("203.0.113.5", 5060))
 WS_CALLEE = Party(None, ("198.51.100.7", 443), "198.51.100.7", transport="WSS")
+WEBRTC_USER_CALLEE = Party(None, ("198.51.100.7", 5060), "198.51.100.7", webrtc=True)
 G722_CALLER = Party(sdp("203.0.113.5", formats="9 101"), ("203.0.113.5", 5060))
 SRTP_CALLER = Party(sdp("203.0.113.5", "RTP/SAVP", extra="a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x\r\n"), ("203.0.113.5", 5060))
 
@@ -79,6 +80,11 @@ class DecisionTableTests(unittest.TestCase):
             ("SIP caller, WebSocket callee", PUBLIC_CALLER, [WS_CALLEE], dict(none=False, bypass=False, all=True, nat=False, auto=True)),
             ("browser to browser", WEBRTC_CALLER, [WS_CALLEE], dict(none=False, bypass=False, all=True, nat=False, auto=False)),
             ("NATed browser", Party(sdp("192.168.1.20", "UDP/TLS/RTP/SAVPF"), ("203.0.113.5", 443), transport="WSS"), [WS_CALLEE],
+             dict(none=False, bypass=False, all=True, nat=False, auto=False)),
+            # a binding known as WebRTC (user is_support_webrtc) over UDP
+            ("SIP caller, is_support_webrtc callee", PUBLIC_CALLER, [WEBRTC_USER_CALLEE],
+             dict(none=False, bypass=False, all=True, nat=False, auto=True)),
+            ("browser to is_support_webrtc callee", WEBRTC_CALLER, [WEBRTC_USER_CALLEE],
              dict(none=False, bypass=False, all=True, nat=False, auto=False)),
         ]
         for name, caller, callees, expected in rows:

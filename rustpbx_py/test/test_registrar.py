@@ -427,6 +427,30 @@ class MemoryRegistrarTests(RegistrarTestsMixin, unittest.SynchronousTestCase):
         self.assertEqual(tx.last.status, 403)
         self.assertEqual(self.module.registry.lookup(ALICE), [])
 
+    def test_webrtc_bindings(self) -> None:
+        """
+        A binding is a WebRTC endpoint (RustPBX's supports_webrtc) when it
+        registered over WS or WSS, when its Contact says transport=ws/wss
+        (a browser behind an edge proxy), or when its user has
+        is_support_webrtc; a desk phone over UDP is not.
+        """
+        from rustpbx_py.users import SipUser
+
+        cases = [
+            ("<sip:a@df7jal23ls0d.invalid;transport=ws>", FakeFlow(("192.0.2.10", 50000), "WSS"), None, True),
+            ("<sip:a@df7jal23ls0d.invalid;transport=ws>", FakeFlow(("192.0.2.10", 50000), "WS"), None, True),
+            ("<sip:a@192.0.2.10:5060;transport=wss>", FakeFlow(("192.0.2.10", 5060), "TLS"), None, True),
+            ("<sip:a@192.0.2.10:5060>", FakeFlow(("192.0.2.10", 5060)), SipUser("alice", is_support_webrtc=True), True),
+            ("<sip:a@192.0.2.10:5060>", FakeFlow(("192.0.2.10", 5060)), SipUser("alice"), False),
+            ("<sip:a@192.0.2.10:5060>", FakeFlow(("192.0.2.10", 5060)), None, False),
+        ]
+        for cseq, (contact, flow, user, webrtc) in enumerate(cases, 1):
+            tx = self.reg(contact, flow=flow, user=user, cseq=cseq, call_id=f"webrtc-{cseq}")
+            self.assertEqual(tx.last.status, 200)
+            (binding,) = [b for b in self.module.registry.lookup(ALICE) if b.call_id == f"webrtc-{cseq}"]
+            self.assertEqual(binding.webrtc, webrtc, (contact, flow.transport, user))
+            self.reg(contact, flow=flow, user=user, cseq=cseq + 100, call_id=f"webrtc-{cseq}", expires=0)
+
     def test_bad_contacts(self) -> None:
         """Malformed or non-SIP Contacts and a missing To user are 400s."""
         for contact in ("<sip:a@192.0.2.10", "<mailto:a@example.com>"):
@@ -725,6 +749,26 @@ class DatabaseTests(RestartSurvivalMixin, RegistrarTestsMixin, unittest.TestCase
         db = Database("sqlite:///" + self.path)
         self.addCleanup(db.close)
         return db
+
+    @defer.inlineCallbacks
+    def test_webrtc_survives_restart(self):
+        """A binding's webrtc flag (here from the user's is_support_webrtc,
+        over UDP) is stored, and a new registry on the file finds it."""
+        from rustpbx_py.users import SipUser
+
+        module = self.make_module(store=self.db)
+        yield module.start()
+        tx = yield self.send(module, register_request("<sip:alice@192.0.2.10>", expires=600), None, None,
+                             SipUser("alice", is_support_webrtc=True))
+        self.assertEqual(tx.last.status, 200)
+        yield module.stop()
+        registry = Registry(self.db, self.clock)
+        yield registry.start()
+        [binding] = registry.lookup(ALICE)
+        self.assertTrue(binding.webrtc)
+        rows = yield self.db.run_query("SELECT webrtc FROM registrations")
+        self.assertEqual(rows, [(1,)])
+        yield registry.stop()
 
     @defer.inlineCallbacks
     def test_updates_replace_rows(self):

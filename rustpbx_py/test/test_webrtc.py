@@ -19,6 +19,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rustpbx_py.media import MediaError
+from rustpbx_py.media.codecs import entries
 from rustpbx_py.media.relay import Leg, pair_legs
 from rustpbx_py.media.session import BuiltinEngine
 from rustpbx_py.media.stun import IceLiteResponder, verified_message
@@ -458,3 +459,95 @@ class SessionTests(TestCase):
                          (0, "UDP/TLS/RTP/SAVPF", offer.media[1].attribute("mid")))
         self.assertEqual(audio.attribute("mid"), offer.media[0].attribute("mid"))
         self.assertEqual(to_browser.attribute("group"), "BUNDLE " + offer.media[0].attribute("mid"))
+
+
+class CodecStrategyTests(TestCase):
+    """
+    codec_strategy for WebRTC endpoints, as the seed says: "performance"
+    keeps the caller's codecs (no transcoding when both sides share one),
+    "quality" prefers Opus and transcodes; both directions, Chromium's
+    real offer on the browser side and a G.711 desk phone on the other.
+    """
+
+    def setUp(self) -> None:
+        start, end = free_range(20)
+        self.engine = BuiltinEngine(reactor, clock=reactor)
+        self.addCleanup(self.engine.stop)
+        self.policy = media_policy(rtp_start_port=start, rtp_end_port=end,
+                                   codecs=("opus", "g722", "pcmu", "pcma"))
+
+    def session(self, strategy: str, webrtc_b: bool = False):
+        self.policy.strategy = strategy
+        self.policy.webrtc_b = webrtc_b
+        session = self.engine.session(f"{strategy}-{webrtc_b}", self.policy)
+        self.addCleanup(session.close)
+        return session
+
+    @staticmethod
+    def opus_answer(port: int) -> SessionDescription:
+        """A browser's answer choosing Opus (setup:active)."""
+        peer = Peer(client=True)
+        return SessionDescription.parse(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
+            f"m=audio {port} UDP/TLS/RTP/SAVPF 111 126\r\nc=IN IP4 127.0.0.1\r\n"
+            "a=ice-ufrag:brws\r\na=ice-pwd:browserpasswordbrowserpw\r\n"
+            f"a=fingerprint:{peer.cert.fingerprint()}\r\na=setup:active\r\na=mid:0\r\n"
+            "a=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 useinbandfec=1\r\n"
+            "a=rtpmap:126 telephone-event/8000\r\n".encode())
+
+    @staticmethod
+    def transcoding(session) -> bool:
+        """Whether the legs settled on different codecs (payload type or
+        telephone-event mapping alone is not transcoding)."""
+        return session.streams[0].answer_plan.transcoding
+
+    def test_browser_calls_phone_performance(self):
+        """performance: the phone is offered only what Chromium offered and
+        the list allows; it answers PCMU, and so is Chromium: nothing is
+        transcoded."""
+        session = self.session("performance")
+        to_phone = self.successResultOf(session.offer("a", _sdp("chromium-audio.sdp"), None))
+        names = [e.codec.name for e in entries(to_phone.media[0])]
+        self.assertEqual(names[:4], ["opus", "g722", "pcmu", "pcma"])
+        to_browser = self.successResultOf(session.answer("b", sdp("127.0.0.1", 40000), None))
+        self.assertEqual(entries(to_browser.media[0])[0].codec.name, "pcmu")
+        self.assertFalse(self.transcoding(session))
+
+    def test_browser_calls_phone_quality(self):
+        """quality: the phone answers PCMU but Chromium is answered with
+        Opus, the relay transcoding both ways."""
+        session = self.session("quality")
+        self.successResultOf(session.offer("a", _sdp("chromium-audio.sdp"), None))
+        to_browser = self.successResultOf(session.answer("b", sdp("127.0.0.1", 40000), None))
+        self.assertEqual(entries(to_browser.media[0])[0].codec.name, "opus")
+        self.assertEqual(session.stats()["a"]["codec"], "opus")
+        self.assertEqual(session.stats()["b"]["codec"], "pcmu")
+        self.assertTrue(self.transcoding(session))
+        self.assertTrue(all(side.translate is not None for side in session.streams[0].sides.values()))
+
+    def test_phone_calls_browser_performance(self):
+        """performance: a G.711 phone calling a browser: the browser is
+        offered the phone's codecs only (no Opus added), nothing transcoded."""
+        session = self.session("performance", webrtc_b=True)
+        to_browser = self.successResultOf(session.offer("a", sdp("127.0.0.1", 40000), None))
+        m = to_browser.media[0]
+        self.assertEqual(m.proto, "UDP/TLS/RTP/SAVPF")
+        self.assertEqual({e.codec.name for e in entries(m)}, {"pcmu", "pcma", "telephone-event"})
+        answer = self.opus_answer(m.port)
+        answer.media[0].formats = ["0"]
+        answer.media[0].remove_attribute("rtpmap")
+        answer.media[0].remove_attribute("fmtp")
+        to_phone = self.successResultOf(session.answer("b", answer, None))
+        self.assertEqual(entries(to_phone.media[0])[0].codec.name, "pcmu")
+        self.assertFalse(self.transcoding(session))
+
+    def test_phone_calls_browser_quality(self):
+        """quality: the browser is offered Opus first (added by the PBX),
+        answers Opus, and the relay transcodes to the phone's PCMU."""
+        session = self.session("quality", webrtc_b=True)
+        to_browser = self.successResultOf(session.offer("a", sdp("127.0.0.1", 40000), None))
+        self.assertEqual(entries(to_browser.media[0])[0].codec.name, "opus")
+        to_phone = self.successResultOf(session.answer("b", self.opus_answer(to_browser.media[0].port), None))
+        self.assertEqual(entries(to_phone.media[0])[0].codec.name, "pcmu")
+        self.assertTrue(self.transcoding(session))
+        self.assertTrue(all(side.translate is not None for side in session.streams[0].sides.values()))
