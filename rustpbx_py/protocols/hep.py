@@ -21,8 +21,8 @@ are dropped while it reconnects).
 
 from __future__ import annotations
 
-import ipaddress
 import re
+import socket
 import struct
 from typing import Any, Optional, Tuple
 
@@ -79,6 +79,37 @@ def _chunk(kind: int, value: bytes) -> bytes:
     return struct.pack("!HHH", 0, kind, 6 + len(value)) + value
 
 
+#: The fixed chunks after the addresses: ports, time, protocol type,
+#: capture id (vendor, type, length, value each).
+_FIXED = struct.Struct("!HHHH" "HHHH" "HHHI" "HHHI" "HHHB" "HHHI")
+_FAMILY_PROTO = struct.Struct("!HHHB" "HHHB")
+
+#: Address text -> (IP version, packed bytes); bounded.
+_PACKED: dict = {}
+
+
+def _packed(host: str) -> Tuple[int, bytes]:
+    """The version and bytes of an IP address; an IPv4-mapped IPv6
+    address (a dual-stack socket's peer) is its IPv4 address.
+
+    @raise ValueError: not an IP address."""
+    found = _PACKED.get(host)
+    if found is not None:
+        return found
+    try:
+        found = (4, socket.inet_pton(socket.AF_INET, host))
+    except OSError:
+        try:
+            raw = socket.inet_pton(socket.AF_INET6, host.split("%", 1)[0])
+        except OSError:
+            raise ValueError(f"HEP: {host!r} is not an IP address")
+        found = (4, raw[12:]) if raw[:12] == b"\0" * 10 + b"\xff\xff" else (6, raw)
+    if len(_PACKED) >= 10000:
+        _PACKED.clear()
+    _PACKED[host] = found
+    return found
+
+
 def encode(
     payload: bytes,
     src: Address,
@@ -92,51 +123,82 @@ def encode(
 ) -> bytes:
     """
     One HEP3 packet carrying SIP C{payload} sent from C{src} to C{dst}
-    (IPv4 or IPv6 addresses, both of one family) at C{timestamp} (seconds
-    since the epoch).
+    (IPv4 or IPv6 addresses, both of one family once IPv4-mapped ones are
+    taken as IPv4) at C{timestamp} (seconds since the epoch).
 
     @raise ValueError: when an address is not an IP address, the two are of
         different families, or the packet would exceed 65535 bytes.
     """
-    source = ipaddress.ip_address(src[0])
-    dest = ipaddress.ip_address(dst[0])
-    if source.version != dest.version:
+    version, source = _packed(src[0])
+    dest_version, dest = _packed(dst[0])
+    if version != dest_version:
         raise ValueError(f"HEP: source {src[0]} and destination {dst[0]} are of different IP families")
+    return _encode(payload, version, source, dest, src[1], dst[1], timestamp, capture_id, ip_proto, _extra(password, node_name), correlation_id)
+
+
+def _extra(password: Optional[str], node_name: Optional[str]) -> bytes:
+    """The authentication key and node name chunks (the same in every
+    packet of an exporter)."""
+    out = b""
+    if password:
+        out += _chunk(CHUNK["auth_key"], password.encode("utf-8"))
+    if node_name:
+        out += _chunk(CHUNK["node_name"], node_name.encode("utf-8"))
+    return out
+
+
+def _encode(
+    payload: bytes,
+    version: int,
+    source: bytes,
+    dest: bytes,
+    sport: int,
+    dport: int,
+    timestamp: float,
+    capture_id: int,
+    ip_proto: int,
+    extra: bytes,
+    correlation_id: Optional[bytes],
+) -> bytes:
     seconds = int(timestamp)
     micros = int(round((timestamp - seconds) * 1_000_000))
     if micros >= 1_000_000:
         seconds, micros = seconds + 1, micros - 1_000_000
-    v4 = source.version == 4
+    v4 = version == 4
+    size = 10 if v4 else 22
     parts = [
-        _chunk(CHUNK["ip_family"], bytes([AF_INET if v4 else AF_INET6])),
-        _chunk(CHUNK["ip_proto"], bytes([ip_proto])),
-        _chunk(CHUNK["src_ip4" if v4 else "src_ip6"], source.packed),
-        _chunk(CHUNK["dst_ip4" if v4 else "dst_ip6"], dest.packed),
-        _chunk(CHUNK["src_port"], struct.pack("!H", src[1])),
-        _chunk(CHUNK["dst_port"], struct.pack("!H", dst[1])),
-        _chunk(CHUNK["time_sec"], struct.pack("!I", seconds & 0xFFFFFFFF)),
-        _chunk(CHUNK["time_usec"], struct.pack("!I", micros)),
-        _chunk(CHUNK["proto_type"], bytes([PROTO_SIP])),
-        _chunk(CHUNK["capture_id"], struct.pack("!I", capture_id & 0xFFFFFFFF)),
+        b"",  # the header, once the length is known
+        _FAMILY_PROTO.pack(0, 0x0001, 7, AF_INET if v4 else AF_INET6, 0, 0x0002, 7, ip_proto),
+        struct.pack("!HHH", 0, 0x0003 if v4 else 0x0005, size) + source,
+        struct.pack("!HHH", 0, 0x0004 if v4 else 0x0006, size) + dest,
+        _FIXED.pack(
+            0, 0x0007, 8, sport, 0, 0x0008, 8, dport, 0, 0x0009, 10, seconds & 0xFFFFFFFF,
+            0, 0x000A, 10, micros, 0, 0x000B, 7, PROTO_SIP, 0, 0x000C, 10, capture_id & 0xFFFFFFFF,
+        ),
+        extra,
     ]
-    if password:
-        parts.append(_chunk(CHUNK["auth_key"], password.encode("utf-8")))
-    if node_name:
-        parts.append(_chunk(CHUNK["node_name"], node_name.encode("utf-8")))
     if correlation_id:
-        parts.append(_chunk(CHUNK["correlation_id"], correlation_id))
-    parts.append(_chunk(CHUNK["payload"], payload))
-    body = b"".join(parts)
-    total = 6 + len(body)
+        parts.append(struct.pack("!HHH", 0, 0x0011, 6 + len(correlation_id)) + correlation_id)
+    parts.append(struct.pack("!HHH", 0, 0x000F, 6 + len(payload)))
+    parts.append(payload)
+    total = 6 + sum(map(len, parts))
     if total > MAX_PACKET:
         raise ValueError(f"HEP: a {len(payload)}-byte message does not fit in a HEP packet")
-    return MAGIC + struct.pack("!H", total) + body
+    parts[0] = MAGIC + struct.pack("!H", total)
+    return b"".join(parts)
 
 
 def call_id_of(data: bytes) -> Optional[bytes]:
     """The Call-ID (or compact C{i}) header value of a SIP message's
     bytes, looked for in its header part only; None when it has none."""
     end = data.find(b"\r\n\r\n")
+    start = data.find(b"\r\nCall-ID:")
+    if 0 <= start < end:
+        # The usual spelling (ours): no regex.
+        stop = data.find(b"\r\n", start + 10)
+        value = data[start + 10 : stop].strip()
+        if value:
+            return value
     head = data if end < 0 else data[:end]
     m = _CALL_ID.search(head)
     return m.group(1) if m is not None and m.group(1) else None
@@ -213,6 +275,7 @@ class HepExporter:
         self.capture_id = capture_id
         self.password = password
         self.node_name = node_name
+        self._extra = _extra(password, node_name)
         self.target: Optional[Address] = None
         self.sent = 0
         self.dropped = 0
@@ -231,7 +294,7 @@ class HepExporter:
         """
         host = self.host
         try:
-            ipaddress.ip_address(host)
+            _packed(host)
         except ValueError:
             host = yield self.reactor.resolve(host)
         self.target = (host, self.port)
@@ -273,36 +336,41 @@ class HepExporter:
     def capture(self, data: Any, flow: Any, outbound: bool) -> None:
         """L{rustpbx_py.proxy.SipCore.set_capture}'s callback."""
         try:
-            if not isinstance(data, bytes):
+            if isinstance(data, bytes):
+                call_id = call_id_of(data)
+            else:
+                call_id = (data.get("call-id") or "").strip().encode("utf-8", "surrogateescape") or None
                 data = data.to_bytes()
-            local = self._local(flow)
-            local = (_plain(local[0]), local[1])
-            remote = (_plain(flow.remote[0]), flow.remote[1])
-            src, dst = (local, remote) if outbound else (remote, local)
-            packet = encode(
+            local_host, local_port = flow.local[0], flow.local[1]
+            remote_host, remote_port = flow.remote[0], flow.remote[1]
+            if local_host in ("0.0.0.0", "::", ""):
+                # Bound to every address: the one the kernel uses towards the peer.
+                local_host = self.core.transports._route_to(remote_host, v6=":" in remote_host)
+            version, local = _packed(local_host)
+            remote_version, remote = _packed(remote_host)
+            if version != remote_version:
+                raise ValueError(f"{local_host} and {remote_host} are of different IP families")
+            if outbound:
+                src, dst, sport, dport = local, remote, local_port, remote_port
+            else:
+                src, dst, sport, dport = remote, local, remote_port, local_port
+            packet = _encode(
                 data,
+                version,
                 src,
                 dst,
+                sport,
+                dport,
                 self.reactor.seconds(),
                 self.capture_id,
                 IPPROTO_UDP if flow.transport == "UDP" else IPPROTO_TCP,
-                self.password,
-                call_id_of(data),
-                self.node_name,
+                self._extra,
+                call_id,
             )
         except Exception as e:
             self._drop(f"cannot encode: {e}")
             return
         self._send(packet)
-
-    def _local(self, flow: Any) -> Address:
-        """Our address on C{flow}: the bound one, or the one the kernel
-        uses towards the peer when bound to all addresses."""
-        host, port = flow.local[0], flow.local[1]
-        if host in ("0.0.0.0", "::", ""):
-            remote = flow.remote[0]
-            host = self.core.transports._route_to(remote, v6=":" in remote)
-        return (host, port)
 
     def _send(self, packet: bytes) -> None:
         if self._udp is not None:
@@ -324,15 +392,6 @@ class HepExporter:
         self.dropped += 1
         if self.dropped == 1 or self.dropped % 1000 == 0:
             self.log.warn("HEP: a message was not exported ({why}; {count} so far)", why=why, count=self.dropped)
-
-
-def _plain(host: str) -> str:
-    """An IP address as HEP carries it: an IPv4-mapped IPv6 address (a
-    dual-stack socket's peer) as the IPv4 address it is."""
-    ip = ipaddress.ip_address(host)
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
 
 
 def parse_target(text: str) -> Address:
