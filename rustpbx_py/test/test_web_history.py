@@ -38,13 +38,18 @@ def make_record(call_id: str, caller: str, callee: str, start: float, answered: 
     return record
 
 
-class HistoryTests(TestCase):
+class HistoryTestsMixin:
+    """
+    The queries on a database L{database} gives (SQLite here, PostgreSQL
+    in interop/test_postgresql), filled with five calls.
+    """
+
+    def database(self) -> defer.Deferred:
+        raise NotImplementedError
+
     @defer.inlineCallbacks
     def setUp(self):
-        path = os.path.abspath(self.mktemp()) + ".sqlite3"
-        self.db = Database("sqlite:///" + path)
-        self.addCleanup(self.db.close)
-        yield self.db.migrate()
+        self.db = yield self.database()
         store = CallRecordStore(self.db)
         self.records = [
             make_record("c1", "alice@example.com", "bob@example.com", DAY),
@@ -182,6 +187,18 @@ class HistoryTests(TestCase):
         self.assertEqual(rows[1]["end_time"], "")
         data = yield history.export(self.db, RecordFilter(status="failed"))
         self.assertEqual(len(data.decode().strip().split("\r\n")), 2)
+
+
+class HistoryTests(HistoryTestsMixin, TestCase):
+    """On a migrated SQLite database."""
+
+    @defer.inlineCallbacks
+    def database(self):
+        path = os.path.abspath(self.mktemp()) + ".sqlite3"
+        db = Database("sqlite:///" + path)
+        self.addCleanup(db.close)
+        yield db.migrate()
+        return db
 
 
 class FilterTests(SynchronousTestCase):

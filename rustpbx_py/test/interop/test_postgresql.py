@@ -29,6 +29,7 @@ from rustpbx_py.registrar import Registry
 from rustpbx_py.store.db import Database, DatabaseError, migrations
 from rustpbx_py.test.fakes import make_request, proxy_config
 from rustpbx_py.test.test_registrar import ALICE, RegistrarTestsMixin, RestartSurvivalMixin, register_request
+from rustpbx_py.test.test_web_history import HistoryTestsMixin
 from rustpbx_py.users import DatabaseUserBackend, build_user_backends
 
 PASSWORD = "pbx s3cret/?"  # URL-quoted in the URL: checks userinfo decoding too
@@ -393,6 +394,22 @@ class CallRecordTests(PostgreSQLTestCase):
             [("c2", start + 100, None, R.BY_SYSTEM), ("c1", start + 30, 200, R.BY_CALLEE)],
         )
         self.assertIn("INVITE", found[1]["sip_flow"])
+
+
+class CallHistoryTests(HistoryTestsMixin, PostgreSQLTestCase):
+    """The console's call record searches, chart counts and CSV export
+    (L{rustpbx_py.web.history}) on PostgreSQL: same results as SQLite."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield PostgreSQLTestCase.setUp(self)
+        yield HistoryTestsMixin.setUp(self)
+
+    @defer.inlineCallbacks
+    def database(self):
+        db = self.open()
+        yield db.migrate()
+        return db
 
 
 class UserBackendTests(PostgreSQLTestCase):
