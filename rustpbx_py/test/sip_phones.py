@@ -42,7 +42,11 @@ class Network:
     straight into the PBX's UDP protocol.
     """
 
-    def __init__(self, clock: task.Clock, **proxy: Any) -> None:
+    def __init__(self, clock: task.Clock, config: Any = None, **proxy: Any) -> None:
+        """
+        @param config: a whole L{rustpbx_py.config.Config} (e.g. loaded from
+            a file); else one of defaults with the C{proxy} keys.
+        """
         from rustpbx_py.call.trunks import TrunkSet
         from rustpbx_py.server import ServerContext, find_factories
         from rustpbx_py.users import build_user_backends
@@ -50,7 +54,7 @@ class Network:
         self.clock = clock
         proxy.setdefault("udp_port", 0)
         proxy.setdefault("media_proxy", "none")
-        config = self.config = default_config(**proxy)
+        config = self.config = config if config is not None else default_config(**proxy)
         core = self.core = SipCore(config, clock)
         #: The datagrams the PBX sent, not yet delivered by L{pump}.
         self.outbox: List[Tuple[bytes, Address]] = []
