@@ -43,6 +43,14 @@ type = "database"
 """
 
 
+#: A token limited to another area's scope.
+SCOPED = "scoped-token-0123456789"
+SCOPED_TOKEN = f"""
+[[console.api_tokens]]
+token = "{SCOPED}"
+scopes = ["call.control"]
+"""
+
 AREAS = ("settings", "extension", "extensions", "routes", "trunks", "acl", "reload")
 
 
@@ -67,7 +75,7 @@ class ConfigConsoleMixin(WebTestMixin):
         os.makedirs(os.path.join(base, "data"))
         self.path = os.path.join(base, "pbx.toml")
         with open(self.path, "w") as f:
-            f.write(text + CONSOLE_TOML)
+            f.write(text + CONSOLE_TOML + SCOPED_TOKEN)
         config = load_config(self.path)
         store = Database(config.database_url)
         self.addCleanup(store.close)
@@ -117,6 +125,17 @@ class AuthorisationTests(ConfigConsoleMixin, TestCase):
             self.assertEqual(response.json()["error"]["code"], 401)
             response = yield self.api(method, f"/api/v1/{api}", token=None)
             self.assertEqual(response.code, 401, api)
+
+    @defer.inlineCallbacks
+    def test_scopes(self):
+        """A token limited to other scopes is refused (403); "config" and
+        "extensions" are the scopes of this area."""
+        yield self.start_console()
+        for api in self.APIS:
+            method = "POST" if api == "reload" else "GET"
+            response = yield self.api(method, f"/api/v1/{api}", token=SCOPED)
+            self.assertEqual(response.code, 403, api)
+            self.assertIn("config" if api != "extensions" else "extensions", response.json()["error"]["message"])
 
     @defer.inlineCallbacks
     def test_csrf(self):

@@ -57,6 +57,8 @@ def api_error(e: ExtensionError) -> ApiError:
 
 
 class ExtensionsApi(ApiResource):
+    #: Tokens limited to scopes need "extensions".
+    scope = "extensions"
     openapi = {
         "": {
             "get": {"summary": "List extensions", "operationId": "listExtensions", "parameters": _PAGE,

@@ -79,6 +79,8 @@ def save_and_reload(context: Any, kind: str, value: Any = None, text: str = None
 
 
 class ReloadApi(ApiResource):
+    #: Tokens limited to scopes need "config".
+    scope = "config"
     openapi = {
         "post": {
             "summary": "Reload routes, trunks and ACL rules without a restart",
@@ -109,6 +111,8 @@ def _raise(error: Exception):
 
 class RoutingApi(ApiResource):
     """C{/api/v1/routes}, C{/api/v1/trunks} or C{/api/v1/acl} (C{kind})."""
+
+    scope = "config"
 
     def __init__(self, context, site, kind: str) -> None:
         ApiResource.__init__(self, context, site)

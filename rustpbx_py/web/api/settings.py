@@ -58,6 +58,8 @@ def problems_error(problems: Problems) -> ApiError:
 
 
 class SettingsApi(ApiResource):
+    #: Tokens limited to scopes need "config".
+    scope = "config"
     openapi = {
         "get": {"summary": "Proxy Settings", "operationId": "getSettings",
                 "responses": {"200": json_response("every key", _SETTINGS)}},
