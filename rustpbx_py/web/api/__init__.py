@@ -21,3 +21,7 @@ def install_api(site, context) -> None:
     site.add_api("transactions", TransactionsApi(context, site))
     site.add_api("records", RecordsApi(context, site))
     site.add_api("records.csv", RecordsCsvApi(context, site))
+
+    from rustpbx_py.web.api.config import install_config_api
+
+    install_config_api(site, context)

@@ -20,3 +20,7 @@ def install_pages(site, context) -> None:
     site.add_page("registrations", RegistrationsPage(context, site))
     site.add_page("calls", CallsPage(context, site))
     site.add_page("records", RecordsPage(context, site))
+
+    from rustpbx_py.web.pages.config import install_config_pages
+
+    install_config_pages(site, context)
