@@ -15,7 +15,8 @@ import shutil
 import subprocess
 from types import SimpleNamespace
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.internet import defer
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from rustpbx_py.web import phone
@@ -164,3 +165,32 @@ class VendoredTests(SynchronousTestCase):
         result = subprocess.run([node, "--check", os.path.join(PHONE_DIR, "phone.js")],
                                 capture_output=True, text=True, timeout=60)
         self.assertEqual(result.returncode, 0, result.stderr)
+
+
+class SiteTests(TestCase):
+    """The PBX's web site serves the phone, with or without the console."""
+
+    @defer.inlineCallbacks
+    def test_mounted(self):
+        """/phone/ is the page (jssip_js from [console] when set), /phone
+        redirects to it, and it needs no session: its users sign in with
+        their SIP password over the WebSocket."""
+        from rustpbx_py.test.web_support import CONSOLE_TOML, WebTestMixin
+
+        class Client(WebTestMixin):
+            mktemp = self.mktemp
+            addCleanup = self.addCleanup
+
+        for toml, script in (("", "jssip.min.js"),
+                             (CONSOLE_TOML.replace("[console]\n", '[console]\njssip_js = "/static/js/jssip.min.js"\n'),
+                              "/static/js/jssip.min.js")):
+            client = Client()
+            yield client.start_web(toml)
+            response = yield client.get("/phone/")
+            self.assertEqual(response.code, 200)
+            self.assertIn(f'<script src="{script}"></script>', response.text)
+            self.assertIn('data-ws-path="/ws"', response.text)
+            response = yield client.get("/phone/phone.js")
+            self.assertEqual(response.code, 200)
+            response = yield client.get("/phone")
+            self.assertEqual((response.code, response.header("location")), (301, "phone/"))

@@ -178,6 +178,11 @@ class WebSite(server.Site):
 
             install_pages(self, context)
             install_api(self, context)
+        # The browser phone is public (its users sign in with their SIP
+        # password over the WebSocket), console or not, as in RustPBX.
+        from rustpbx_py.web.phone import install_phone
+
+        install_phone(self, context)
         for addon in getattr(context, "addons", []):
             if getattr(addon, "port", None) is not None:
                 continue  # it serves its resources on its own listener

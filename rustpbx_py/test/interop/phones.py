@@ -123,13 +123,15 @@ class PhonePbx:
 
     @classmethod
     @defer.inlineCallbacks
-    def start(cls, testcase, extra: str = ""):
+    def start(cls, testcase, extra: str = "", top: str = ""):
+        """C{extra}: more [proxy] lines; C{top}: top-level lines (e.g.
+        https_addr)."""
         cert, key = self_signed_for(testcase)
         users = "".join(
             f'[[proxy.user_backends.users]]\nusername = "{name}"\npassword = "{password}"\n\n'
             for name, password in USERS.items()
         )
-        text = (
+        text = top + (
             '[proxy]\naddr = "127.0.0.1"\nudp_port = 0\ntcp_port = 0\ntls_port = 0\n'
             f'ssl_certificate = "{cert}"\nssl_private_key = "{key}"\n{extra}\n'
             '[[proxy.user_backends]]\ntype = "memory"\n\n' + users

@@ -3,8 +3,9 @@ Interop: the PBX's own browser phone (rustpbx_py/web/phone) in headless
 Chromium, its fake microphone playing a 440 Hz tone, against a baresip
 desk phone (plain RTP/AVP) through the built-in relay.
 
-The page is loaded over HTTPS from the PBX and signs in with its form
-over WSS; it dials bob, bob hears the browser's tone and the page's
+The page is loaded from the PBX's own HTTPS site (https_addr) and signs
+in with its form over WSS to the same origin (proxy.ws_handler on that
+port, the page's default); it dials bob, bob hears the browser's tone and the page's
 getStats() figures show audio from the PBX; then bob calls the browser,
 the page rings, Answer is pressed, and the same holds the other way.
 Screenshots of the phone during each call go to the test artefacts
@@ -16,13 +17,13 @@ from __future__ import annotations
 
 import os
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from rustpbx_py.registrar import make_aor
 from rustpbx_py.test.interop.baresip import BaresipPhone, module_path
-from rustpbx_py.test.interop.phones import RATE, USERS, PhonePbx, until, write_tone
+from rustpbx_py.test.interop.phones import RATE, USERS, PhonePbx, write_tone
 from rustpbx_py.test.interop.support import artefacts_dir, require_tool
 
 
@@ -31,31 +32,6 @@ class _Browser:
 
     user = "alice (browser phone)"
     tone = 440
-
-
-def serve_phone_over_https(testcase, pbx) -> str:
-    """
-    The phone page of C{pbx}'s config on an HTTPS site of its own (the
-    PBX's certificate), as the PBX's web site mounts it; the page's URL.
-    """
-    from twisted.internet import ssl
-    from twisted.web.resource import Resource
-    from twisted.web.server import Site
-
-    from rustpbx_py.web.phone import PhonePage
-
-    config = pbx.service.config
-    root = Resource()
-    root.putChild(b"phone", PhonePage(config))
-    with open(pbx.cert) as f:
-        cert = f.read()
-    key_path = pbx.service.config.proxy.ssl_private_key
-    with open(key_path) as f:
-        key = f.read()
-    options = ssl.PrivateCertificate.loadPEM(cert + key).options()
-    port = reactor.listenSSL(0, Site(root), options, interface="127.0.0.1")
-    testcase.addCleanup(port.stopListening)
-    return f"https://127.0.0.1:{port.getHost().port}/phone/"
 
 
 class BrowserPhoneTests(TestCase):
@@ -74,21 +50,24 @@ class BrowserPhoneTests(TestCase):
         signed in as alice; the BrowserPhone."""
         from rustpbx_py.test.interop.browser_phone import BrowserPhone
 
-        self.pbx = yield PhonePbx.start(self, 'wss_port = 0\nmedia_proxy = "all"\n')
+        self.pbx = yield PhonePbx.start(self, 'media_proxy = "all"\n', top='https_addr = "127.0.0.1:0"\n')
         self.bob = yield BaresipPhone(self, self.pbx, "bob", "udp").start()
-        url = serve_phone_over_https(self, self.pbx)
-        server = f"wss://127.0.0.1:{self.pbx.ports['WSS']}{self.pbx.service.config.proxy.ws_handler}"
+        # The PBX's own site: the page, and SIP over WebSocket at ws_handler
+        # on the same port (the page's default server).
+        url = f"https://127.0.0.1:{self.pbx.ports['HTTPS']}/phone/"
         microphone = write_tone(os.path.join(os.path.abspath(self.mktemp()) + ".wav"), _Browser.tone,
                                 seconds=60.0, rate=RATE)
         phone = yield deferToThread(BrowserPhone, *self.chromium,
                                     [f"--use-file-for-fake-audio-capture={microphone}"])
         self.addCleanup(deferToThread, phone.quit)
         yield deferToThread(phone.open, url)
-        state = yield deferToThread(phone.sign_in, "alice", USERS["alice"], server)
+        state = yield deferToThread(phone.sign_in, "alice", USERS["alice"])
         self.assertEqual(state["call"], "idle")
         registry = next(m for m in self.pbx.service.modules if m.name == "registrar").registry
         (binding,) = registry.lookup(make_aor("alice", "127.0.0.1"))
         self.assertEqual(binding.transport, "WSS")
+        self.assertTrue(binding.webrtc)
+        self.assertEqual(binding.local[1], self.pbx.ports["HTTPS"])     # the page's own origin
         self.shots = artefacts_dir("browser-phone")
         return phone
 
