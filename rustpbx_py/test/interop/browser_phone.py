@@ -74,6 +74,12 @@ class BrowserPhone:
     def press(self, element_id: str) -> None:
         self._by_id(element_id).click()
 
+    def key(self, digit: str) -> None:
+        """Press a key of the keypad (a digit into the number, or RFC 4733 in a call)."""
+        from selenium.webdriver.common.by import By
+
+        self.browser.find_element(By.CSS_SELECTOR, f"#keypad [data-key='{digit}']").click()
+
     def text(self, element_id: str) -> str:
         return self._by_id(element_id).text
 

@@ -91,8 +91,9 @@ class BrowserPhoneTests(TestCase):
         """The page dials bob: it shows calling/ringing then 'in call'; the
         answer it got is the PBX's WebRTC answer (ice-lite, fingerprint,
         BUNDLE); getStats shows audio from the PBX; bob's INVITE is plain
-        RTP/AVP and bob hears the browser's 440 Hz tone; Hang up ends the call
-        on both sides."""
+        RTP/AVP and bob hears the browser's 440 Hz tone; a key of the keypad
+        reaches bob as an RFC 4733 digit; Hang up ends the call on both
+        sides."""
         phone = yield self.open_phone()
         out_b = len(self.bob.process.output)
         yield deferToThread(phone.dial, "bob")
@@ -104,6 +105,12 @@ class BrowserPhoneTests(TestCase):
         self.assertIn("INVITE sip:bob", self.bob.process.output[out_b:])
         self.assertNotIn("a=fingerprint", self.bob.process.output[out_b:])
         yield self.bob.hears(_Browser(), seconds=1.0, timeout=10.0)
+        # the keypad during the call: RFC 4733 digits, translated by the
+        # relay to bob's telephone-event, which baresip reports
+        mark = self.bob.mark()
+        yield deferToThread(phone.key, "5")
+        event = yield self.bob.wait_event("CALL_DTMF_START", since=mark)
+        self.assertEqual(event.get("param"), "5", event)
         mark = self.bob.mark()
         yield deferToThread(phone.press, "hangup")
         state = yield deferToThread(phone.wait, lambda s: s["call"].startswith("ended"), 15.0, "the call ended")
