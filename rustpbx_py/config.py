@@ -1510,7 +1510,7 @@ class Config:
         if "https_addr" not in given and self.ssl_certificate is not None and self.ssl_private_key is not None:
             # RustPBX serves HTTPS whenever the top-level files are set.
             self.https_addr = "0.0.0.0:8443"
-        if self.http_addr is not None and self.http_addr == self.https_addr:
+        if self.http_addr is not None and self.http_addr == self.https_addr and not self.https_addr.endswith(":0"):
             ctx.problem("https_addr", f"expected another address than http_addr, found {_show(self.https_addr)}")
         return True
 

@@ -49,6 +49,10 @@ class _FormPage(ConsolePage):
         redirect(request, self.site.page_url("form"))
 
 
+class _DeepPage(_FormPage):
+    nav = None
+
+
 class _Public(resource.Resource):
     isLeaf = True
 
@@ -63,12 +67,15 @@ class SiteTests(WebTestMixin, TestCase):
         site.add_page("form", _FormPage(self.context, site))
         site.add_api("echo", _Echo(self.context))
         site.add_public("api/monitor/snapshot", _Public())
+        site.add_page("deep/form", _DeepPage(self.context, site))
+        site.add_api("deep/echo", _Echo(self.context))
 
     @defer.inlineCallbacks
     def test_pages_need_a_session(self):
         """Without a session every console page (and unknown paths under the
         console) answers 303 to the login page, remembering where to go."""
-        for path in ("/console/form", "/console/audit", "/console/", "/console/nosuch"):
+        for path in ("/console/form", "/console/audit", "/console/", "/console/nosuch", "/console/deep", "/console/deep/form",
+                     "/console/deep/nosuch"):
             response = yield self.get(path)
             self.assertEqual(response.code, 303, path)
             self.assertEqual(response.header("location"), "/console/login?next=" + path)
@@ -150,6 +157,13 @@ class SiteTests(WebTestMixin, TestCase):
         self.assertEqual(unknown.code, 401)
         unknown = yield self.api("GET", "/api/v1/nosuch")
         self.assertEqual(unknown.code, 404)
+        for path in ("/api/v1/deep", "/api/v1/deep/nosuch"):
+            unknown = yield self.api("GET", path, token=None)
+            self.assertEqual(unknown.code, 401, path)
+            unknown = yield self.api("GET", path)
+            self.assertEqual((unknown.code, unknown.json()["error"]["code"]), (404, 404), path)
+        nested = yield self.api("GET", "/api/v1/deep/echo?limit=1")
+        self.assertEqual(nested.json()["items"], [0])
 
     @defer.inlineCallbacks
     def test_api_errors_are_json(self):

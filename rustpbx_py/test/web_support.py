@@ -28,7 +28,7 @@ from typing import Dict, Optional
 from urllib.parse import urlencode
 
 from twisted.internet import defer, reactor
-from twisted.web.client import Agent, readBody
+from twisted.web.client import Agent, PartialDownloadError, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -146,7 +146,10 @@ class WebTestMixin:
         if cookies and jar:
             hdrs.addRawHeader("Cookie", "; ".join(f"{k}={v}" for k, v in jar.items()))
         response = yield self.agent().request(method.encode(), self.url(path), hdrs, _Body(body) if body is not None else None)
-        data = yield readBody(response)
+        try:
+            data = yield readBody(response)
+        except PartialDownloadError as e:  # a body ended by closing the connection
+            data = e.response
         set_cookies = {}
         for line in response.headers.getRawHeaders("set-cookie", []):
             name, _, rest = line.partition("=")

@@ -226,7 +226,7 @@ class Accounts:
             (key,),
         )
         now = self.clock.seconds()
-        if not rows or rows[0][4] < now or now - rows[0][3] > SESSION_MAX:
+        if not rows or rows[0][4] <= now or now - rows[0][3] >= SESSION_MAX:
             return None
         admin_id, username, csrf, _created, _expires, last_seen = rows[0]
         if now - last_seen > 60:

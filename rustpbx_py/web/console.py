@@ -330,6 +330,23 @@ class ConsoleRoot(resource.Resource):
         redirect(request, self.site.base_path + "/")
         return b""
 
+    def directory(self) -> resource.Resource:
+        """An intermediate path segment of a nested page (C{add_page("a/b")}):
+        anything but its children is a console 404 (after the session check)."""
+        return _Directory(self.site)
+
+
+class _Directory(resource.Resource):
+    def __init__(self, site) -> None:
+        resource.Resource.__init__(self)
+        self.site = site
+
+    def getChild(self, name, request):
+        return NotFoundPage(self.site.context, self.site)
+
+    def render(self, request):
+        return NotFoundPage(self.site.context, self.site).render(request)
+
 
 class StaticFiles(static.File):
     """The stylesheet (and small scripts): no directory listings."""

@@ -203,3 +203,8 @@ class ApiRoot(resource.Resource):
 
     def render(self, request):
         return _ApiNotFound(site=self.site).render(request)
+
+    def directory(self) -> "ApiRoot":
+        """An intermediate segment of a nested resource (C{add_api("a/b")}):
+        anything but its children is a JSON 404 (after authorisation)."""
+        return ApiRoot(self.site)

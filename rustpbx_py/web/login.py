@@ -49,6 +49,8 @@ def safe_next(site, target: str) -> str:
 class LoginPage(resource.Resource):
     isLeaf = True
     log = Logger()
+    #: The longest a failed login's answer is held back, seconds.
+    hold_max = 5.0
 
     def __init__(self, site) -> None:
         resource.Resource.__init__(self)
@@ -123,7 +125,9 @@ class LoginPage(resource.Resource):
             yield audit(site.context, _Anonymous(username, source), "login.failed", "wrong user name or password")
             # Hold the answer back (at most a few seconds: the next attempt
             # is refused until the full delay is over anyway).
-            yield task.deferLater(site.reactor, min(delay, 5.0), lambda: None)
+            hold = min(delay, self.hold_max)
+            if hold > 0:
+                yield task.deferLater(site.reactor, hold, lambda: None)
             yield self._form(request, username, "Wrong user name or password.", code=403)
             return
         admin_id, name = found

@@ -39,16 +39,17 @@ def split_path(path: str) -> List[bytes]:
     return [s.encode("utf-8") for s in path.strip("/").split("/") if s]
 
 
-def mount(parent: resource.Resource, path: str, child) -> None:
-    """Put C{child} at C{path} below C{parent}, making (or reusing) plain
-    intermediate resources for the leading segments."""
+def mount(parent: resource.Resource, path: str, child, intermediate=resource.Resource) -> None:
+    """Put C{child} at C{path} below C{parent}, making (or reusing)
+    C{intermediate()} resources for the leading segments (the console and
+    the API use theirs, which check the session or token before a 404)."""
     segments = split_path(path)
     if not segments:
         raise ValueError(f"cannot mount a resource at the empty path below {parent!r}")
     for segment in segments[:-1]:
         existing = parent.children.get(segment)
         if existing is None:
-            existing = resource.Resource()
+            existing = intermediate()
             parent.putChild(segment, existing)
         parent = existing
     parent.putChild(segments[-1], child)
@@ -211,7 +212,7 @@ class WebSite(server.Site):
         if not path.strip("/"):
             self.console_root.index = page
         else:
-            mount(self.console_root, path, page)
+            mount(self.console_root, path, page, self.console_root.directory)
 
     def add_api(self, path: str, api) -> None:
         """Serve C{api} (an L{ApiResource}) at C{api_path/path}.  Ignored
@@ -220,12 +221,23 @@ class WebSite(server.Site):
         if getattr(api, "site", None) is None:
             api.site = self
         if self.api_root is not None:
-            mount(self.api_root, path, api)
+            mount(self.api_root, path, api, self.api_root.directory)
 
     def add_public(self, path: str, child) -> None:
         """Serve C{child} at C{/path} with no authorisation of ours."""
         self.public[path.strip("/")] = child
         mount(self.root, path, child)
+
+    def log(self, request) -> None:
+        """The access log, without the public mounts (metrics scrapes, the
+        phone's files) and the stylesheet."""
+        path = request.path.decode("utf-8", "replace")
+        for public in self.public:
+            if path == "/" + public or path.startswith("/" + public + "/"):
+                return
+        if path.startswith(self.base_path + "/static/"):
+            return
+        server.Site.log(self, request)
 
     def nav(self) -> List[Tuple[int, str, str]]:
         """(order, label, URL) of the pages that appear in the menu."""
