@@ -74,6 +74,10 @@ class BrowserPhone:
     def press(self, element_id: str) -> None:
         self._by_id(element_id).click()
 
+    def script(self, js: str):
+        """Run C{js} in the page (a function body: C{return x} gives x)."""
+        return self.browser.execute_script(js)
+
     def key(self, digit: str) -> None:
         """Press a key of the keypad (a digit into the number, or RFC 4733 in a call)."""
         from selenium.webdriver.common.by import By

@@ -22,8 +22,9 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from rustpbx_py.registrar import make_aor
+from rustpbx_py.sip.sdp import SessionDescription
 from rustpbx_py.test.interop.baresip import BaresipPhone, module_path
-from rustpbx_py.test.interop.phones import RATE, USERS, PhonePbx, write_tone
+from rustpbx_py.test.interop.phones import RATE, USERS, PhonePbx, until, write_tone
 from rustpbx_py.test.interop.support import artefacts_dir, require_tool
 
 
@@ -137,3 +138,36 @@ class BrowserPhoneTests(TestCase):
         yield self.bob.command("hangup")
         state = yield deferToThread(phone.wait, lambda s: s["call"].startswith("ended"), 15.0, "the call ended")
         self.assertEqual(state["call"], "ended (remote: Terminated)")
+
+    @defer.inlineCallbacks
+    def test_ice_restart(self):
+        """During a call to bob the page restarts ICE (what it does by itself
+        when the network changes under it): the re-INVITE's answer from the
+        PBX has new ICE credentials and the same fingerprint, the call stays
+        up, audio keeps arriving in the page and bob still hears the tone."""
+        phone = yield self.open_phone()
+        yield deferToThread(phone.dial, "bob")
+        state = yield self.in_call(phone, "browser-phone-before-ice-restart.png")
+        before = SessionDescription.parse(state["answer"].encode()).media[0]
+        received = state["stats"]["packetsReceived"]
+        call = next(m for m in self.pbx.service.modules if m.name == "call")
+        (session,) = call.media_engine.sessions
+        ice = session.streams[0].webrtc["a"].ice
+        started = yield deferToThread(phone.script, "return window.phone.restartIce()")
+        self.assertTrue(started)
+        state = yield deferToThread(
+            phone.wait, lambda s: s["answer"] and "a=ice-ufrag:" + before.attribute("ice-ufrag") not in s["answer"],
+            20.0, "the answer to the ICE restart")
+        after = SessionDescription.parse(state["answer"].encode()).media[0]
+        answered = ice.answered         # from here on only the new credentials are answered
+        self.assertNotEqual(after.attribute("ice-pwd"), before.attribute("ice-pwd"))
+        self.assertEqual(after.attribute("fingerprint"), before.attribute("fingerprint"))
+        self.assertEqual(state["iceRestarts"], 1)
+        state = yield deferToThread(
+            phone.wait, lambda s: s["call"] == "in call" and s["ice"] in ("connected", "completed")
+            and s["stats"]["packetsReceived"] > received + 100, 20.0, "audio after the restart")
+        # the PBX answers the browser's checks with the new credentials
+        # (those with the old ones are refused from the restart on)
+        self.assertEqual(ice.ufrag, after.attribute("ice-ufrag"))
+        yield until(lambda: ice.answered > answered, 15.0, "a check with the new credentials answered")
+        yield self.bob.hears(_Browser(), seconds=1.0, timeout=10.0)

@@ -4,15 +4,16 @@
 // the call's audio figures (getStats).  One call at a time: a second
 // incoming call is refused with 486 Busy Here.
 //
-// window.phone holds the live state (registration, call state, figures):
-// the interop test reads it, nothing else depends on it.
+// window.phone holds the live state (registration, call state, figures)
+// and restartIce(), which the page calls itself when ICE fails: the
+// interop test reads and calls them, nothing else depends on them.
 'use strict';
 
 (function () {
   const $ = (id) => document.getElementById(id);
   const STORE = 'rustpbx-phone';
   const phone = { registration: 'signed out', call: 'idle', peer: null, history: [], stats: null,
-                  error: null, offer: null, answer: null };
+                  error: null, offer: null, answer: null, ice: null, iceRestarts: 0 };
   window.phone = phone;
 
   let ua = null;
@@ -20,6 +21,7 @@
   let statsTimer = null;
   let clockTimer = null;
   let started = 0;
+  const hooked = new WeakSet();
 
   function defaults() {
     const wsPath = document.body.dataset.wsPath || '/ws';
@@ -124,10 +126,23 @@
 
   function attach(s) {
     const hook = (pc) => {
+      if (hooked.has(pc)) return;
+      hooked.add(pc);
       pc.addEventListener('track', (e) => {
         const audio = $('remote-audio');
         audio.srcObject = e.streams[0] || new MediaStream([e.track]);
         audio.play().catch(() => {});
+      });
+      // The network changed under the call (Wi-Fi to mobile data, a new
+      // address): restart ICE (a re-INVITE with new credentials) rather
+      // than lose the call.  'disconnected' may heal by itself: wait a bit.
+      let pending = null;
+      pc.addEventListener('iceconnectionstatechange', () => {
+        const state = pc.iceConnectionState;
+        phone.ice = state;
+        if (pending) { clearTimeout(pending); pending = null; }
+        if (state === 'failed') restartIce();
+        else if (state === 'disconnected') pending = setTimeout(restartIce, 3000);
       });
     };
     if (s.connection) hook(s.connection);
@@ -153,6 +168,16 @@
     s.on('ended', end);
     s.on('failed', end);
   }
+
+  // A re-INVITE with new ICE credentials (RFC 8445 section 9); the PBX
+  // answers with new ones of its own and media moves to the new path.
+  function restartIce() {
+    if (!session || !session.isEstablished()) return false;
+    const ok = session.renegotiate({ rtcOfferConstraints: { iceRestart: true } });
+    if (ok) phone.iceRestarts += 1;
+    return ok;
+  }
+  phone.restartIce = restartIce;
 
   function dial(target) {
     target = target.trim();
