@@ -128,7 +128,10 @@ class IAddon(Interface):
         """Stop the addon; may return a Deferred."""
 
     def web_resources() -> dict:
-        """Path -> L{twisted.web.resource.IResource} to mount on the console."""
+        """Path -> L{twisted.web.resource.IResource} to serve on the PBX's web
+        site (L{rustpbx_py.web.site.WebSite.add_public}: at C{/PATH}, nested
+        paths allowed, no authorisation of the site's: the resource does its
+        own).  An addon that serves them on its own listener sets C{port}."""
 
     def on_call_record(record) -> None:
         """A call ended; C{record} is its L{rustpbx_py.call.record.CallRecord}."""

@@ -66,12 +66,20 @@ class HashTests(SynchronousTestCase):
         self.assertEqual(check_password("long enough"), "long enough")
 
 
-class AccountsTests(TestCase):
+class AccountsTestsMixin:
+    """Accounts and sessions on the database of C{database()} (SQLite here,
+    PostgreSQL in interop/test_postgresql)."""
+
+    @defer.inlineCallbacks
+    def database(self):
+        store = Database("sqlite:///" + os.path.abspath(self.mktemp()) + ".sqlite3")
+        self.addCleanup(store.close)
+        yield store.migrate()
+        return store
+
     @defer.inlineCallbacks
     def setUp(self):
-        self.store = Database("sqlite:///" + os.path.abspath(self.mktemp()) + ".sqlite3")
-        self.addCleanup(self.store.close)
-        yield self.store.migrate()
+        self.store = yield self.database()
         self.clock = Clock()
         self.clock.advance(1_000_000)
         self.accounts = Accounts(self.store, "secret-0123456789abcdef", self.clock)
@@ -135,6 +143,10 @@ class AccountsTests(TestCase):
         other = Accounts(self.store, "another-secret-0123456789", self.clock)
         self.assertIsNone((yield other.session(token)))
         self.assertIsNone((yield self.accounts.session("x" * 500)))
+
+
+class AccountsTests(AccountsTestsMixin, TestCase):
+    pass
 
 
 class CreateAdminCommandTests(SynchronousTestCase):

@@ -12,8 +12,18 @@ from twisted.trial.unittest import TestCase
 from twisted.web import resource
 from twisted.web.template import tags
 
-from rustpbx_py.test.web_support import TOKEN, WebTestMixin
-from rustpbx_py.web.console import ConsolePage, audit, redirect
+from rustpbx_py.test.web_support import CONSOLE_TOML, TOKEN, WebTestMixin
+from rustpbx_py.web.console import (
+    ConsolePage,
+    FieldErrors,
+    PageError,
+    audit,
+    csrf_input,
+    field,
+    form_error,
+    form_value,
+    redirect,
+)
 from rustpbx_py.web.jsonapi import ApiError, ApiResource, paginate, request_json
 
 
@@ -49,6 +59,34 @@ class _FormPage(ConsolePage):
         redirect(request, self.site.page_url("form"))
 
 
+class _BrokenPage(ConsolePage):
+    title = "Broken"
+
+    def get(self, request, admin):
+        raise RuntimeError("secret internal detail")
+
+    def post(self, request, admin):
+        raise PageError(409, "That name is taken.")
+
+
+class _FieldsPage(ConsolePage):
+    title = "Fields"
+
+    def get(self, request, admin):
+        return self.form(request, FieldErrors())
+
+    def form(self, request, errors):
+        return tags.form(csrf_input(request), field("Name", "name", form_value(request, "name"), errors, help="letters only"),
+                         method="post")
+
+    def post(self, request, admin):
+        errors = FieldErrors()
+        if not form_value(request, "name").isalpha():
+            errors["name"] = "expected letters only"
+        form_error(request, errors)
+        return self.form(request, errors)
+
+
 class _DeepPage(_FormPage):
     nav = None
 
@@ -68,6 +106,8 @@ class SiteTests(WebTestMixin, TestCase):
         site.add_api("echo", _Echo(self.context))
         site.add_public("api/monitor/snapshot", _Public())
         site.add_page("deep/form", _DeepPage(self.context, site))
+        site.add_page("broken", _BrokenPage(self.context, site))
+        site.add_page("fields", _FieldsPage(self.context, site))
         site.add_api("deep/echo", _Echo(self.context))
 
     @defer.inlineCallbacks
@@ -211,3 +251,89 @@ class SiteTests(WebTestMixin, TestCase):
         """add_public mounts at the root, nested paths included, without auth."""
         response = yield self.get("/api/monitor/snapshot")
         self.assertEqual((response.code, response.body), (200, b"public"))
+
+    @defer.inlineCallbacks
+    def test_page_errors(self):
+        """An exception in a page is a 500 page inside the layout, logged,
+        without its message or a traceback; a PageError shows its message
+        with its code."""
+        yield self.login()
+        page = yield self.get("/console/broken")
+        self.assertEqual(page.code, 500)
+        self.assertIn("Something went wrong", page.text)
+        self.assertNotIn("secret", page.text)
+        self.assertNotIn("Traceback", page.text)
+        self.assertIn('class="menu"', page.text)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        page = yield self.post_form("/console/broken", {})
+        self.assertEqual(page.code, 409)
+        self.assertIn("That name is taken.", page.text)
+
+    @defer.inlineCallbacks
+    def test_field_errors(self):
+        """A refused form is 400 and shows the error right after its input,
+        tied to it for screen readers, with the value kept."""
+        yield self.login()
+        page = yield self.post_form("/console/fields", {"name": "a1"})
+        self.assertEqual(page.code, 400)
+        self.assertIn(
+            '<input type="text" name="name" id="f-name" value="a1" aria-invalid="true" aria-describedby="f-name-error" />'
+            '<small class="help">letters only</small>'
+            '<span class="field-error" id="f-name-error" role="alert">expected letters only</span>',
+            page.text,
+        )
+        page = yield self.post_form("/console/fields", {"name": "abc"})
+        self.assertEqual(page.code, 200)
+        self.assertNotIn("field-error", page.text)
+
+    @defer.inlineCallbacks
+    def test_security_headers(self):
+        """Console pages are not cached, not framed, and forms post only to
+        the site."""
+        page = yield self.get("/console/login")
+        self.assertEqual(page.header("cache-control"), "no-store")
+        self.assertEqual(page.header("x-frame-options"), "DENY")
+        self.assertIn("frame-ancestors 'none'", page.header("content-security-policy"))
+        self.assertIn("form-action 'self'", page.header("content-security-policy"))
+
+    @defer.inlineCallbacks
+    def test_audit_page(self):
+        """The audit log lists the newest change first, filters by
+        administrator and pages by 50."""
+        yield self.login()
+        for i in range(55):
+            yield audit(self.context, type("A", (), {"username": "bob", "source": "192.0.2.9"})(), "thing.change", f"change {i}")
+        page = yield self.get("/console/audit")
+        self.assertEqual(page.code, 200)
+        self.assertIn("<td>change 54</td>", page.text)
+        self.assertNotIn("<td>change 4</td>", page.text)
+        self.assertIn('href="?page=2"', page.text)
+        older = yield self.get("/console/audit?page=2")
+        self.assertIn("<td>change 4</td>", older.text)
+        self.assertIn("<td>login</td>", older.text)
+        mine = yield self.get("/console/audit?who=admin")
+        self.assertIn("<td>login</td>", mine.text)
+        self.assertNotIn("change 54", mine.text)
+
+
+class SecureCookieTests(WebTestMixin, TestCase):
+    @defer.inlineCallbacks
+    def test_secure_cookie_setting(self):
+        """[console] secure_cookie = true marks the cookie Secure over plain
+        HTTP (a TLS-terminating proxy in front)."""
+        yield self.start_web(CONSOLE_TOML.replace("[console]\n", "[console]\nsecure_cookie = true\n"))
+        response = yield self.login()
+        cookie = [c for c in response.headers.getRawHeaders("set-cookie") if c.startswith("rustpbx_session=")][0]
+        self.assertIn("; Secure", cookie)
+
+    @defer.inlineCallbacks
+    def test_no_console(self):
+        """Without [console] neither the console nor the API is served (as
+        in RustPBX); public mounts still are."""
+        site = yield self.start_web("")
+        site.add_public("healthz", _Public())
+        for path in ("/console/login", "/api/v1/health", "/"):
+            response = yield self.get(path)
+            self.assertEqual(response.code, 404, path)
+        response = yield self.get("/healthz")
+        self.assertEqual(response.code, 200)

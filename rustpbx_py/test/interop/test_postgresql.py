@@ -29,6 +29,7 @@ from rustpbx_py.registrar import Registry
 from rustpbx_py.store.db import Database, DatabaseError, migrations
 from rustpbx_py.test.fakes import make_request, proxy_config
 from rustpbx_py.test.test_registrar import ALICE, RegistrarTestsMixin, RestartSurvivalMixin, register_request
+from rustpbx_py.test.test_web_accounts import AccountsTestsMixin
 from rustpbx_py.test.test_web_history import HistoryTestsMixin
 from rustpbx_py.users import DatabaseUserBackend, build_user_backends
 
@@ -487,3 +488,19 @@ class UserBackendTests(PostgreSQLTestCase):
         bob = yield chain.get_user("bob", "a.com")
         self.assertEqual((bob.password, bob.enabled), ("pw2", False))
         self.assertIsNone((yield chain.get_user("ghost", "a.com")))
+
+
+class ConsoleAccountsTests(AccountsTestsMixin, PostgreSQLTestCase):
+    """Console administrators and sessions (L{rustpbx_py.web.accounts},
+    migration 0050) on PostgreSQL."""
+
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield PostgreSQLTestCase.setUp(self)
+        yield AccountsTestsMixin.setUp(self)
+
+    @defer.inlineCallbacks
+    def database(self):
+        db = self.open()
+        yield db.migrate()
+        return db
