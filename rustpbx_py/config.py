@@ -1006,6 +1006,7 @@ class TrunkConfig:
     video_policy: Optional[str] = _key(_enum("pass_through", "strip", "transcode"), doc="What to do with video towards this trunk.")
     did_numbers: list[str] = _key(_str_list, factory=list, doc="Numbers (DIDs) that belong to this trunk.")
     max_ring_time: Optional[int] = _key(_int(0), doc="Seconds to ring before giving up on calls through this trunk; overrides proxy.max_ring_time.")
+    max_call_duration: Optional[int] = _key(_int(0), doc="Seconds an answered call through this trunk may last (0 = no limit); overrides proxy.max_call_duration.")
     external_ip: Optional[str] = _key(_ip, doc="IP advertised in SDP for calls through this trunk; overrides the top-level external_ip.")
     health_check_enabled: bool = _key(_bool, False, doc="Probe dest with SIP OPTIONS; a trunk that fails health_check_probe_count probes in a row is down (skipped by routes) until one is answered 2xx.")
     health_check_interval_secs: int = _key(_int(1), 30, doc="Seconds between two OPTIONS probes of the trunk (after the previous one's answer or 10 s timeout).")
@@ -1297,6 +1298,7 @@ class ProxyConfig:
     t1_timer: int = _key(_int(1), 500, doc="RFC 3261 T1 in milliseconds.")
     t1x64_timer: int = _key(_int(1), 32000, doc="RFC 3261 64*T1 (transaction timeout) in milliseconds.")
     max_ring_time: int = _key(_int(0), 60, doc="Seconds an outgoing leg may ring before the call fails with 480; 0 = no limit. Routes and trunks can override it.")
+    max_call_duration: int = _key(_int(0), 3600, doc="Seconds an answered call may last before the PBX hangs up both legs (hangup reason autohangup); 0 = no limit. A trunk's max_call_duration overrides it.")
     # Modules
     modules: list[str] = _key(_str_list, factory=lambda: ["acl", "auth", "registrar", "call", "presence"], doc="Proxy modules, in pipeline order.")
     addons: list[str] = _key(_str_list, factory=list, doc="Addons to load (plugins in rustpbx_py.plugins).")

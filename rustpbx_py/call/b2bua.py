@@ -294,6 +294,8 @@ class Call:
         self.winner_response: Optional[Response] = None
         self.ring_timer = None
         self.ring_time: Optional[float] = None
+        #: Ends an answered call at max_call_duration.
+        self.duration_timer = None
         #: Repeats our last provisional to the caller while it rings.
         self.keepalive_timer = None
         #: Timer C of each re-INVITE we relayed, by (leg name, CSeq).
@@ -655,6 +657,9 @@ class Call:
         self._stop_ring_timer()
         self.state = "answered"
         self.record.answer_time = self.clock.seconds()
+        limit = self.module.call_duration_for(fork.target)
+        if limit:
+            self.duration_timer = self.clock.callLater(limit, self._max_duration, limit)
         self.record.status_code = response.status
         self.record.trunk = getattr(fork.target.trunk, "name", self.record.trunk)
         # The B leg's ACK: now when our INVITE had the offer, else with the
@@ -900,6 +905,19 @@ class Call:
             return
         self._give_up(480, "Temporarily Unavailable", R.NO_ANSWER)
 
+    def _max_duration(self, limit: int) -> None:
+        """
+        The call has been up for max_call_duration: BYE both legs.  What
+        ends a call whose phones vanished without a BYE when nothing else
+        would (media not anchored, so no rtp_timeout; no session timer
+        negotiated): RustPBX's default limit of an hour.
+        """
+        self.duration_timer = None
+        if self.state != "answered":
+            return
+        self.log.info("call {id}: up for {limit} s (max_call_duration), hanging up", id=self.tx.request.call_id, limit=limit)
+        self.hangup(R.AUTOHANGUP)
+
     def _stop_ring_timer(self) -> None:
         if self.ring_timer is not None and self.ring_timer.active():
             self.ring_timer.cancel()
@@ -956,6 +974,10 @@ class Call:
         self.state = "ended"
         self.end_reason = reason
         self._stop_ring_timer()
+        if self.duration_timer is not None:
+            if self.duration_timer.active():
+                self.duration_timer.cancel()
+            self.duration_timer = None
         for timer in self.relay_timers.values():
             if timer.active():
                 timer.cancel()

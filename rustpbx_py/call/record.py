@@ -32,6 +32,8 @@ SESSION_EXPIRED = "sessionExpired"
 BY_SYSTEM = "bySystem"
 #: No RTP either way for rtp_timeout (RustPBX's name).
 RTP_TIMEOUT = "rtpTimeout"
+#: The call reached max_call_duration (RustPBX's name).
+AUTOHANGUP = "autohangup"
 
 
 class SipFlow:

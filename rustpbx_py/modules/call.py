@@ -609,8 +609,20 @@ class CallModule:
             value = self.config.proxy.max_ring_time
         return value
 
+    def call_duration_for(self, target: Target) -> int:
+        """
+        How long an answered call may last, seconds (0 = no limit): the
+        answering trunk's max_call_duration, else proxy.max_call_duration.
+        """
+        value = getattr(target.trunk, "max_call_duration", None)
+        if value is None:
+            value = self.config.proxy.max_call_duration
+        return value
+
     def trunk_failed(self, trunk) -> None:
         """A trunk answered 5xx or timed out; the call fails over (see Call)."""
+        if trunk is None:
+            return
         self.log.info("trunk {trunk} failed a call", trunk=getattr(trunk, "name", trunk))
 
     # -- media ---------------------------------------------------------------

@@ -757,6 +757,74 @@ class TimeoutTests(CallHarness, SynchronousTestCase):
         self.assertEqual(call.state, "answered")
 
 
+class MaxDurationTests(CallHarness, SynchronousTestCase):
+    """
+    max_call_duration: an answered call whose phones vanished without a BYE
+    (media not anchored, so no rtp_timeout; no session timer negotiated)
+    still ends, as in RustPBX (an hour by default).
+    """
+
+    def test_default_is_an_hour(self):
+        """With the defaults (no session timer asked for by either phone)
+        the call is hung up after 3600 s: BYE to both legs, record
+        autohangup; nothing of the call's is left on the clock."""
+        self.setup_module()
+        tx, call, fork = self.answered_call()
+        self.assertEqual(self.module.config.proxy.max_call_duration, 3600)
+        self.clock.advance(3599)
+        self.assertEqual((call.state, self.core.requests("BYE")), ("answered", []))
+        self.clock.advance(1)
+        self.assertEqual(call.state, "ended")
+        self.assertEqual(sorted(b.request.call_id for b in self.core.requests("BYE")), sorted([tx.request.call_id, call.b_call_id]))
+        self.assertEqual(call.record.hangup_reason, R.AUTOHANGUP)
+        self.assertEqual({d.getTime() - self.clock.seconds() for d in self.module_timers()}, {32})  # only the forget timers
+
+    def test_zero_is_no_limit(self):
+        """max_call_duration = 0: a call stays up for a day."""
+        self.setup_module(toml="max_call_duration = 0\n")
+        tx, call, fork = self.answered_call()
+        self.clock.advance(86400)
+        self.assertEqual((call.state, self.core.requests("BYE")), ("answered", []))
+
+    def test_counts_from_the_answer(self):
+        """Ringing does not count: 50 s of ringing, then 100 s of talk."""
+        self.setup_module(toml="max_call_duration = 100\nmax_ring_time = 60\n")
+        tx, call = self.invite()
+        fork = self.core.last("INVITE")
+        fork.answer(180)
+        self.clock.advance(50)
+        fork.answer(200, body=SDP_ANSWER)
+        self.caller_ack(call)
+        self.clock.advance(99.9)
+        self.assertEqual(call.state, "answered")
+        self.clock.advance(0.1)
+        self.assertEqual((call.state, call.record.hangup_reason), ("ended", R.AUTOHANGUP))
+
+    def test_ended_call_stops_the_timer(self):
+        """A call hung up by the caller leaves no max_call_duration timer."""
+        self.setup_module()
+        tx, call, fork = self.answered_call()
+        self.caller_request(call, "BYE", 2)
+        self.assertEqual(call.state, "ended")
+        self.assertIsNone(call.duration_timer)
+        self.assertEqual([d for d in self.clock.getDelayedCalls() if getattr(d.func, "__func__", None) is type(call)._max_duration], [])
+
+    def test_trunk_overrides(self):
+        """A trunk's max_call_duration beats proxy.max_call_duration for
+        calls it answers."""
+        toml = "max_call_duration = 1000\n" + TRUNK_TOML.replace(
+            'password = "trunk-secret"', 'password = "trunk-secret"\nmax_call_duration = 30'
+        )
+        self.setup_module(toml=toml, contacts=())
+        tx, call = self.invite(uri="sip:9555@example.com")
+        self.core.last("INVITE").answer(200, body=SDP_ANSWER)
+        self.caller_ack(call)
+        self.clock.advance(29.9)
+        self.assertEqual(call.state, "answered")
+        self.clock.advance(0.1)
+        self.assertEqual(call.record.hangup_reason, R.AUTOHANGUP)
+
+
 class FailureTests(CallHarness, SynchronousTestCase):
     """What the caller hears when nobody answers."""
 
