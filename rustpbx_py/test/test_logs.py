@@ -8,6 +8,7 @@ named as not implemented.
 
 from __future__ import annotations
 
+import re
 from typing import List
 
 from twisted.internet import task
@@ -15,7 +16,10 @@ from twisted.logger import LogLevel, LogPublisher, formatEvent, globalLogPublish
 from twisted.trial.unittest import SynchronousTestCase
 
 from rustpbx_py.config import parse_config_text
-from rustpbx_py.logs import install_log_filter, is_noise, level_for, parse_level
+from rustpbx_py.logs import FIELD_LIMIT, LINE_LIMIT, install_log_filter, is_noise, level_for, parse_level, safe_event, safe_text
+
+
+_UNSAFE_RE = re.compile("[\x00-\x1f\x7f]")
 
 
 def capture(testcase, namespace_prefix: str) -> List[dict]:
@@ -191,6 +195,93 @@ class CallLineTests(SynchronousTestCase):
         self.harness.core.last("INVITE").answer(486)
         [line] = self.lines()
         self.assertIn("-> bob@example.com (internal) 486 rejected, talked 0.0 s", line)
+
+
+class SafeLineTests(SynchronousTestCase):
+    """
+    Log lines quote what peers sent (URIs, Call-IDs, User-Agents, user
+    names, reasons): none of it may forge a line (CR/LF: a fake "banned"
+    line for fail2ban), drive a terminal (ESC), reorder what is read (bidi
+    overrides) or make a line unbounded.
+    """
+
+    FORGED = "x\r\n2026-12-04T00:00:00+0000 [rustpbx_py.modules.guard#warn] auth: banned 192.0.2.66"
+
+    def text_log(self):
+        """A publisher with twistd's kind of text file observer behind
+        install_log_filter, and the file's text."""
+        import io
+
+        from twisted.logger import textFileLogObserver
+
+        out = io.StringIO()
+        publisher = LogPublisher(textFileLogObserver(out))
+        install_log_filter(LogLevel.info, publisher)
+        return publisher, out
+
+    def test_controls_escaped(self) -> None:
+        """CR, LF, NUL, ESC, DEL, C1 controls, line separators and bidi
+        overrides become escapes; printable text (any script) is kept."""
+        self.assertEqual(safe_text("a\r\nb\x00\x1b[2J\x7f\x85\u2028\u202e\u2066"), "a\\x0d\\x0ab\\x00\\x1b[2J\\x7f\\x85\\u2028\\u202e\\u2066")
+        self.assertEqual(safe_text("Zoë 田中 <sip:101@example.com>"), "Zoë 田中 <sip:101@example.com>")
+
+    def test_bounded(self) -> None:
+        """A text is cut at the limit and says how much was left out."""
+        self.assertEqual(safe_text("y" * 300), "y" * FIELD_LIMIT + f"...[{300 - FIELD_LIMIT} more]")
+
+    def test_forged_line(self) -> None:
+        """A User-Agent carrying CRLF and a whole fake log line stays on the
+        line that quotes it, escaped."""
+        from twisted.logger import Logger
+
+        publisher, out = self.text_log()
+        Logger(namespace="rustpbx_py.registrar", observer=publisher).info("registration from {ua}", ua=self.FORGED)
+        lines = out.getvalue().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("registration from x\\x0d\\x0a2026-12-04T00:00:00+0000 [rustpbx_py.modules.guard#warn] auth: banned", lines[0])
+
+    def test_long_fields(self) -> None:
+        """A 60 KB Call-ID and an object whose str() is 100 KB: the line
+        stays within LINE_LIMIT plus its prefix."""
+        from twisted.logger import Logger
+
+        class Uri:
+            def __str__(self):
+                return "sip:" + "\n" * 100000
+
+        publisher, out = self.text_log()
+        log = Logger(namespace="rustpbx_py.modules.call", observer=publisher)
+        log.info("call {call_id}: {caller}", call_id="c" * 60000, caller="ok")
+        log.info("call {call_id}: {caller}", call_id="1", caller=Uri())
+        lines = out.getvalue().splitlines()
+        self.assertEqual(len(lines), 2, [len(x) for x in lines])
+        self.assertLess(len(lines[0]), FIELD_LIMIT + 200)
+        self.assertLess(len(lines[1]), LINE_LIMIT + 200)
+        self.assertIn("\\x0a\\x0a", lines[1])
+
+    def test_event_untouched(self) -> None:
+        """A clean event is passed on as it is; an unsafe one as a copy,
+        so that other observers (JSON, the monitor) keep the fields."""
+        clean = {"log_format": "call {id}", "id": "abc", "log_level": LogLevel.info}
+        self.assertIs(safe_event(clean), clean)
+        dirty = {"log_format": "ua {ua}", "ua": "a\nb", "log_level": LogLevel.info}
+        copy = safe_event(dirty)
+        self.assertEqual((formatEvent(copy), dirty["ua"]), ("ua a\\x0ab", "a\nb"))
+
+    def test_registration_contact(self) -> None:
+        """End to end: a REGISTER whose Contact carries a terminal escape
+        and DEL (the parser lets them through) is logged by the registrar
+        with them escaped."""
+        events = capture(self, "rustpbx_py.registrar")
+        helper = RegistrationLineTests("test_expired")
+        helper.setUp()
+        self.addCleanup(helper.tearDown)
+        del helper.events[:]
+        helper.reg("<sip:al\x1b[2Jice\x7f@203.0.113.7:40000>", expires=600)
+        lines = [formatEvent(safe_event(e)) for e in events if e.get("log_format", "").startswith("registration")]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("contact sip:al\\x1b[2Jice\\x7f@203.0.113.7:40000 from", lines[0])
+        self.assertIsNone(_UNSAFE_RE.search(lines[0]))
 
 
 class AclStartLineTests(SynchronousTestCase):
