@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from rustpbx_py.registrar import make_aor
 from rustpbx_py.test.interop.support import require_tool, run_tool, start_pbx
+from rustpbx_py.test.interop.test_protection import spy_udp, statuses
 
 BARESIP_CONFIG = """\
 poll_method\t\tepoll
@@ -105,6 +106,44 @@ def _sipvicious_target(port: int) -> str:
     return f"udp://127.0.0.1:{port}"
 
 
+#: What a scanner that hides from C{ua_black_list} says it is.
+CHANGED_USER_AGENT = "Zoiper rv2.10.20.1"
+
+#: Runs a sipvicious tool (module name in sys.argv[2]) with the User-Agent
+#: in sys.argv[1] instead of its own "friendly-scanner": sipvicious 0.3 has
+#: no option for it, so the default of its request builder is changed.
+_WITH_USER_AGENT = """\
+import importlib, sys
+sys.path.insert(0, sys.argv.pop(1))
+from sipvicious.libs import svhelper
+user_agent, tool = sys.argv.pop(1), sys.argv.pop(1)
+defaults = list(svhelper.makeRequest.__defaults__)
+defaults[defaults.index("friendly-scanner")] = user_agent
+svhelper.makeRequest.__defaults__ = tuple(defaults)
+sys.argv[0] = tool
+sys.exit(importlib.import_module("sipvicious." + tool).main())
+"""
+
+
+def sipvicious_as(tool: str, user_agent: str) -> list:
+    """
+    The command line of sipvicious' C{tool} (svmap, svwar, svcrack) sending
+    C{User-Agent: user_agent}: the interpreter of the installed script,
+    with the package directory Debian installs it in.
+    """
+    import glob
+
+    path = require_tool(tool)
+    with open(path) as f:
+        interpreter = f.readline()[2:].strip().split()[0]
+    homes = [os.path.dirname(d) for d in glob.glob("/usr/share/sipvicious/sipvicious") + glob.glob("/usr/lib/python3/dist-packages/sipvicious")]
+    if not homes:
+        from twisted.trial.unittest import SkipTest
+
+        raise SkipTest("sipvicious' package directory not found")
+    return [interpreter, "-c", _WITH_USER_AGENT, homes[0], user_agent, tool]
+
+
 class SipviciousTests(TestCase):
     """sipvicious against the default configuration (ensure_user, login guard)."""
 
@@ -174,3 +213,71 @@ class SipviciousTests(TestCase):
         self.assertNotIn("1001", text)
         self.assertNotIn("1002", text)
         self.assertTrue(auth.guard.banned("127.0.0.1") or 1 <= auth.guard.failures("127.0.0.1") <= 5, text[-2000:])
+
+    @defer.inlineCallbacks
+    def test_changed_user_agent_svcrack(self):
+        """
+        svcrack calling itself Zoiper (so the User-Agent black list does
+        not see it) against the default configuration, with a 100-word list
+        holding the password at position 50: the PBX checks 5 guesses (the
+        answers held back 1, 2, 3, 4 s), then bans 127.0.0.1 for
+        auth_ban_time (900 s) and answers nothing more; svcrack ends without
+        the password.  5 guesses per 15 minutes at most, then fewer (each
+        further ban doubles, up to a day).
+        """
+        command = sipvicious_as("svcrack", CHANGED_USER_AGENT)
+        service, auth = yield self.pbx()
+        sent = spy_udp(service)
+        words = os.path.abspath(self.mktemp())
+        with open(words, "w") as f:
+            f.write("\n".join([f"wrong{i}" for i in range(49)] + ["dragon42"] + [f"later{i}" for i in range(50)]) + "\n")
+        out, err, code = yield run_tool(
+            [*command, "-u", "1001", "-d", words, "--maximumtime=5", _sipvicious_target(service.ports["UDP"])],
+            timeout=90,
+        )
+        text = (out + err).decode("utf-8", "replace")
+        self.assertNotIn("dragon42", text)
+        self.assertTrue(auth.guard.banned("127.0.0.1"), text[-2000:])
+        codes = statuses(sent)
+        self.assertNotIn(200, codes, text[-2000:])
+        # One challenge per guess, and a 403 for the four guesses before the ban.
+        self.assertEqual(codes.count(403), 4, (codes, text[-2000:]))
+        self.assertLessEqual(codes.count(401), 6, (codes, text[-2000:]))
+
+    @defer.inlineCallbacks
+    def test_changed_user_agent_svwar(self):
+        """
+        svwar calling itself Zoiper against the default configuration, over
+        extensions 900-1100 (1001 and 1002 exist): no datagram tells it
+        anything (unknown extensions get silence, ensure_user), and it
+        finds nothing.
+        """
+        command = sipvicious_as("svwar", CHANGED_USER_AGENT)
+        service, auth = yield self.pbx()
+        sent = spy_udp(service)
+        out, err, code = yield run_tool(
+            [*command, "-e", "900-1100", "--force", "--maximumtime=5", _sipvicious_target(service.ports["UDP"])],
+            timeout=90,
+        )
+        text = (out + err).decode("utf-8", "replace")
+        self.assertNotIn("1001", text)
+        self.assertNotIn("1002", text)
+        self.assertEqual(statuses(sent), [], text[-2000:])
+
+    @defer.inlineCallbacks
+    def test_changed_user_agent_svmap(self):
+        """
+        svmap calling itself Zoiper against the default configuration finds
+        nothing: its OPTIONS names extension 100, which does not exist here,
+        so ensure_user's silence answers it as it answers svwar; no datagram
+        leaves the PBX.  (Where extension 100 exists, svmap finds a SIP
+        server, as test_protection.test_svmap_control shows, and learns the
+        configured C{useragent}, nothing more.)
+        """
+        command = sipvicious_as("svmap", CHANGED_USER_AGENT)
+        service, auth = yield self.pbx()
+        sent = spy_udp(service)
+        out, err, code = yield run_tool([*command, "127.0.0.1", "-p", str(service.ports["UDP"])], timeout=90)
+        text = (out + err).decode("utf-8", "replace")
+        self.assertIn("found nothing", text)
+        self.assertEqual(sent, [], text[-2000:])
