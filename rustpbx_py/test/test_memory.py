@@ -164,13 +164,8 @@ def live_objects() -> collections.Counter:
     return counts
 
 
-class RetentionTests(PhonesMixin, SynchronousTestCase):
-    """
-    What a call leaves behind once every window that needs it has closed:
-    nothing.  RSS after a burst of calls comes back only when this holds
-    (Python unmaps an arena when its last object goes; a few entries per
-    call kept anywhere kept hundreds of megabytes mapped, bench/retained.py).
-    """
+class QuiesceMixin(PhonesMixin):
+    """Closing every window a call keeps things for, and the tables that hold them."""
 
     def quiesce(self) -> None:
         """Let every window close (transactions 64*T1, nonce lifetime and
@@ -201,6 +196,16 @@ class RetentionTests(PhonesMixin, SynchronousTestCase):
             "nonce-counts": len(auth.nonces),
             "tag cache": len(_TAGS),
         }
+
+
+
+class RetentionTests(QuiesceMixin, SynchronousTestCase):
+    """
+    What a call leaves behind once every window that needs it has closed:
+    nothing.  RSS after a burst of calls comes back only when this holds
+    (Python unmaps an arena when its last object goes; a few entries per
+    call kept anywhere kept hundreds of megabytes mapped, bench/retained.py).
+    """
 
     def test_calls_leave_nothing(self):
         """40 rounds of traffic (answered calls, calls to an unregistered
@@ -233,3 +238,43 @@ class RetentionTests(PhonesMixin, SynchronousTestCase):
         self.assertEqual(len(cache), 2)
         self.net.advance(33)
         self.assertEqual(len(cache), 0)
+
+
+class AbandonedCallTests(QuiesceMixin, SynchronousTestCase):
+    """
+    Calls whose phones vanish without a BYE (a SIPp caller that gave up, a
+    phone that lost power): nothing else ends them when media is not
+    relayed (no rtp_timeout) and no session timer was negotiated, and each
+    one kept everything a live call holds.  max_call_duration ends them
+    (an hour by default, RustPBX's limit; 100 s here).
+    """
+
+    proxy = {"max_call_duration": 100}
+
+    def test_abandoned_calls_end_and_leave_nothing(self):
+        """20 answered calls nobody hangs up: up until max_call_duration,
+        then ended by the PBX (BYE to both phones, reason autohangup), and
+        once the windows closed the same live objects as before them and
+        every per-call table empty."""
+        self.traffic(3)
+        self.quiesce()
+        before = live_objects()
+        call = self.net.module("call")
+        ended = []
+        self.patch(call, "_log_call", lambda record: ended.append(record.hangup_reason))
+        for _ in range(20):
+            self.alice.call("bob", 10**7)
+            self.net.advance(2)
+        self.assertEqual(self.alice.calls_established, 23)
+        self.assertEqual(len(call.calls), 20)
+        self.net.advance(50)
+        self.assertEqual(len(call.calls), 20, "up until max_call_duration")
+        self.net.advance(110)
+        self.assertEqual(len(call.calls), 0)
+        self.assertEqual(ended, ["autohangup"] * 20)
+        self.quiesce()
+        after = live_objects()
+        grown = {name: after[name] - before[name] for name in after if after[name] != before[name]}
+        self.assertEqual(grown, {}, "objects of ours left by 20 abandoned calls")
+        self.assertEqual(set(self.tables().values()), {0}, self.tables())
+
