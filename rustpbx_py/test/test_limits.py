@@ -250,3 +250,33 @@ class WebSocketLimitTests(SynchronousTestCase):
         self.assertEqual(closed, [])
         self.clock.advance(1)
         self.assertEqual(closed, [(1000, "idle")])
+
+
+class SystemdUnitTests(SynchronousTestCase):
+    """
+    The service's open-files limit: every TCP, TLS and WebSocket connection
+    is a file, and with the usual soft limit of 1,024 a flood of 2,000
+    connections would take every descriptor (interop
+    test_connection_limits.LowFileLimitTests shows what happens then).
+    """
+
+    def unit(self):
+        import configparser
+        import os
+
+        import rustpbx_py
+
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(rustpbx_py.__file__))), "debian", "rustpbx-py.service")
+        if not os.path.exists(path):
+            raise self.skipTest("the Debian packaging is not part of an installed package")
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.optionxform = str
+        unit.read(path)
+        return unit["Service"]
+
+    def test_limit_nofile(self):
+        """The unit raises LimitNOFILE to 65,536, so that the default
+        tcp_max_connections (a tenth below it) holds 58,983 connections."""
+        limit = int(self.unit()["LimitNOFILE"])
+        self.assertGreaterEqual(limit, 65536)
+        self.assertEqual(default_max_connections(limit), limit - limit // 10)
