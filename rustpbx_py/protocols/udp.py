@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+import socket
 
 from twisted.internet.protocol import DatagramProtocol
 
@@ -22,9 +23,37 @@ _MAX_CHECKED_HOSTS = 10000
 MAX_DATAGRAM = 65536
 
 
+#: The receive buffer asked for on the SIP UDP socket, bytes.  The kernel's
+#: default (208 KiB on Linux) holds about 500 messages: under a burst, or
+#: while the reactor is held up a moment (a busy machine, a full
+#: collection), more arrive and the kernel drops them, the phones
+#: retransmit and the extra load feeds itself (bench/soak.py counted tens of
+#: thousands of drops and 9 % of calls failed on a loaded machine).  4 MiB
+#: holds seconds of traffic.  Linux caps it at C{net.core.rmem_max} (208 KiB
+#: on a stock system: raise that with sysctl for this to take effect), as
+#: Kamailio's start-up probe of its receive buffer is capped by the same.
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
+
+
 def listen_udp(reactor, port: int, protocol: "SipDatagramProtocol", interface: str = ""):
-    """Listen for SIP over UDP, reading datagrams up to L{MAX_DATAGRAM}."""
-    return reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=MAX_DATAGRAM)
+    """Listen for SIP over UDP, reading datagrams up to L{MAX_DATAGRAM},
+    with a receive buffer of up to L{UDP_RECEIVE_BUFFER}."""
+    listener = reactor.listenUDP(port, protocol, interface=interface, maxPacketSize=MAX_DATAGRAM)
+    raise_receive_buffer(getattr(listener, "socket", None))
+    return listener
+
+
+def raise_receive_buffer(sock, size: int = UDP_RECEIVE_BUFFER) -> None:
+    """Ask for a receive buffer of C{size} bytes on C{sock} unless it has
+    one that big already (the kernel caps the request; an error leaves the
+    default)."""
+    if sock is None:
+        return
+    try:
+        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < size:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    except OSError:
+        pass
 
 
 class SipDatagramProtocol(DatagramProtocol):

@@ -302,6 +302,44 @@ class TooLargeTests(SynchronousTestCase):
         self.assertIn(b"Call-ID: x\r\n", transport.value())
         self.assertTrue(transport.disconnecting)
 
+    def test_udp_receive_buffer_raised(self):
+        """The listener asks for a 4 MiB receive buffer (the kernel default
+        of 208 KiB overflowed under load: drops, retransmissions, failed
+        calls), once, and not when the socket has a bigger one already."""
+        import socket
+
+        from rustpbx_py.protocols.udp import UDP_RECEIVE_BUFFER, listen_udp
+
+        class Socket:
+            def __init__(self, size):
+                self.size, self.set = size, []
+
+            def getsockopt(self, level, option):
+                assert (level, option) == (socket.SOL_SOCKET, socket.SO_RCVBUF)
+                return self.size
+
+            def setsockopt(self, level, option, value):
+                self.set.append((level, option, value))
+
+        class Port:
+            pass
+
+        class Reactor:
+            def __init__(self, size):
+                self.sock = Socket(size)
+
+            def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+                listener = Port()
+                listener.socket = self.sock
+                return listener
+
+        small, big = Reactor(212992), Reactor(8 * 1024 * 1024)
+        listen_udp(small, 0, SipDatagramProtocol(self.core), "127.0.0.1")
+        listen_udp(big, 0, SipDatagramProtocol(self.core), "127.0.0.1")
+        self.assertEqual(UDP_RECEIVE_BUFFER, 4 * 1024 * 1024)
+        self.assertEqual(small.sock.set, [(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)])
+        self.assertEqual(big.sock.set, [])
+
     def test_udp_listener_reads_64k(self):
         """The listener the server opens reads datagrams up to 64 KiB, not
         Twisted's default 8,192 bytes (an 8 KB REGISTER was cut and became
