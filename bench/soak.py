@@ -5,7 +5,7 @@ Memory soak: SIPp places a long run of calls through a PBX started as
 PBX's resident memory is sampled against the number of calls completed.
 
     .venv/bin/python bench/soak.py                       # 100,000 calls at 100/s, ~17 min + 7 min
-    nice -n -10 .venv/bin/python bench/soak.py --calls 180000   # the 30-minute soak (+ 7 min)
+    .venv/bin/python bench/soak.py --calls 180000        # the 30-minute soak (+ 7 min)
     .venv/bin/python bench/soak.py --calls 5000 --json out.json
 
 Every call is the benchmark's: INVITE, 407, ACK, INVITE with credentials,
@@ -27,9 +27,9 @@ The PBX runs with C{PYTHONMALLOC=malloc}, as the systemd unit starts it
 Calls fail when the PBX does not get the CPU it needs (about 4 ms per
 call, 40 % of a core at 100 calls/s): UDP messages then wait in, and
 overflow, its socket's receive buffer, SIPp retransmits, and the extra
-load feeds itself.  On a machine shared with other jobs run the soak
-under C{nice -n -10} (the PBX and SIPp inherit it): the soak measures
-memory, not speed.  It prints the PBX's CPU per call and the machine's
+load feeds itself.  On a machine shared with other jobs lower C{--rate}:
+the soak measures memory, not speed (C{nice} does not help against jobs
+in other cgroups).  It prints the PBX's CPU per call and the machine's
 UDP receive-buffer drops (C{RcvbufErrors} of /proc/net/snmp) during the
 run, which say whether failed calls were the machine's doing.  It imports the harness of bench/run.py and
 nothing from rustpbx_py.
