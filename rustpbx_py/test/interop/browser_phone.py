@@ -102,6 +102,11 @@ class BrowserPhone:
         self.type("target", target)
         self.press("call")
 
+    def console_errors(self) -> list:
+        """The page's console errors since the last call (CSP violations,
+        script errors, failed loads)."""
+        return [e["message"] for e in self.browser.get_log("browser") if e.get("level") == "SEVERE"]
+
     def screenshot(self, path: str) -> str:
         self.browser.save_screenshot(path)
         return path

@@ -85,6 +85,8 @@ class BrowserPhoneTests(TestCase):
         shown = yield deferToThread(phone.text, "packets-in")
         self.assertGreater(int(shown), 0)
         yield deferToThread(phone.screenshot, os.path.join(self.shots, name))
+        errors = yield deferToThread(phone.console_errors)
+        self.assertEqual(errors, [])        # no CSP violation, no script error
         return state
 
     @defer.inlineCallbacks
@@ -121,7 +123,7 @@ class BrowserPhoneTests(TestCase):
     @defer.inlineCallbacks
     def test_phone_calls_browser(self):
         """bob dials alice, registered from the page over WSS: the page rings
-        ('incoming', bob's name, Answer shown) with the PBX's WebRTC offer
+        ('incoming', bob's name, Answer shown, the ring playing) with the PBX's WebRTC offer
         (actpass, ice-lite); Answer is pressed, getStats shows audio from the
         PBX and bob hears the browser's tone; bob hangs up and the page
         shows the call ended by the other side."""
@@ -129,9 +131,11 @@ class BrowserPhoneTests(TestCase):
         yield self.bob.command("dial", "sip:alice@127.0.0.1")
         state = yield deferToThread(phone.wait, lambda s: s["call"] == "incoming", 20.0, "the page ringing")
         self.assertIn("bob", state["peer"])
+        self.assertTrue(state["ringing"])
         yield deferToThread(phone.screenshot, os.path.join(self.shots, "browser-phone-incoming.png"))
         yield deferToThread(phone.press, "answer")
         state = yield self.in_call(phone, "browser-phone-answered.png")
+        self.assertFalse(state["ringing"])
         for line in ("UDP/TLS/RTP/SAVPF", "a=ice-lite", "a=setup:actpass", "a=group:BUNDLE", "a=ssrc:"):
             self.assertIn(line, state["offer"])
         yield self.bob.hears(_Browser(), seconds=1.0, timeout=10.0)

@@ -13,7 +13,7 @@
   const $ = (id) => document.getElementById(id);
   const STORE = 'rustpbx-phone';
   const phone = { registration: 'signed out', call: 'idle', peer: null, history: [], stats: null,
-                  error: null, offer: null, answer: null, ice: null, iceRestarts: 0 };
+                  error: null, offer: null, answer: null, ice: null, iceRestarts: 0, ringing: false };
   window.phone = phone;
 
   let ua = null;
@@ -53,6 +53,7 @@
     $('peer').textContent = phone.peer ? phone.peer : '';
     const active = session !== null;
     const incoming = state === 'incoming';
+    ring(incoming);
     $('answer').hidden = !incoming;
     $('hangup').hidden = !active;
     $('hangup').textContent = incoming ? 'Decline' : 'Hang up';
@@ -109,6 +110,40 @@
     if (statsTimer) clearInterval(statsTimer);
     if (clockTimer) clearInterval(clockTimer);
     statsTimer = clockTimer = null;
+  }
+
+  // -- ringing ----------------------------------------------------------------
+
+  // An incoming call rings: a two-tone burst every 3 s made with WebAudio
+  // (no sound file to ship).  The AudioContext is made on the Sign in
+  // click, so the browser lets it play later.
+  let audioContext = null;
+  let ringTimer = null;
+
+  function ringOnce() {
+    if (!audioContext) return;
+    const now = audioContext.currentTime;
+    const gain = audioContext.createGain();
+    gain.gain.setValueAtTime(0.0001, now);
+    gain.gain.exponentialRampToValueAtTime(0.2, now + 0.05);
+    gain.gain.setValueAtTime(0.2, now + 1.2);
+    gain.gain.exponentialRampToValueAtTime(0.0001, now + 1.3);
+    gain.connect(audioContext.destination);
+    for (const hz of [440, 480]) {
+      const tone = audioContext.createOscillator();
+      tone.frequency.value = hz;
+      tone.connect(gain);
+      tone.start(now);
+      tone.stop(now + 1.3);
+    }
+  }
+
+  function ring(on) {
+    if (ringTimer) { clearInterval(ringTimer); ringTimer = null; }
+    phone.ringing = on;
+    if (!on) return;
+    ringOnce();
+    ringTimer = setInterval(ringOnce, 3000);
   }
 
   // -- calls ----------------------------------------------------------------
@@ -208,6 +243,9 @@
   // -- signing in -------------------------------------------------------------
 
   function signIn(user, password, domain, server) {
+    if (!audioContext && window.AudioContext) {
+      try { audioContext = new AudioContext(); } catch (e) { audioContext = null; }
+    }
     if (typeof JsSIP === 'undefined') {
       showError('JsSIP did not load');
       setRegistration('JsSIP missing', 'error');
