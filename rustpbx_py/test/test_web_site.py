@@ -337,3 +337,28 @@ class SecureCookieTests(WebTestMixin, TestCase):
             self.assertEqual(response.code, 404, path)
         response = yield self.get("/healthz")
         self.assertEqual(response.code, 200)
+
+
+class WebSocketMountTests(TestCase):
+    def test_over_limits(self):
+        """An upgrade from a source over the connection limits is answered
+        503 with Retry-After (not Autobahn's bare 500) and counted as
+        refused."""
+        from twisted.internet.task import Clock
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from rustpbx_py.protocols.limits import StreamLimits
+        from rustpbx_py.protocols.ws import SipWebSocketFactory
+        from rustpbx_py.web.listen import SipWebSocketResource
+
+        limits = StreamLimits(per_ip=0, total=10, first_message_timeout=0, handshake_timeout=0, idle_timeout=0)
+        clock = Clock()
+        ws = SipWebSocketFactory(None, "/ws", "WS", limits=limits, clock=clock)
+        wss = SipWebSocketFactory(None, "/ws", "WSS", limits=limits, clock=clock)
+        resource = SipWebSocketResource(ws, wss)
+        request = DummyRequest([b"ws"])
+        request.isSecure = lambda: True
+        body = resource.render(request)
+        self.assertEqual((request.responseCode, body), (503, b"Too many connections\n"))
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"retry-after"), [b"10"])
+        self.assertEqual(limits.refused, 1)
