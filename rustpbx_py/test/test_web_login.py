@@ -59,6 +59,20 @@ class ThrottleTests(SynchronousTestCase):
         self.assertIsNotNone(self.throttle.wait("192.0.2.1", "mallory"))
         self.assertIsNone(self.throttle.wait("192.0.2.1", "alice"))
 
+    def test_parallel_attempts(self) -> None:
+        """A source may have only MAX_PARALLEL logins checked at once: guesses
+        sent in parallel would otherwise all be checked before the first
+        failure slows it down."""
+        from rustpbx_py.web.throttle import MAX_PARALLEL
+
+        for _ in range(MAX_PARALLEL):
+            self.assertIsNone(self.throttle.wait("192.0.2.1"))
+            self.throttle.begin("192.0.2.1")
+        self.assertEqual(self.throttle.wait("192.0.2.1"), 1.0)
+        self.assertIsNone(self.throttle.wait("192.0.2.2"))
+        self.throttle.end("192.0.2.1")
+        self.assertIsNone(self.throttle.wait("192.0.2.1"))
+
     def test_safe_next(self) -> None:
         """After login only paths inside the console are followed (no open
         redirect to another site)."""

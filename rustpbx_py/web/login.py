@@ -118,7 +118,11 @@ class LoginPage(resource.Resource):
             request.setHeader(b"retry-after", str(seconds).encode())
             yield self._form(request, username, f"Too many failed logins from your address; try again in {seconds} s.", code=429)
             return
-        found = yield site.accounts.authenticate(username, password)
+        site.throttle.begin(source)
+        try:
+            found = yield site.accounts.authenticate(username, password)
+        finally:
+            site.throttle.end(source)
         if found is None:
             delay = site.throttle.failed(source, username)
             self.log.info("console: failed login for {user!r} from {source}", user=username, source=source)
@@ -150,6 +154,8 @@ class _Anonymous:
     """The who and where of a login attempt, for the audit log."""
 
     def __init__(self, username: str, source: str) -> None:
+        # What an attacker typed: bounded, without control characters.
+        username = "".join(c if c.isprintable() else "?" for c in username[:64])
         self.username = username or "(empty)"
         self.source = source
 

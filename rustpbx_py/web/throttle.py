@@ -21,6 +21,8 @@ BAN_TIME = 900.0
 #: The delay after the first failure, seconds; doubles at each failure.
 FIRST_DELAY = 0.5
 MAX_DELAY = 30.0
+#: Logins one source may have checked at once.
+MAX_PARALLEL = 2
 
 
 class LoginThrottle:
@@ -32,6 +34,8 @@ class LoginThrottle:
         self.max_delay = max_delay
         #: source -> earliest time of its next attempt
         self._not_before: Dict[object, float] = {}
+        #: sources with a login being checked now
+        self._checking: Dict[str, int] = {}
 
     def wait(self, source: str, username: str = "") -> Optional[float]:
         """Seconds C{source} must wait before trying again (banned or slowed
@@ -44,7 +48,22 @@ class LoginThrottle:
         not_before = self._not_before.get(key)
         if not_before is not None and not_before > now:
             return not_before - now
+        if self._checking.get(source, 0) >= MAX_PARALLEL:
+            # Parallel guesses would all be checked before the first
+            # failure slows the source down.
+            return 1.0
         return None
+
+    def begin(self, source: str) -> None:
+        """A login from C{source} is being checked (until L{end})."""
+        self._checking[source] = self._checking.get(source, 0) + 1
+
+    def end(self, source: str) -> None:
+        left = self._checking.get(source, 0) - 1
+        if left > 0:
+            self._checking[source] = left
+        else:
+            self._checking.pop(source, None)
 
     def failed(self, source: str, username: str = "") -> float:
         """Count a failure; returns the seconds before the next attempt is
