@@ -196,3 +196,47 @@ class CreateAdminCommandTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn("nonsense_key", result.stderr)
         self.assertFalse(os.path.exists(self.db))
+
+    def run_on_terminal(self, answers) -> tuple:
+        """Run create-admin with a pseudo-terminal as its controlling
+        terminal, answering each prompt with the next of C{answers};
+        (exit status, everything it wrote on the terminal)."""
+        import pty
+        import select
+
+        pid, fd = pty.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os.execv(sys.executable, [sys.executable, "-m", "rustpbx_py", "create-admin", "admin", "--config", self.config])
+        output = b""
+        answers = list(answers)
+        try:
+            while True:
+                ready, _, _ = select.select([fd], [], [], 60)
+                if not ready:
+                    break
+                try:
+                    data = os.read(fd, 1024)
+                except OSError:  # the child closed the terminal
+                    break
+                if not data:
+                    break
+                output += data
+                if output.rstrip().endswith(b":") and answers:
+                    os.write(fd, answers.pop(0).encode() + b"\n")
+                    output += b"<answered>"
+        finally:
+            os.close(fd)
+            _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), output.decode("utf-8", "replace")
+
+    def test_terminal(self) -> None:
+        """On a terminal the password is asked twice without echo (getpass);
+        two different answers are refused."""
+        code, output = self.run_on_terminal(["a good password", "a good password"])
+        self.assertEqual(code, 0, output)
+        self.assertIn("Password again:", output)
+        self.assertNotIn("a good password", output)
+        self.assertIn("created", output)
+        code, output = self.run_on_terminal(["a good password", "another password"])
+        self.assertEqual(code, 1, output)
+        self.assertIn("the two passwords differ", output)
