@@ -1514,6 +1514,13 @@ class Config:
             self.https_addr = "0.0.0.0:8443"
         if self.http_addr is not None and self.http_addr == self.https_addr and not self.https_addr.endswith(":0"):
             ctx.problem("https_addr", f"expected another address than http_addr, found {_show(self.https_addr)}")
+        proxy = self.proxy if isinstance(self.proxy, ProxyConfig) else None
+        for key in ("http_addr", "https_addr"):
+            addr = getattr(self, key)
+            port = int(addr.rpartition(":")[2]) if addr else 0
+            for other in ("tcp_port", "tls_port", "ws_port", "wss_port"):
+                if port and proxy is not None and getattr(proxy, other) == port:
+                    ctx.problem(key, f"expected a port apart from the SIP listeners', found {_show(addr)} (proxy.{other} is {port})")
         return True
 
 

@@ -90,6 +90,7 @@ class WebConfigTests(ConfigTestMixin, SynchronousTestCase):
             ('[[console.api_tokens]]\ntoken = "abcdefghijklmnop"\n[[console.api_tokens]]\ntoken = "abcdefghijklmnop"\n',
              "console.api_tokens[1]", "listed twice"),
             ('[console]\nbase_pth = "/x"\n', "console.base_pth", "unknown key"),
+            ('http_addr = "0.0.0.0:8089"\n[proxy]\nws_port = 8089\n', "http_addr", "proxy.ws_port is 8089"),
             ('http_addr = "8080"\n', "http_addr", '"host:port"'),
             ('https_addr = "0.0.0.0:8443"\n', "https_addr", "needs ssl_certificate"),
             ('http_addr = "0.0.0.0:8080"\nhttps_addr = "0.0.0.0:8080"\nssl_certificate = "c.pem"\nssl_private_key = "k.pem"\n',
