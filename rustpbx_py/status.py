@@ -73,7 +73,8 @@ def registrations(context) -> List[dict]:
     C{expires} (the lifetime granted), C{expires_at} and C{expires_in}
     (seconds left), C{registered_at} (Unix seconds), C{instance} and
     C{reg_id} (RFC 5626/5627), C{nat} (requests go to the source),
-    C{path} and C{local} (our address it arrived on).
+    C{webrtc} (RustPBX's C{supports_webrtc}: calls to it get a WebRTC
+    offer), C{path} and C{local} (our address it arrived on).
     """
     registry = _registry(context)
     if registry is None:
@@ -103,6 +104,7 @@ def _binding(b, now: float) -> dict:
         "instance": b.instance,
         "reg_id": b.reg_id,
         "nat": bool(b.nat),
+        "webrtc": bool(getattr(b, "webrtc", False)),
         "path": list(b.path),
         "local": _address(b.local),
     }
@@ -297,6 +299,23 @@ def hang_up(context, call_id: str) -> bool:
     return True
 
 
+# -- trunks ------------------------------------------------------------------
+
+
+def trunks(context) -> List[dict]:
+    """
+    Each trunk's health and registration, in configuration order (see
+    L{rustpbx_py.call.trunks.TrunkSet.trunk_status}): C{trunk}, C{state}
+    (up, down, unknown), C{options}, C{rtt}, C{last_probe}, C{failures},
+    C{last_error}, C{fallback_trunk}, C{registration}.
+    """
+    trunk_set = getattr(context, "trunks", None)
+    statuses = getattr(trunk_set, "statuses", None)
+    if statuses is None:
+        return []
+    return list(statuses())
+
+
 # -- transactions ------------------------------------------------------------
 
 
@@ -332,6 +351,7 @@ __all__ = [
     "find_call",
     "hang_up",
     "transactions",
+    "trunks",
     "first_codec",
     "ADMIN_HANGUP_REASON",
 ]

@@ -92,6 +92,7 @@ class StatusTests(SynchronousTestCase):
         self.assertEqual(alice["registered_at"], registered_at)
         self.assertEqual(alice["expires_at"], registered_at + 120)
         self.assertTrue(alice["nat"], "a private Contact from a public source is behind NAT")
+        self.assertFalse(alice["webrtc"], "registered over UDP: not a WebRTC endpoint")
         self.assertEqual((bob["expires"], bob["expires_in"], bob["user_agent"]), (300, 280, "Bob/2.0"))
         (binding,) = self.context.locator.lookup("alice@example.com")
         self.assertEqual(status.binding_summary(self.context, binding), alice)
@@ -276,6 +277,18 @@ class FirstCodecTests(SynchronousTestCase):
         self.assertIsNone(status.first_codec(b"not sdp"))
 
 
+class TrunkTests(SynchronousTestCase):
+    def test_trunks(self) -> None:
+        """Each configured trunk's health, in order; not probed yet: state unknown."""
+        clock = task.Clock()
+        net = Network(clock, realms=["example.com"], user_backends=USERS,
+                      trunks={"carrier": {"dest": "sip:192.0.2.50:5060"}, "backup": {"dest": "sip:192.0.2.51:5060"}})
+        self.addCleanup(net.stop)
+        rows = status.trunks(net.context)
+        self.assertEqual([(t["trunk"], t["state"], t["failures"]) for t in rows],
+                         [("carrier", "unknown", 0), ("backup", "unknown", 0)])
+
+
 class NoModulesTests(SynchronousTestCase):
     def test_empty_context(self) -> None:
         """A PBX without registrar or call module shows nothing, and acts on nothing."""
@@ -291,6 +304,7 @@ class NoModulesTests(SynchronousTestCase):
         self.assertEqual(status.active_calls(context), [])
         self.assertFalse(status.hang_up(context, "x"))
         self.assertEqual(status.transactions(context)["total"], 0)
+        self.assertEqual(status.trunks(context), [])
         done = []
         status.unregister(context, "alice@example.com").addCallback(done.append)
         self.assertEqual(done, [0])

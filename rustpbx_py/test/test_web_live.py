@@ -39,7 +39,8 @@ class LiveWebTests(WebTestMixin, TestCase):
 
         self.clock = task.Clock()
         self.clock.advance(reactor.seconds())
-        self.net = Network(self.clock, realms=["example.com"], user_backends=USERS)
+        self.net = Network(self.clock, realms=["example.com"], user_backends=USERS,
+                           trunks={"carrier": {"dest": "sip:192.0.2.50:5060"}})
         self.addCleanup(self.net.stop)
         base = os.path.abspath(self.mktemp())
         os.makedirs(base)
@@ -145,6 +146,7 @@ class LiveWebTests(WebTestMixin, TestCase):
         self.assertIn("Calls, last 24 h", text)
         self.assertRegex(text, r"2 calls, 0 failed")
         self.assertIn("alice@example.com", text)
+        self.assertRegex(text, r"<td>carrier</td><td><span class=\"trunk-unknown\">unknown</span></td>")
         home = yield self.get("/console/")
         self.assertEqual(home.header("location"), "/console/dashboard")
 

@@ -33,6 +33,7 @@ BINDING_SCHEMA = {
         "expires": {"type": "integer", "description": "lifetime granted, seconds"},
         "expires_at": _NUMBER, "expires_in": {"type": "integer"}, "registered_at": _NUMBER,
         "instance": _NSTRING, "reg_id": _NSTRING, "nat": {"type": "boolean"},
+        "webrtc": {"type": "boolean", "description": "RustPBX's supports_webrtc: calls get a WebRTC offer"},
         "path": {"type": "array", "items": _STRING}, "local": _STRING,
     },
 }

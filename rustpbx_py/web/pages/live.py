@@ -68,7 +68,17 @@ def _calls_table(site, request, calls: List[dict], actions: bool) -> Tag:
     return table(headers, rows, empty="No calls right now.")
 
 
+def _registration_text(registration) -> str:
+    """A trunk's registration state in a few words ("" when it does not register)."""
+    if not registration:
+        return ""
+    state = str(registration.get("state") or ("registered" if registration.get("registered") else "not registered"))
+    error = registration.get("error")
+    return f"{state} ({error})" if error else state
+
+
 DASHBOARD_CSS = (
+    ".trunk-up{color:#2e7d32}.trunk-down{color:#c62828;font-weight:bold}"
     ".card .label{display:block;color:#555;font-size:0.9rem}"
     ".card .figure{display:block;font-size:2rem;line-height:1.2}"
     ".card small{display:block;color:#666}"
@@ -111,6 +121,16 @@ class DashboardPage(ConsolePage):
         for side in ("server", "client"):
             for method, n in counts[side]["by_method"].items():
                 by_method.setdefault(method, [0, 0])[0 if side == "server" else 1] += n
+        trunk_rows = [
+            (t["trunk"], tags.span(t["state"], class_="trunk-" + t["state"]), t["options"],
+             "" if t["rtt"] is None else f"{t['rtt'] * 1000:.0f} ms", str(t["failures"]),
+             _registration_text(t["registration"]), t["last_error"] or "")
+            for t in status.trunks(context)
+        ]
+        trunk_section = [
+            tags.h2("Trunks"),
+            table(["Trunk", "State", "OPTIONS", "Round trip", "Failures", "Registration", "Last error"], trunk_rows),
+        ] if trunk_rows else []
         return tags.div(
             tags.style(DASHBOARD_CSS),
             cards,
@@ -121,6 +141,7 @@ class DashboardPage(ConsolePage):
             tags.h2("Transactions in flight"),
             table(["Method", "Server", "Client"],
                   [(m, str(s), str(c)) for m, (s, c) in sorted(by_method.items())], empty="None."),
+            *trunk_section,
         )
 
 
@@ -138,7 +159,7 @@ class RegistrationsPage(ConsolePage):
                 r["aor"],
                 tags.code(r["contact"]),
                 r["source"],
-                r["transport"],
+                r["transport"] + (" (WebRTC)" if r.get("webrtc") else ""),
                 r["user_agent"],
                 history.format_time(r["registered_at"]),
                 f"{r['expires_in']} s of {r['expires']} s",
