@@ -29,6 +29,15 @@ from rustpbx_py.test.test_status import USERS, ListeningPhone
 from rustpbx_py.test.web_support import CONSOLE_TOML, TOKEN, WebTestMixin
 
 
+#: A token limited to the "records" scope.
+RECORDS_ONLY = "records-only-token-0123456789"
+RECORDS_TOKEN = f"""
+[[console.api_tokens]]
+token = "{RECORDS_ONLY}"
+scopes = ["records"]
+"""
+
+
 class LiveWebTests(WebTestMixin, TestCase):
     timeout = 60
 
@@ -44,7 +53,7 @@ class LiveWebTests(WebTestMixin, TestCase):
         self.addCleanup(self.net.stop)
         base = os.path.abspath(self.mktemp())
         os.makedirs(base)
-        web_config = parse_config_text(f'database_url = "sqlite:///{base}/web.sqlite3"\n' + CONSOLE_TOML,
+        web_config = parse_config_text(f'database_url = "sqlite:///{base}/web.sqlite3"\n' + CONSOLE_TOML + RECORDS_TOKEN,
                                        os.path.join(base, "pbx.toml"))
         self.db = Database(web_config.database_url)
         self.addCleanup(self.db.close)
@@ -113,6 +122,25 @@ class LiveWebTests(WebTestMixin, TestCase):
                 response = yield self.api(method, path, token=token)
                 self.assertEqual(response.code, 401, (method, path, token))
                 self.assertEqual(response.json()["error"]["code"], 401)
+        self.assertEqual(len(status.active_calls(self.context)), 1)
+        self.assertEqual(len(status.registrations(self.context)), 2)
+
+    @defer.inlineCallbacks
+    def test_scopes(self):
+        """
+        A token limited to scopes reaches only those resources: "records"
+        reads the call records, but hanging up needs "call.control"
+        (RustPBX's name) and unregistering "registrations" (403 JSON).
+        """
+        call = self.call_up()
+        response = yield self.api("GET", "/api/v1/records", token=RECORDS_ONLY)
+        self.assertEqual(response.code, 200)
+        for method, path in (("DELETE", "/api/v1/calls/" + call["id"]), ("GET", "/api/v1/calls"),
+                             ("DELETE", "/api/v1/registrations/bob@example.com"),
+                             ("GET", "/api/v1/transactions")):
+            response = yield self.api(method, path, token=RECORDS_ONLY)
+            self.assertEqual(response.code, 403, (method, path))
+            self.assertIn("scope", response.json()["error"]["message"])
         self.assertEqual(len(status.active_calls(self.context)), 1)
         self.assertEqual(len(status.registrations(self.context)), 2)
 

@@ -83,6 +83,8 @@ def _subpath(request) -> list:
 class RegistrationsApi(ApiResource):
     """Every binding; DELETE one extension's bindings (or one contact)."""
 
+    scope = "registrations"
+
     openapi = {
         "": {"get": {
             "summary": "Every registered contact",
@@ -127,6 +129,9 @@ class RegistrationsApi(ApiResource):
 
 class CallsApi(ApiResource):
     """The calls up now; one of them; hang one up."""
+
+    #: RustPBX's name for the scope of call control.
+    scope = "call.control"
 
     openapi = {
         "": {"get": {
@@ -201,6 +206,8 @@ class CallsApi(ApiResource):
 class TransactionsApi(ApiResource):
     """The SIP transactions in flight, by method and state."""
 
+    scope = "registrations"
+
     openapi = {"get": {
         "summary": "SIP transactions in flight",
         "operationId": "transactions",
@@ -226,6 +233,8 @@ _RECORD_FILTERS = [
 
 class RecordsApi(ApiResource):
     """Call records: search (paged), one with its SIP flow and media."""
+
+    scope = "records"
 
     openapi = {
         "": {"get": {
@@ -282,6 +291,8 @@ class RecordsApi(ApiResource):
 
 class RecordsCsvApi(ApiResource):
     """The records a search selects, as CSV."""
+
+    scope = "records"
 
     openapi = {"get": {
         "summary": "Export the call records a search selects as CSV",
