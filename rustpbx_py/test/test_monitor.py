@@ -539,3 +539,56 @@ class EventLogTests(SynchronousTestCase):
         self.assertEqual(log.since(5), [])
         self.assertIsNone(log.since(1))
         self.assertIsNone(log.since(9))
+
+
+class _Request:
+    def __init__(self, params):
+        self.params = params
+
+
+class FeedProtocolTests(SynchronousTestCase):
+    """The feed's first messages and its slow-client guard, without sockets."""
+
+    def client(self, log, params=None, backlog=0):
+        from rustpbx_py.addons.monitor.feed import FeedFactory
+
+        factory = FeedFactory(log, lambda: {"calls": []})
+        proto = factory.buildProtocol(None)
+        sent = []
+        proto.sendMessage = lambda payload, isBinary=False: sent.append(json.loads(payload))
+        dropped = []
+        proto.dropConnection = lambda abort=False: dropped.append(abort)
+        proto.transport = type("T", (), {"dataBuffer": b"x" * backlog, "_tempDataLen": 0})()
+        proto.onConnect(_Request(params or {}))
+        proto.onOpen()
+        return proto, sent, dropped
+
+    def test_first_messages(self):
+        """No ?after: a snapshot with the current seq; ?after=SEQ: resume and
+        the missed events; a SEQ no longer kept: a snapshot; junk: a snapshot."""
+        log = EventLog(task.Clock(), 2)
+        for i in range(3):
+            log.publish("call.created", {"i": i})
+        _, sent, _ = self.client(log)
+        self.assertEqual([(m["type"], m["seq"]) for m in sent], [("snapshot", 3)])
+        _, sent, _ = self.client(log, {"after": ["2"]})
+        self.assertEqual([(m["type"], m["seq"]) for m in sent], [("resume", 2), ("call.created", 3)])
+        _, sent, _ = self.client(log, {"after": ["0"]})
+        self.assertEqual([m["type"] for m in sent], ["snapshot"])
+        _, sent, _ = self.client(log, {"after": ["x"]})
+        self.assertEqual([m["type"] for m in sent], ["snapshot"])
+
+    def test_live_and_slow_client(self):
+        """Events reach an open client; one that does not read (megabytes
+        queued) is dropped and no longer listens."""
+        from rustpbx_py.addons.monitor.feed import MAX_CLIENT_BACKLOG
+
+        log = EventLog(task.Clock(), 10)
+        proto, sent, dropped = self.client(log)
+        log.publish("trunk.down", {"trunk": "carrier"})
+        self.assertEqual(sent[-1]["type"], "trunk.down")
+        proto.transport.dataBuffer = b"x" * (MAX_CLIENT_BACKLOG + 1)
+        log.publish("trunk.up", {"trunk": "carrier"})
+        self.assertEqual(dropped, [True])
+        self.assertEqual(log.listeners, [])
+        self.assertEqual(sent[-1]["type"], "trunk.down")
