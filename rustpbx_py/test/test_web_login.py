@@ -110,6 +110,14 @@ class LoginPageTests(WebTestMixin, TestCase):
         self.assertIn("<td>login</td>", page.text)
 
     @defer.inlineCallbacks
+    def test_logged_in_skips_form(self):
+        """The login page of a browser already logged in goes on to the
+        console (or to next)."""
+        yield self.attempt(PASSWORD)
+        page = yield self.get("/console/login?next=/console/audit")
+        self.assertEqual((page.code, page.header("location")), (303, "/console/audit"))
+
+    @defer.inlineCallbacks
     def test_login_csrf(self):
         """A login form posted without the token of its cookie (a foreign
         page logging the browser in) is refused before the password is
@@ -161,3 +169,44 @@ class LoginPageTests(WebTestMixin, TestCase):
         yield self.context.store.run_operation("DELETE FROM console_admins")
         page = yield self.get("/console/login")
         self.assertIn("create-admin", page.text)
+
+
+class AccountPageTests(WebTestMixin, TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):
+        yield self.start_web()
+        yield self.login()
+
+    @defer.inlineCallbacks
+    def test_change_password(self):
+        """With the current password and twice the new one, the password
+        changes: this browser stays logged in (new session), another
+        session of the admin ends, the old password no longer works, and
+        the audit log says so."""
+        other_jar = dict(self.jar)
+        yield self.login(create=False)
+        response = yield self.post_form("/console/account", {"current": PASSWORD, "new": "a new password", "again": "a new password"})
+        self.assertEqual(response.code, 200)
+        self.assertIn("Password changed", response.text)
+        page = yield self.get("/console/account")
+        self.assertEqual(page.code, 200)
+        mine = dict(self.jar)
+        self.jar = other_jar
+        page = yield self.get("/console/account")
+        self.assertEqual(page.code, 303)
+        self.jar = mine
+        found = yield self.site.accounts.authenticate(ADMIN, PASSWORD)
+        self.assertIsNone(found)
+        rows = yield self.context.store.run_query("SELECT action FROM console_audit WHERE action = 'account.password'")
+        self.assertEqual(len(rows), 1)
+
+    @defer.inlineCallbacks
+    def test_refused(self):
+        """A wrong current password, a short new one and a mismatch are each
+        shown next to their field (400), and nothing changes."""
+        response = yield self.post_form("/console/account", {"current": "wrong one", "new": "short", "again": "other"})
+        self.assertEqual(response.code, 400)
+        for name, message in (("current", "wrong password"), ("new", "at least 8 characters"), ("again", "differ")):
+            self.assertRegex(response.text, f'id="f-{name}-error" role="alert">[^<]*{message}')
+        found = yield self.site.accounts.authenticate(ADMIN, PASSWORD)
+        self.assertIsNotNone(found)

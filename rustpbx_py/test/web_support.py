@@ -223,6 +223,7 @@ class WebTestMixin:
         if create:
             yield self.create_admin(username, password)
         base = self.site_base()
+        getattr(self, "jar", {}).pop("rustpbx_session", None)  # a new browser session
         form = yield self.get(base + "/login")
         token = re.search(r'name="login_token" value="([^"]*)"', form.text).group(1)
         response = yield self.post_form(

@@ -57,10 +57,19 @@ class LoginPage(resource.Resource):
         self.site = site
 
     def render_GET(self, request):
-        d = self.site.accounts.admin_count() if self.site.accounts is not None else defer.succeed(1)
-        d.addCallback(lambda count: self._form(request, "", "", count=count))
-        d.addErrback(self._failed, request)
+        self._show(request).addErrback(self._failed, request)
         return server.NOT_DONE_YET
+
+    @defer.inlineCallbacks
+    def _show(self, request):
+        principal = yield self.site.principal(request)
+        if principal is not None:  # already logged in
+            no_cache(request)
+            redirect(request, safe_next(self.site, form_value(request, "next")))
+            finish(request)
+            return
+        count = yield self.site.accounts.admin_count()
+        yield self._form(request, "", "", count=count)
 
     def _form(self, request, username: str, error: str, code: int = 200, count: int = 1):
         token = secrets.token_urlsafe(16)
