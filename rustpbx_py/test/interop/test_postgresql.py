@@ -193,7 +193,7 @@ class StoreTests(PostgreSQLTestCase):
             ("expires_at", "start_time", "applied_at", "created_at"),
         )
         self.assertEqual({r[2] for r in rows}, {"double precision"}, rows)
-        self.assertEqual({r[0] for r in rows}, {"registrations", "call_records", "schema_migrations", "users"})
+        self.assertEqual({r[0] for r in rows}, {"registrations", "call_records", "schema_migrations", "users", "console_admins", "console_sessions"})
         yield db.run_operation("INSERT INTO users (username, created_at) VALUES (?, ?)", ("alice", 1700000000.125))
         yield db.run_operation("INSERT INTO users (username) VALUES (?)", ("bob",))
         rows = yield db.run_query("SELECT id, username, created_at FROM users ORDER BY id")
