@@ -975,7 +975,7 @@ class TrunkConfig:
     addresses of C{dest}/C{backup_dest}) are recognised as coming from it."""
 
     RUSTPBX_NOT_IMPLEMENTED: ClassVar[frozenset[str]] = frozenset({
-        "recording", "health_check_per_ip", "cac_policy",
+        "recording", "cac_policy",
         "overflow_threshold", "header_rules", "ringback", "header_passthrough",
     })
 
@@ -1012,6 +1012,7 @@ class TrunkConfig:
     health_check_interval_secs: int = _key(_int(1), 30, doc="Seconds between two OPTIONS probes of the trunk (after the previous one's answer or 10 s timeout).")
     health_check_probe_count: int = _key(_int(1), 3, doc="Failed OPTIONS probes in a row (timeout, transport error or a non-2xx answer) that mark the trunk down.")
     health_check_fallback_trunk: Optional[str] = _key(_str, doc="Trunk tried instead while this one is down (must be defined).")
+    health_check_per_ip: bool = _key(_bool, False, doc="Probe each inbound_hosts address too (with dest's port when it names none; networks are skipped); the trunk fails a round when any target fails.")
     bind_ip: Optional[str] = _key(_ip, doc="Local IP the RTP sockets of this trunk's calls bind to.")
     origin: str = _computed("", doc="File the trunk was read from.")
 

@@ -22,7 +22,8 @@ the console and the monitor addon read it.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional
+import ipaddress
+from typing import Callable, Dict, List, Optional, Tuple
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -55,14 +56,18 @@ class TrunkProbe:
         self.core = core
         self.clock = clock
         self.locate = locate
-        config = trunks.get(name)
+        config = self.config = trunks.get(name)
         self.interval = float(config.health_check_interval_secs)
         self.threshold = int(config.health_check_probe_count)
         self.destination = trunks.destination(name)
         dest_uri = trunks.dest_uri(name)
-        hostport = join_hostport(dest_uri.host, dest_uri.port)
-        # RustPBX's probe: sip:health@dest, From health-check.
-        self.uri = f"{dest_uri.scheme}:health@{hostport}"
+        self.scheme = dest_uri.scheme
+        #: What each round probes: (label, (transport, host, port) or None
+        #: for C{dest} itself, located as the trunk's calls are).
+        self.targets: List[Tuple[str, Optional[Tuple[str, str, int]]]] = [(join_hostport(dest_uri.host, dest_uri.port), None)]
+        self.per_ip = bool(getattr(config, "health_check_per_ip", False))
+        if self.per_ip:
+            self.targets += per_ip_targets(self.destination, getattr(config, "inbound_hosts", None) or [], self.targets[0][0])
         self.useragent = proxy.useragent
         self.callid_suffix = proxy.callid_suffix
         self.health = trunks.health(name)
@@ -71,9 +76,19 @@ class TrunkProbe:
         self._cseq = 0
         self._timer = None
         self._timeout = None
-        #: The probe in flight: answers to an older one are ignored.
+        #: The round in flight: answers to an older one are ignored.
         self._current = 0
         self._sent_at = 0.0
+        #: target index -> (answered 2xx, RTT, error) in the current round.
+        self._results: Dict[int, Tuple[bool, Optional[float], Optional[str]]] = {}
+
+    @property
+    def uri(self) -> str:
+        """The Request-URI probing C{dest} (RustPBX's sip:health@dest)."""
+        return self._uri(self.targets[0][0])
+
+    def _uri(self, hostport: str) -> str:
+        return f"{self.scheme}:health@{hostport}"
 
     def start(self) -> None:
         """Send the first probe now."""
@@ -89,29 +104,35 @@ class TrunkProbe:
         self._timer = self._timeout = None
         self._current += 1
 
-    # -- one probe ---------------------------------------------------------------
+    # -- one round -----------------------------------------------------------------
 
     def _probe(self) -> None:
+        """One round: an OPTIONS to each target at once (only C{dest} unless
+        C{health_check_per_ip})."""
         self._timer = None
         if not self.running:
             return
         self._current += 1
         probe = self._current
         self.probes += 1
+        self._results = {}
         self._sent_at = self.clock.seconds()
-        self._timeout = self.clock.callLater(PROBE_TIMEOUT, self._failed, probe, f"no answer to OPTIONS within {PROBE_TIMEOUT:.0f} s")
-        if self.locate is None:
-            transport, host, port = self.destination
-            d = self.core.resolve(transport, host, port)
-        else:
-            d = self.locate()
-            d.addCallback(self._first_target)
-        d.addCallbacks(self._send, self._unreachable, callbackArgs=(probe,), errbackArgs=(probe,))
-        d.addErrback(self._broken, probe)
+        self._timeout = self.clock.callLater(PROBE_TIMEOUT, self._timed_out, probe)
+        for index, (label, where) in enumerate(self.targets):
+            if where is not None:
+                d = self.core.resolve(*where)
+            elif self.locate is None:
+                transport, host, port = self.destination
+                d = self.core.resolve(transport, host, port)
+            else:
+                d = self.locate()
+                d.addCallback(self._first_target)
+            d.addCallbacks(self._send, self._unreachable, callbackArgs=(probe, index), errbackArgs=(probe, index))
+            d.addErrback(self._broken, probe, index)
 
-    def _broken(self, failure, probe: int) -> None:
+    def _broken(self, failure, probe: int, index: int) -> None:
         self.log.failure("trunk {trunk}: OPTIONS probe failed", failure, trunk=self.name)
-        self._failed(probe, f"OPTIONS probe failed: {failure.getErrorMessage()}")
+        self._result(probe, index, False, f"OPTIONS probe failed: {failure.getErrorMessage()}")
 
     def _first_target(self, targets):
         if not targets:
@@ -120,56 +141,83 @@ class TrunkProbe:
         host = target.name if target.transport in ("tls", "wss") else target.host
         return self.core.resolve(target.transport, host, target.port)
 
-    def _unreachable(self, failure, probe: int) -> None:
+    def _unreachable(self, failure, probe: int, index: int) -> None:
         if failure.check(TransportError) is None:
             self.log.failure("trunk {trunk}: OPTIONS probe could not be sent", failure, trunk=self.name)
-        self._failed(probe, f"cannot reach {self.destination.host}:{self.destination.port}: {failure.getErrorMessage()}")
+        self._result(probe, index, False, f"cannot reach {self.targets[index][0]}: {failure.getErrorMessage()}")
 
-    def _send(self, flow, probe: int) -> None:
+    def _send(self, flow, probe: int, index: int) -> None:
         if probe != self._current:
             return
         core = self.core
         self._cseq += 1
+        uri = self._uri(self.targets[index][0])
         host, port = core.transports.advertised(flow.transport, flow.remote[0])
-        request = Request("OPTIONS", self.uri)
+        request = Request("OPTIONS", uri)
         request.add("Via", core.via_for(flow))
         request.add("Max-Forwards", "70")
         request.add("From", f"<sip:health-check@{join_hostport(host, port)}>;tag={new_tag()}")
-        request.add("To", f"<{self.uri}>")
+        request.add("To", f"<{uri}>")
         request.add("Call-ID", new_call_id(self.callid_suffix))
         request.add("CSeq", f"{self._cseq} OPTIONS")
         request.add("Accept", "application/sdp")
         if self.useragent:
             request.add("User-Agent", self.useragent)
-        core.send_request(request, flow, lambda tx, response: self._response(probe, response))
+        core.send_request(request, flow, lambda tx, response: self._response(probe, index, response))
 
-    def _response(self, probe: int, response: Response) -> None:
-        if response.status < 200 or probe != self._current:
+    def _response(self, probe: int, index: int, response: Response) -> None:
+        if response.status < 200:
             return
         if 200 <= response.status < 300:
-            self._succeeded(probe)
+            self._result(probe, index, True, None)
         else:
-            self._failed(probe, f"OPTIONS answered {response.status} {response.reason}".strip())
+            self._result(probe, index, False, f"OPTIONS answered {response.status} {response.reason}".strip())
+
+    def _result(self, probe: int, index: int, ok: bool, why: Optional[str]) -> None:
+        if probe != self._current or not self.running or index in self._results:
+            return
+        self._results[index] = (ok, self.clock.seconds() - self._sent_at if ok else None, why)
+        if len(self._results) == len(self.targets):
+            self._end_round(probe)
+
+    def _timed_out(self, probe: int) -> None:
+        why = f"no answer to OPTIONS within {PROBE_TIMEOUT:.0f} s"
+        for index in range(len(self.targets)):
+            self._results.setdefault(index, (False, None, why))
+        self._end_round(probe)
 
     # -- results -----------------------------------------------------------------
 
-    def _finish(self, probe: int) -> bool:
-        """End probe C{probe}; False when it is not the current one."""
+    def _end_round(self, probe: int) -> None:
         if probe != self._current or not self.running:
-            return False
+            return
         self._current += 1
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self._timeout = None
-        self.health.last_probe = self.clock.seconds()
-        self._timer = self.clock.callLater(self.interval, self._probe)
-        return True
-
-    def _succeeded(self, probe: int) -> None:
-        if not self._finish(probe):
-            return
         health = self.health
-        health.rtt = self.clock.seconds() - self._sent_at
+        health.last_probe = self.clock.seconds()
+        self._timer = self.clock.callLater(self.interval, self._probe)
+        results = [self._results[i] for i in range(len(self.targets))]
+        if self.per_ip:
+            health.per_ip = [
+                {"target": label, "healthy": ok, "rtt": rtt, "last_error": why}
+                for (label, _), (ok, rtt, why) in zip(self.targets, results)
+            ]
+        rtts = [rtt for ok, rtt, _ in results if ok]
+        if rtts:
+            # RustPBX: the RTT of the first target that answered.
+            health.rtt = rtts[0]
+        failed = [(label, why) for (label, _), (ok, _, why) in zip(self.targets, results) if not ok]
+        if not failed:
+            self._succeeded()
+        elif self.per_ip:
+            self._failed(f"{failed[0][0]}: {failed[0][1]}")
+        else:
+            self._failed(failed[0][1] or "OPTIONS failed")
+
+    def _succeeded(self) -> None:
+        health = self.health
         health.failures = 0
         health.last_error = None
         health.options = "ok"
@@ -177,9 +225,7 @@ class TrunkProbe:
             self.log.info("trunk {trunk}: answers OPTIONS again; it is up", trunk=self.name)
         self.trunks.set_state(self.name, "up")
 
-    def _failed(self, probe: int, why: str) -> None:
-        if not self._finish(probe):
-            return
+    def _failed(self, why: str) -> None:
         health = self.health
         health.failures += 1
         health.last_error = why
@@ -192,6 +238,57 @@ class TrunkProbe:
                 why=why,
             )
             self.trunks.set_state(self.name, "down")
+
+
+def per_ip_targets(destination, inbound_hosts: List[str], dest_label: str) -> List[Tuple[str, Tuple[str, str, int]]]:
+    """
+    RustPBX's C{health_check_per_ip} targets besides C{dest}: each
+    C{inbound_hosts} entry, with C{dest}'s port when it names none, each
+    C{host:port} once (C{dest}'s included).  A network (CIDR) entry is not
+    something one can send OPTIONS to and is left out; a single-address
+    one (C{/32}, C{/128}) is that address.
+    """
+    transport, _, default_port = destination
+    seen = {dest_label}
+    found: List[Tuple[str, Tuple[str, str, int]]] = []
+    for text in inbound_hosts:
+        target = _inbound_target(str(text), default_port)
+        if target is None:
+            continue
+        host, port = target
+        label = join_hostport(host, port)
+        if label in seen:
+            continue
+        seen.add(label)
+        found.append((label, (transport, host, port)))
+    return found
+
+
+def _inbound_target(text: str, default_port: int) -> Optional[Tuple[str, int]]:
+    t = text.strip().strip("<>")
+    for prefix in ("sips:", "sip:"):
+        if t.lower().startswith(prefix):
+            t = t[len(prefix):]
+    t = t.split(";", 1)[0]
+    if "/" in t:
+        try:
+            network = ipaddress.ip_network(t, strict=False)
+        except ValueError:
+            return None
+        if network.num_addresses != 1:
+            return None
+        return str(network.network_address), default_port
+    port = ""
+    if t.startswith("["):
+        host, _, rest = t[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif t.count(":") == 1:
+        host, port = t.split(":")
+    else:
+        host = t
+    if not host:
+        return None
+    return host, int(port) if port.isdigit() else default_port
 
 
 class TrunkHealthChecker:

@@ -225,7 +225,7 @@ class TrunkHealth:
     C{down} after C{health_check_probe_count} failures in a row.
     """
 
-    __slots__ = ("state", "options", "rtt", "last_probe", "failures", "last_error", "registration")
+    __slots__ = ("state", "options", "rtt", "last_probe", "failures", "last_error", "registration", "per_ip")
 
     def __init__(self) -> None:
         self.state = "unknown"
@@ -242,6 +242,9 @@ class TrunkHealth:
         #: The trunk's L{rustpbx_py.call.trunk_registration.TrunkRegistration}
         #: when it registers with its provider.
         self.registration: Any = None
+        #: With C{health_check_per_ip}: the last round's result of each
+        #: target (C{target}, C{healthy}, C{rtt}, C{last_error}).
+        self.per_ip: Optional[List[dict]] = None
 
 
 class _Trunk:
@@ -422,6 +425,7 @@ class TrunkSet:
             "last_error": health.last_error,
             "fallback_trunk": getattr(trunk.config, "health_check_fallback_trunk", None),
             "registration": registration.status() if registration is not None else None,
+            "per_ip": [dict(target) for target in health.per_ip] if health.per_ip is not None else None,
         }
 
     def statuses(self) -> List[dict]:

@@ -337,6 +337,63 @@ class ProbeTests(SynchronousTestCase):
         self.assertIn(("INVITE", 503), alice.answers)
 
 
+class PerIpTests(SynchronousTestCase):
+    """health_check_per_ip: dest and every inbound host are probed each
+    round; any target failing fails the round (RustPBX's code)."""
+
+    def test_targets(self):
+        from rustpbx_py.call.trunk_health import per_ip_targets
+        from rustpbx_py.call.trunks import TrunkDestination
+
+        found = per_ip_targets(
+            TrunkDestination("udp", "198.51.100.5", 5060),
+            ["198.51.100.6", "198.51.100.5", "198.51.100.7:5070", "10.0.0.0/8", "192.0.2.9/32", "[2001:db8::1]:5062", "sip:carrier.example", "198.51.100.6"],
+            "198.51.100.5:5060",
+        )
+        self.assertEqual(
+            found,
+            [
+                ("198.51.100.6:5060", ("udp", "198.51.100.6", 5060)),
+                ("198.51.100.7:5070", ("udp", "198.51.100.7", 5070)),
+                ("192.0.2.9:5060", ("udp", "192.0.2.9", 5060)),
+                ("[2001:db8::1]:5062", ("udp", "2001:db8::1", 5062)),
+                ("carrier.example:5060", ("udp", "carrier.example", 5060)),
+            ],
+        )
+
+    def test_any_target_down(self):
+        clock = task.Clock()
+        net = Network(clock, trunks={"t1": trunk(T1, health_check_per_ip=True, inbound_hosts=[T2[0]], health_check_interval_secs=5, health_check_probe_count=2)})
+        self.addCleanup(net.stop)
+        trunks = net.module("call").trunks
+        c1, c2 = Carrier(net, T1, "t1"), Carrier(net, T2, "t1-second")
+        net.advance(0.5)
+        self.assertEqual([o.uri for o in c1.options + c2.options], ["sip:health@198.51.100.5:5060", "sip:health@198.51.100.6:5060"])
+        status = trunks.trunk_status("t1")
+        self.assertEqual(status["state"], "up")
+        self.assertEqual([(t["target"], t["healthy"]) for t in status["per_ip"]], [("198.51.100.5:5060", True), ("198.51.100.6:5060", True)])
+        c2.silent()
+        net.advance(5 + 15 + 15)
+        status = trunks.trunk_status("t1")
+        self.assertEqual(status["state"], "down", "dest answers, the inbound host does not")
+        self.assertEqual(status["last_error"], "198.51.100.6:5060: no answer to OPTIONS within 10 s")
+        self.assertEqual([(t["target"], t["healthy"]) for t in status["per_ip"]], [("198.51.100.5:5060", True), ("198.51.100.6:5060", False)])
+        self.assertIsNotNone(status["rtt"])
+        c2.back()
+        net.advance(15)
+        self.assertEqual(trunks.trunk_status("t1")["state"], "up")
+
+    def test_off_by_default(self):
+        """Without it, only dest is probed and there is no per_ip list."""
+        clock = task.Clock()
+        net = Network(clock, trunks={"t1": trunk(T1, inbound_hosts=[T2[0]])})
+        self.addCleanup(net.stop)
+        c1, c2 = Carrier(net, T1, "t1"), Carrier(net, T2, "other")
+        net.advance(0.5)
+        self.assertEqual((len(c1.options), len(c2.options)), (1, 0))
+        self.assertIsNone(net.module("call").trunks.trunk_status("t1")["per_ip"])
+
+
 class RegistrationStatusTests(SynchronousTestCase):
     def test_registration_in_status(self):
         """A registering trunk's status carries its registration state."""
