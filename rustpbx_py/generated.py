@@ -275,13 +275,28 @@ class GeneratedFiles:
 
     def document(self, config: Config, kind: str) -> Any:
         """The value of the file's one key (C{[]}/C{{}} when there is no
-        file), as TOML gives it."""
+        file, or when it is not TOML: a hand edit gone wrong, which
+        L{problems} reports and the next save replaces), as TOML gives it."""
         import tomllib
 
+        empty: Any = [] if kind in ("routes", "acl") else {}
         text = self.read(config, kind)
         if text is None:
-            return [] if kind in ("routes", "acl") else {}
-        return tomllib.loads(text).get(FILE_KEYS[kind], [] if kind in ("routes", "acl") else {})
+            return empty
+        try:
+            value = tomllib.loads(text).get(FILE_KEYS[kind], empty)
+        except tomllib.TOMLDecodeError:
+            return empty
+        return value if isinstance(value, type(empty)) else empty
+
+    def problems(self) -> List[str]:
+        """Why the configuration does not load as the files are now (none
+        when it does): shown above the console's forms."""
+        try:
+            self.load()
+        except ConfigError as e:
+            return list(e.problems)
+        return []
 
     def text_for(self, kind: str, value: Any) -> Optional[str]:
         """The file text holding C{value} as its one key (None: no file for

@@ -414,3 +414,35 @@ class OpenApiTests(ConfigConsoleMixin, TestCase):
         for path in ("/api/v1/settings", "/api/v1/extensions", "/api/v1/extensions/{id}", "/api/v1/extensions/import",
                      "/api/v1/extensions/export", "/api/v1/routes", "/api/v1/trunks", "/api/v1/acl", "/api/v1/reload"):
             self.assertIn(path, document["paths"])
+
+
+class BrokenFileTests(ConfigConsoleMixin, TestCase):
+    """A generated file broken by hand: the pages say so instead of failing."""
+
+    @defer.inlineCallbacks
+    def test_settings_file_not_toml(self):
+        yield self.start_console()
+        yield self.login()
+        os.makedirs(self.gen, exist_ok=True)
+        with open(os.path.join(self.gen, "proxy.generated.toml"), "w") as f:
+            f.write("[proxy\nrealms = \n")
+        page = yield self.get("/console/settings")
+        self.assertEqual(page.code, 200)
+        self.assertIn('id="load-problems"', page.text)
+        self.assertIn("proxy.generated.toml: TOML syntax error", page.text)
+        response = yield self.post_form("/console/settings", {"max_contacts": "4"})
+        self.assertIn("Saved and applied at once: max_contacts", response.text)
+        self.assertNotIn('id="load-problems"', response.text)
+        self.assertEqual(load_config(self.path).proxy.max_contacts, 4)
+
+    @defer.inlineCallbacks
+    def test_routes_file_broken(self):
+        yield self.start_console()
+        yield self.login()
+        os.makedirs(os.path.join(self.gen, "routes"))
+        with open(os.path.join(self.gen, "routes", "routes.generated.toml"), "w") as f:
+            f.write("[[routes]]\npriority = 1\n")
+        page = yield self.get("/console/routes")
+        self.assertEqual(page.code, 200)
+        self.assertIn('id="load-problems"', page.text)
+        self.assertIn("routes[0].name: missing required key", page.text)

@@ -16,7 +16,7 @@ from typing import Any, List, Optional
 
 from twisted.web.template import Tag, tags
 
-from rustpbx_py.generated import Problems
+from rustpbx_py.generated import GeneratedFiles, Problems
 from rustpbx_py.reload import ReloadError, reload_routing
 from rustpbx_py.web.api.reload import effective, save_and_reload, state
 from rustpbx_py.web.console import ConsolePage, audit, csrf_input, form_value, table
@@ -80,6 +80,11 @@ class RoutingPage(ConsolePage):
         ]
         if error:
             editor.append(tags.div(*[tags.p(e) for e in errors], class_="field-error", id="f-toml-error", role="alert"))
+        problems = GeneratedFiles(self.context.config.path).problems() if not errors else []
+        if problems:
+            notices = list(notices) + [tags.div(
+                tags.p("The configuration does not load as the files are now: a reload would be refused."),
+                tags.ul(*[tags.li(p) for p in problems]), class_="notice error", id="load-problems")]
         return tags.div(
             *notices,
             tags.h2("In use"),

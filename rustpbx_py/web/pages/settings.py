@@ -87,6 +87,11 @@ class SettingsPage(ConsolePage):
         )]
         if waiting:
             out.append(tags.div("Waiting for a restart: " + ", ".join(waiting), class_="notice pending", id="pending-notice"))
+        problems = settings.files.problems()
+        if problems:
+            out.append(tags.div(tags.p("The configuration does not load as the files are now (a restart would fail); "
+                                       "saving here rewrites only the settings file:"),
+                                tags.ul(*[tags.li(p) for p in problems]), class_="notice error", id="load-problems"))
         return out
 
     def get(self, request, admin):
