@@ -87,6 +87,7 @@ LIVE_KEYS: Dict[str, Optional[Callable[[Any, ProxyConfig], None]]] = {
     # read per call (call module, B2BUA, media policy)
     "passthrough_failure": None,
     "max_ring_time": None,
+    "max_call_duration": None,
     "sip_flow_max_items": None,
     "session_timer": None,
     "session_expires": None,

@@ -221,7 +221,7 @@ class SaveTests(SynchronousTestCase):
     def test_every_live_key_changes_the_running_value(self) -> None:
         """Each live key, saved, is the running value at once."""
         samples = {
-            "passthrough_failure": False, "max_ring_time": 7, "sip_flow_max_items": 9, "session_timer": False,
+            "passthrough_failure": False, "max_ring_time": 7, "max_call_duration": 120, "sip_flow_max_items": 9, "session_timer": False,
             "session_expires": 600, "media_proxy": "all", "codecs": ["pcma"], "codec_strategy": "quality",
             "enable_latching": False, "latching_probation_max_packets": 3, "rtp_timeout": 11,
             "callid_suffix": "pbx.example", "ua_black_list": ["x"], "ua_white_list": ["y"],
