@@ -397,6 +397,7 @@ class TrunkCallTests(PbxMixin, SynchronousTestCase):
         self.assertEqual(calls, {(("direction", "outbound"), ("trunk_id", "carrier")): 2})
         failed = families["rustpbx_trunk_calls_failed"].samples
         self.assertEqual([(s.labels["trunk_id"], s.value) for s in failed], [("carrier", 1)])
+        self.assertEqual(sample(families, "rustpbx_trunk_latency_seconds_count", trunk_id="carrier"), 1)
         results = {s.labels["result"]: s.value for s in families["rustpbx_calls"].samples}
         self.assertEqual(results["ok"], 1)
 

@@ -127,6 +127,7 @@ class PbxMetrics:
         self.call_duration = LabelledHistograms()  # (direction,)
         self.call_talk_time = LabelledHistograms()  # (direction,)
         self.invite_latency = LabelledHistograms()  # (direction,)
+        self.trunk_latency = LabelledHistograms()  # (trunk,)
         self.dialogs_created: Counter = Counter()  # direction
         self.dialogs_terminated: Counter = Counter()  # (direction, reason)
         self.trunk_calls: Counter = Counter()  # (trunk, direction)
@@ -164,7 +165,10 @@ class PbxMetrics:
         record = call.record
         self.dialogs_created[record.direction] += 1
         # RustPBX's INVITE latency: from the INVITE to the answer.
-        self.invite_latency[record.direction,].observe(max(self.clock.seconds() - record.start_time, 0.0))
+        setup = max(self.clock.seconds() - record.start_time, 0.0)
+        self.invite_latency[record.direction,].observe(setup)
+        if record.trunk:
+            self.trunk_latency[record.trunk,].observe(setup)
 
     def call_record(self, record) -> None:
         """A call ended: RustPBX's MetricsCallRecordHook, plus trunks and RTP."""
@@ -315,6 +319,7 @@ class PbxCollector:
         yield _histograms("rustpbx_call_talk_time_seconds", "Talk time of answered calls.", ["direction"], m.call_talk_time)
         yield _counter("rustpbx_trunk_calls_total", "Calls routed through a trunk.", ["trunk_id", "direction"], m.trunk_calls)
         yield _counter("rustpbx_trunk_calls_failed_total", "Failed trunk calls.", ["trunk_id", "direction", "reason"], m.trunk_calls_failed)
+        yield _histograms("rustpbx_trunk_latency_seconds", "Call setup time through a trunk: INVITE to answer.", ["trunk_id"], m.trunk_latency)
         status = GaugeMetricFamily("rustpbx_trunk_status", "Trunk online status (1=online, 0=offline).", labels=["trunk_id"])
         for name, up in sorted(trunk_states(context).items()):
             status.add_metric([name], 1 if up else 0)

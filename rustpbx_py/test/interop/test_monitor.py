@@ -382,3 +382,63 @@ def _shoot(chromium: str, driver: str, url: str, path: str) -> None:
         browser.save_screenshot(path)
     finally:
         browser.quit()
+
+
+class TrunkFeedTests(SippMixin, TestCase):
+    """A SIPp carrier going silent, seen through the monitor."""
+
+    timeout = 150
+
+    @defer.inlineCallbacks
+    def trunk_status(self, base: str) -> float:
+        code, body = yield http_get(base + "/metrics")
+        self.assertEqual(code, 200)
+        for family in text_string_to_metric_families(body.decode()):
+            if family.name == "rustpbx_trunk_status":
+                return {s.labels["trunk_id"]: s.value for s in family.samples}["primary"]
+        return None
+
+    @defer.inlineCallbacks
+    def test_trunk_down_and_up(self):
+        """The carrier answers OPTIONS: rustpbx_trunk_status{trunk_id="primary"}
+        is 1; killed, the feed says trunk.down (with its failures) and the
+        gauge is 0; started again, trunk.up (with the OPTIONS round trip)
+        and 1."""
+        from rustpbx_py.call import trunk_health
+        from rustpbx_py.test.interop.test_trunk_health import TOML, TrunkHealthInteropTests
+
+        self.sipp = require_tool("sipp")
+        self.patch(trunk_health, "PROBE_TIMEOUT", 2.0)
+        primary, secondary = free_udp_port(), free_udp_port()
+        text = TOML.format(primary=primary, secondary=secondary).replace("[proxy]\n", '[proxy]\naddons = ["monitor"]\n', 1)
+        self.pbx = yield start_pbx_toml(self, text)
+        base = f"http://127.0.0.1:{self.pbx.ports['HTTP']}"
+        feed = yield open_feed(self, f"ws://127.0.0.1:{self.pbx.ports['HTTP']}/api/monitor/feed")
+        _, kill = TrunkHealthInteropTests.carrier(self, primary)
+        yield self.until(lambda: self.pbx.context.trunks.trunk_status("primary")["state"] == "up")
+        value = yield self.trunk_status(base)
+        self.assertEqual(value, 1)
+
+        yield kill()
+        yield self.until(lambda: any(m["type"] == "trunk.down" for m in feed.messages))
+        down = next(m for m in feed.messages if m["type"] == "trunk.down")
+        self.assertEqual((down["data"]["trunk"], down["data"]["state"], down["data"]["failures"]), ("primary", "down", 2))
+        value = yield self.trunk_status(base)
+        self.assertEqual(value, 0)
+
+        TrunkHealthInteropTests.carrier(self, primary)
+        yield self.until(lambda: any(m["type"] == "trunk.up" for m in feed.messages))
+        up = next(m for m in feed.messages if m["type"] == "trunk.up")
+        self.assertEqual((up["data"]["trunk"], up["data"]["state"]), ("primary", "up"))
+        self.assertLess(up["data"]["rtt"], 1.0)
+        self.assertGreater(up["seq"], down["seq"])
+        value = yield self.trunk_status(base)
+        self.assertEqual(value, 1)
+
+    @defer.inlineCallbacks
+    def until(self, predicate, within: float = 30.0):
+        for _ in range(int(within * 10)):
+            if predicate():
+                return
+            yield task.deferLater(reactor, 0.1, lambda: None)
+        self.fail("condition not met within %s s" % within)
