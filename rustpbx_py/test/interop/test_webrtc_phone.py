@@ -175,3 +175,27 @@ class BrowserPhoneTests(TestCase):
         self.assertEqual(ice.ufrag, after.attribute("ice-ufrag"))
         yield until(lambda: ice.answered > answered, 15.0, "a check with the new credentials answered")
         yield self.bob.hears(_Browser(), seconds=1.0, timeout=10.0)
+
+    @defer.inlineCallbacks
+    def test_wrong_password(self):
+        """A wrong password: the badge says the registration failed (the
+        PBX's 403 after the digest check),
+        the form comes back for another try, and the right password then
+        signs in."""
+        from rustpbx_py.test.interop.browser_phone import BrowserPhone
+
+        self.pbx = yield PhonePbx.start(self, "", top='https_addr = "127.0.0.1:0"\n')
+        phone = yield deferToThread(BrowserPhone, *self.chromium)
+        self.addCleanup(deferToThread, phone.quit)
+        yield deferToThread(phone.open, f"https://127.0.0.1:{self.pbx.ports['HTTPS']}/phone/")
+        yield deferToThread(phone.type, "user", "alice")
+        yield deferToThread(phone.type, "password", "not-her-password")
+        yield deferToThread(phone.press, "signin")
+        state = yield deferToThread(phone.wait, lambda s: s["registration"].startswith("failed"), 20.0,
+                                    "the registration refused")
+        self.assertIn(state["registration"], ("failed: 401 Authentication Error", "failed: 403 Rejected"))
+        shown = yield deferToThread(phone.script, "return [document.getElementById('login').hidden,"
+                                                  " document.getElementById('dialer').hidden]")
+        self.assertEqual(shown, [False, True])
+        yield deferToThread(phone.screenshot, os.path.join(artefacts_dir("browser-phone"), "browser-phone-refused.png"))
+        yield deferToThread(phone.sign_in, "alice", USERS["alice"])

@@ -272,6 +272,15 @@
       const code = e.response ? ` ${e.response.status_code}` : '';
       setRegistration(`failed:${code} ${e.cause}`, 'error');
       showError('registration failed: ' + e.cause);
+      const causes = JsSIP.C.causes;
+      if (e.cause === causes.AUTHENTICATION_ERROR || e.cause === causes.REJECTED) {
+        // wrong extension or password: back to the form (a network
+        // failure is retried by JsSIP itself)
+        signOut();
+        $('dialer').hidden = true;
+        $('login').hidden = false;
+        $('password').focus();
+      }
     });
     ua.on('newRTCSession', (e) => {
       if (e.originator === 'remote') incoming(e.session);
