@@ -91,6 +91,7 @@ def soak(calls: int, rate: float, settle: float = 420.0, keep: str = "") -> dict
     server.start("soak")
     samples = []
     settling = []  # (seconds after the last call, RSS)
+    sipps = []  # stopped whatever ends the soak: an interrupted run left them calling
     try:
         callee_port = bench.free_port()
         reg_dir = os.path.join(raw, "register")
@@ -103,11 +104,13 @@ def soak(calls: int, rate: float, settle: float = 420.0, keep: str = "") -> dict
         uas_dir = os.path.join(raw, "callee")
         uas = bench.start_sipp("sipp-callee", uas_dir, bench.sipp_args(
             "uas.xml", uas_dir, callee_port, "u1", calls=calls, uac=False, service=bench.CALLEE, timeout=limit + 5))
+        sipps.append(uas)
         time.sleep(0.3)
         uac_dir = os.path.join(raw, "caller")
         uac = bench.start_sipp("sipp-caller", uac_dir, bench.sipp_args(
             "uac_auth.xml", uac_dir, bench.free_port(), "u1", remote=server.address(), calls=calls, rate=rate,
             injection=users_csv, service=bench.CALLEE, timeout=limit))
+        sipps.append(uac)
         started = time.monotonic()
         drops_before, cpu_before = udp_receive_drops(), cpu_seconds(server.child.pid)
         while uac.alive() and time.monotonic() - started < limit + 5:
@@ -125,6 +128,9 @@ def soak(calls: int, rate: float, settle: float = 420.0, keep: str = "") -> dict
             settling.append((round(waited), bench.memory_bytes([server.child.pid])))
         after_wait = bench.memory_bytes([server.child.pid])
     finally:
+        for sipp in sipps:
+            if sipp.alive():
+                sipp.stop(grace=2.0)
         server.stop()
         server.cleanup()
     first = next((rss for n, rss, _ in samples if n >= 1000), None)
