@@ -97,7 +97,7 @@ class TwistdTests(SynchronousTestCase):
         os.makedirs(base)
         path = os.path.join(base, "pbx.toml")
         with open(path, "w") as f:
-            f.write(f'database_url = "sqlite:///{base}/db.sqlite3"\n[proxy]\naddr = "127.0.0.1"\nudp_port = {port}\n')
+            f.write(f'database_url = "sqlite:///{base}/db.sqlite3"\nhttp_addr = "127.0.0.1:0"\n[proxy]\naddr = "127.0.0.1"\nudp_port = {port}\n')
         result = self.twistd("-n", "--pidfile=", "--logfile=-", "pbx", "--config", path)
         output = result.stdout + result.stderr
         self.assertEqual(result.returncode, 1, output)
@@ -121,7 +121,7 @@ class StartupLogTests(SynchronousTestCase):
         path = os.path.join(base, "pbx.toml")
         with open(path, "w") as f:
             f.write(
-                f'database_url = "sqlite:///{base}/db.sqlite3"\n[proxy]\naddr = "127.0.0.1"\nudp_port = 0\ntcp_port = 0\n'
+                f'database_url = "sqlite:///{base}/db.sqlite3"\nhttp_addr = "127.0.0.1:0"\n[proxy]\naddr = "127.0.0.1"\nudp_port = 0\ntcp_port = 0\n'
                 'frequency_limiter = "100/60s"\nmedia_proxy = "none"\n' + toml
             )
         code = "import sys; from twisted.scripts.twistd import run; sys.argv = ['twistd'] + sys.argv[1:]; run()"

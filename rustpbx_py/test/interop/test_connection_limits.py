@@ -175,7 +175,7 @@ class LowFileLimitTests(SippMixin, TestCase):
         tcp = free_tcp_port()
         config = os.path.join(base, "pbx.toml")
         with open(config, "w") as f:
-            f.write(f'database_url = "sqlite:///{base}/pbx.sqlite3"\n' + PBX.replace("udp_port = 0", f"udp_port = {free_udp_port()}")
+            f.write(f'database_url = "sqlite:///{base}/pbx.sqlite3"\nhttp_addr = "127.0.0.1:0"\n' + PBX.replace("udp_port = 0", f"udp_port = {free_udp_port()}")
                     .replace("tcp_port = 0", f"tcp_port = {tcp}\ntcp_max_connections_per_ip = {per_ip}"))
         log = os.path.join(base, "pbx.log")
         pbx = run_tool([sys.executable, "-c", LOW_LIMIT, "-n", f"--pidfile={base}/pbx.pid", f"--logfile={log}", "pbx", "--config", config],
