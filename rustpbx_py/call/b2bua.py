@@ -301,6 +301,8 @@ class Call:
         #: Timer C of each re-INVITE we relayed, by (leg name, CSeq).
         self.relay_timers: Dict[Tuple[str, int], object] = {}
         self.end_reason: Optional[str] = None
+        #: Whether the record was handed to the store (see CallModule.flow_grew).
+        self.recorded = False
         self.on_end: List[Callable] = []
         # Session timers (RFC 4028): the caller's plan, then one per leg.
         self.a_plan: Optional[ST.Plan] = None
@@ -1277,6 +1279,10 @@ class Call:
 
         def answered(tx, response: Response, leg=leg) -> None:
             self.trace(leg.name, "in", leg.flow.remote, response)
+            if self.state == "ended" and method == "BYE" and response.status >= 200:
+                # The answer to our last BYE arrives after the call ended:
+                # the record's SIP flow gets it too (the console's ladder).
+                self.module.flow_grew(self)
             if on_response is not None:
                 on_response(request, response)
 

@@ -745,7 +745,18 @@ class CallModule:
             return
         self._record_call(call)
 
+    def flow_grew(self, call: Call) -> None:
+        """
+        A message of an ended call came after its record was written (the
+        answer to our BYE): write the record again (the save replaces the
+        row) so its SIP flow ends with it.  Not while stopping: the store
+        closes once the records written so far are committed.
+        """
+        if self.records is not None and call.recorded and not self.stopping:
+            self.records.save(call.record)
+
     def _record_call(self, call: Call) -> None:
+        call.recorded = True
         for addon in self.context.addons:
             hook = getattr(addon, "on_call_record", None)
             if hook is not None:

@@ -218,6 +218,16 @@ class LiveWebTests(WebTestMixin, TestCase):
         self.assertIn("BYE", self.alice.methods())
         self.assertIn("BYE", self.bob.methods())
         self.assertEqual(status.active_calls(self.context), [])
+        # The record (written when the call ended) is written again with
+        # both phones' answers to the BYEs: the ladder ends with them.
+        yield self.records.drained()
+        from rustpbx_py.web import history
+
+        row = yield history.get_record(self.db, call["id"])
+        self.assertEqual(row["hangup_reason"], "bySystem")
+        answers = [(i["leg"], i["direction"]) for i in row["sip_flow"]
+                   if i["message"].startswith("SIP/2.0 200") and "BYE" in i["message"].split("CSeq:", 1)[1].split("\r\n", 1)[0]]
+        self.assertEqual(sorted(answers), [("a", "in"), ("b", "in")])
         page = yield self.get(response.header("location"))
         self.assertIn("Hung up alice@example.com -&gt; bob@example.com", page.text)
         audit = yield self.audit_rows()
