@@ -89,7 +89,7 @@ class Browser:
         return self.driver.find_elements(By.CSS_SELECTOR, css)
 
     def wait(self, what: Callable[[], object], timeout: float = 20.0, message: str = "", reload: Optional[str] = None):
-        """Poll C{what} until it returns something true (reloading C{reload} between tries)."""
+        """Poll C{what} until it returns something true (reloading C{reload}, a path or URL, between tries)."""
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -102,7 +102,7 @@ class Browser:
                     return last
             time.sleep(0.3)
             if reload is not None:
-                self.open(reload)
+                self.driver.get(reload if "://" in reload else self.base + reload)
         raise AssertionError(f"timed out waiting for {message or what}: last {last!r}; page:\n"
                              + self.driver.find_element("tag name", "body").text[:2000])
 
@@ -222,12 +222,17 @@ class ConsoleBrowserTests(SippMixin, TestCase):
         yield self.thread(browser.screenshot, "call-records")
         yield self.thread(links[0].click)
 
+        record_page = yield self.thread(lambda: browser.driver.current_url.split("#", 1)[0])
+
         def ladder():
             arrows = browser.find_all("svg.sip-flow a")
             labels = [t.text for t in browser.find_all("svg.sip-flow a text")]
-            return arrows if arrows and labels.count("BYE") == 2 else None
+            # Both BYEs, and both phones' 200 OK to them (the record is
+            # written again when those arrive).
+            return arrows if arrows and labels.count("BYE") == 2 and labels.count("200 OK") == 2 else None
 
-        arrows = yield self.thread(browser.wait, ladder, message="the ladder with both BYEs")
+        arrows = yield self.thread(browser.wait, ladder, message="the ladder with both BYEs and their answers",
+                                   reload=record_page)
         yield self.thread(browser.screenshot, "sip-flow-ladder", "svg.sip-flow")
         yield self.thread(browser.screenshot, "call-record")
 
