@@ -424,6 +424,25 @@ class MetricsPageTests(PbxMixin, SynchronousTestCase):
         self.assertEqual(request.responseCode, 200)
 
 
+class PathsTests(PbxMixin, SynchronousTestCase):
+    monitor_toml = '[metrics]\npath = "/prom/metrics"\nhealthz_path = "/health"\n'
+
+    def test_paths(self):
+        """[metrics] path and healthz_path decide where the pages are mounted."""
+        self.assertEqual(
+            sorted(self.addon.web_resources()),
+            ["api/monitor/feed", "api/monitor/snapshot", "health", "prom/metrics"],
+        )
+
+
+class DisabledTests(PbxMixin, SynchronousTestCase):
+    monitor_toml = "[metrics]\nenabled = false\n"
+
+    def test_disabled(self):
+        """[metrics] enabled = false: neither /metrics nor /healthz (RustPBX)."""
+        self.assertEqual(sorted(self.addon.web_resources()), ["api/monitor/feed", "api/monitor/snapshot"])
+
+
 class RaisingStore:
     """A database that cannot be reached."""
 
