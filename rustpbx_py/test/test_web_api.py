@@ -7,21 +7,11 @@ C{[console]}, C{http_addr}, C{https_addr}.
 from __future__ import annotations
 
 from twisted.internet import defer
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rustpbx_py.test.test_config import ConfigTestMixin
 from rustpbx_py.test.tls import write_self_signed
-from rustpbx_py.test.web_support import WebTestMixin
-
-
-def validate_openapi(document: dict) -> None:
-    """Raise when C{document} is not a valid OpenAPI 3.0 document."""
-    try:
-        import openapi_spec_validator as validator
-    except ImportError:
-        raise SkipTest("openapi-spec-validator is not installed (make test installs the test extra)")
-    validate = getattr(validator, "validate", None) or validator.validate_spec
-    validate(document)
+from rustpbx_py.test.web_support import WebTestMixin, validate_openapi
 
 
 class OpenApiTests(WebTestMixin, TestCase):
