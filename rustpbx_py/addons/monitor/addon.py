@@ -15,7 +15,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from rustpbx_py import __version__
+from rustpbx_py import __version__, status
 from rustpbx_py.addons.monitor.config import MetricsConfig, MonitorConfig
 from rustpbx_py.addons.monitor.feed import EventLog, FeedFactory
 from rustpbx_py.addons.monitor.health import Health, LagProbe
@@ -175,8 +175,6 @@ class MonitorAddon:
 
     def snapshot(self) -> dict:
         """Calls, registrations, transactions and trunks, right now."""
-        from rustpbx_py import status
-
         context = self.context
         return {
             "time": context.reactor.seconds(),
@@ -210,8 +208,6 @@ class MonitorAddon:
         return out
 
     def _binding_data(self, binding) -> dict:
-        from rustpbx_py import status
-
         return status.binding_summary(self.context, binding)
 
 
@@ -220,17 +216,7 @@ def _call_record(call) -> dict:
     parties, direction, trunk, times and, once ended, how."""
     record = call.record
     return {
-        "id": record.id,
-        "call_id": record.call_id,
-        "caller": record.caller,
-        "callee": record.callee,
-        "direction": record.direction,
-        "route": record.route,
-        "trunk": record.trunk,
-        "state": call.state,
-        "start_time": record.start_time,
-        "ring_time": record.ring_time,
-        "answer_time": record.answer_time,
+        **status.call_parties(call),
         "end_time": record.end_time,
         "status_code": record.status_code,
         "hangup_reason": record.hangup_reason,
