@@ -235,6 +235,9 @@ class ExtensionsPageTests(ConfigConsoleMixin, TestCase):
         page = yield self.get("/console/extensions?q=alic")
         self.assertIn("1001", page.text)
         self.assertNotIn(">pw<", page.text)
+        # The delete button asks first (static/console.js reads data-confirm).
+        self.assertIn('data-confirm="Delete this extension?"', page.text)
+        self.assertNotIn("onsubmit", page.text)
         ext_id = re.search(r'href="/console/extensions/(\d+)"', page.text).group(1)
         response = yield self.post_form(f"/console/extensions/{ext_id}", {"action": "disable"})
         self.assertEqual(response.code, 303)

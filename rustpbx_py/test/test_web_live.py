@@ -53,8 +53,10 @@ class LiveWebTests(WebTestMixin, TestCase):
         self.addCleanup(self.net.stop)
         base = os.path.abspath(self.mktemp())
         os.makedirs(base)
-        web_config = parse_config_text(f'database_url = "sqlite:///{base}/web.sqlite3"\n' + CONSOLE_TOML + RECORDS_TOKEN,
-                                       os.path.join(base, "pbx.toml"))
+        text = f'database_url = "sqlite:///{base}/web.sqlite3"\n' + CONSOLE_TOML + RECORDS_TOKEN
+        with open(os.path.join(base, "pbx.toml"), "w") as f:
+            f.write(text)  # the settings page reads the admin's file
+        web_config = parse_config_text(text, os.path.join(base, "pbx.toml"))
         self.db = Database(web_config.database_url)
         self.addCleanup(self.db.close)
         yield self.db.migrate()
@@ -270,6 +272,38 @@ class LiveWebTests(WebTestMixin, TestCase):
         self.assertEqual([(r["id"], r["status"]) for r in rows], [(record_id, "completed")])
         missing = yield self.get("/console/records/nonexistent")
         self.assertEqual(missing.code, 404)
+
+    @defer.inlineCallbacks
+    def test_no_inline_script(self):
+        """
+        Every console page loads its JavaScript from static/console.js and
+        carries no inline code (no <script> body, no on* attribute), so the
+        Content-Security-Policy's script-src 'self' holds; the live pages
+        mark the regions console.js refreshes.
+        """
+        yield self.login()
+        record_id = yield self.finished_call()
+        self.call_up()
+        paths = sorted(self.site.pages) + [f"records/{record_id}"]
+        self.assertIn("extensions", paths)
+        for path in paths:
+            page = yield self.get(f"/console/{path}")
+            # (409: the extensions page says no database backend is configured)
+            self.assertIn(page.code, (200, 409), path)
+            policy = page.header("content-security-policy")
+            self.assertIn("script-src 'self';", policy)
+            self.assertNotIn("unsafe-inline';", policy.split("script-src", 1)[1].split(";", 1)[0])
+            self.assertIn('<script src="/console/static/console.js" defer="defer"></script>', page.text, path)
+            self.assertIsNone(re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page.text), path)
+            self.assertIsNone(re.search(r"<[^>]+\son[a-z]+=", page.text), path)
+        for path, region in (("dashboard", "live-dashboard"), ("registrations", "live-registrations"),
+                             ("calls", "live-calls")):
+            page = yield self.get(f"/console/{path}")
+            self.assertRegex(page.text, f'id="{region}"[^>]* data-refresh="[0-9]+"|data-refresh="[0-9]+"[^>]* id="{region}"')
+        script = yield self.get("/console/static/console.js")
+        self.assertEqual(script.code, 200)
+        self.assertIn("javascript", script.header("content-type"))
+        self.assertIn("data-refresh", script.text)
 
     @defer.inlineCallbacks
     def test_records_search_errors(self):

@@ -288,13 +288,14 @@ class SiteTests(WebTestMixin, TestCase):
 
     @defer.inlineCallbacks
     def test_security_headers(self):
-        """Console pages are not cached, not framed, and forms post only to
-        the site."""
+        """Console pages are not cached, not framed, forms post only to
+        the site, and scripts come only from its own files."""
         page = yield self.get("/console/login")
         self.assertEqual(page.header("cache-control"), "no-store")
         self.assertEqual(page.header("x-frame-options"), "DENY")
         self.assertIn("frame-ancestors 'none'", page.header("content-security-policy"))
         self.assertIn("form-action 'self'", page.header("content-security-policy"))
+        self.assertIn("script-src 'self';", page.header("content-security-policy"))
 
     @defer.inlineCallbacks
     def test_audit_page(self):

@@ -152,10 +152,11 @@ class Accounts:
     # -- administrators ----------------------------------------------------------------
 
     @defer.inlineCallbacks
-    def set_admin(self, username: str, password: str):
+    def set_admin(self, username: str, password: str, enable: bool = True):
         """
-        Create administrator C{username}, or set its password (and enable
-        it) when it exists.  Fires with True when it was created.
+        Create administrator C{username}, or set its password (and, with
+        C{enable}, enable it) when it exists; its sessions end.  Fires with
+        True when it was created.
         """
         username = check_username(username)
         check_password(password)
@@ -164,7 +165,8 @@ class Accounts:
         rows = yield self.store.run_query("SELECT id FROM console_admins WHERE username = ?", (username,))
         if rows:
             yield self.store.run_many([
-                ("UPDATE console_admins SET password_hash = ?, enabled = 1, updated_at = ? WHERE id = ?", (hashed, now, rows[0][0])),
+                ("UPDATE console_admins SET password_hash = ?, updated_at = ?"
+                 + (", enabled = 1" if enable else "") + " WHERE id = ?", (hashed, now, rows[0][0])),
                 ("DELETE FROM console_sessions WHERE admin_id = ?", (rows[0][0],)),
             ])
             return False
@@ -173,6 +175,54 @@ class Accounts:
             (username, hashed, now, now),
         )
         return True
+
+    @defer.inlineCallbacks
+    def list_admins(self):
+        """Fire with every administrator as a dict (id, username, enabled,
+        created_at, last_login_at), by name."""
+        rows = yield self.store.run_query(
+            "SELECT id, username, enabled, created_at, last_login_at FROM console_admins ORDER BY username")
+        return [{"id": int(r[0]), "username": r[1], "enabled": bool(r[2]), "created_at": r[3], "last_login_at": r[4]}
+                for r in rows]
+
+    @defer.inlineCallbacks
+    def _other_enabled(self, username: str):
+        rows = yield self.store.run_query(
+            "SELECT COUNT(*) FROM console_admins WHERE enabled = 1 AND username <> ?", (username,))
+        return int(rows[0][0])
+
+    @defer.inlineCallbacks
+    def set_enabled(self, username: str, enabled: bool):
+        """
+        Enable or disable administrator C{username}; disabling ends its
+        sessions.  Raises L{AccountError} for an unknown name, or when it
+        would leave no enabled administrator (nobody could log in again
+        but through create-admin on the server).
+        """
+        rows = yield self.store.run_query("SELECT id FROM console_admins WHERE username = ?", (username,))
+        if not rows:
+            raise AccountError(f"no administrator is called {username!r}")
+        if not enabled and not (yield self._other_enabled(username)):
+            raise AccountError("the last enabled administrator cannot be disabled")
+        statements = [("UPDATE console_admins SET enabled = ?, updated_at = ? WHERE id = ?",
+                       (1 if enabled else 0, time.time(), rows[0][0]))]
+        if not enabled:
+            statements.append(("DELETE FROM console_sessions WHERE admin_id = ?", (rows[0][0],)))
+        yield self.store.run_many(statements)
+
+    @defer.inlineCallbacks
+    def delete_admin(self, username: str):
+        """Delete administrator C{username} and its sessions (the audit log
+        keeps its name); refused like L{set_enabled} for the last one."""
+        rows = yield self.store.run_query("SELECT id FROM console_admins WHERE username = ?", (username,))
+        if not rows:
+            raise AccountError(f"no administrator is called {username!r}")
+        if not (yield self._other_enabled(username)):
+            raise AccountError("the last enabled administrator cannot be deleted")
+        yield self.store.run_many([
+            ("DELETE FROM console_sessions WHERE admin_id = ?", (rows[0][0],)),
+            ("DELETE FROM console_admins WHERE id = ?", (rows[0][0],)),
+        ])
 
     def admin_count(self) -> defer.Deferred:
         d = self.store.run_query("SELECT COUNT(*) FROM console_admins WHERE enabled = 1")

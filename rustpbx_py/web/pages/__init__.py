@@ -15,6 +15,9 @@ def install_pages(site, context) -> None:
     from rustpbx_py.web.account import AccountPage
 
     site.add_page("account", AccountPage(context, site))
+    from rustpbx_py.web.admins import AdministratorsPage
+
+    site.add_page("admins", AdministratorsPage(context, site))
 
     from rustpbx_py.web.pages.live import CallsPage, DashboardPage, RegistrationsPage
     from rustpbx_py.web.pages.records import RecordsPage

@@ -114,7 +114,7 @@ class ExtensionsPage(ConsolePage):
                 tags.form(csrf_input(request), tags.input(type="hidden", name="action", value="delete"),
                           tags.button("Delete", type="submit", class_="danger"), method="post",
                           action=self._url(str(item["id"])), class_="inline",
-                          onsubmit="return confirm('Delete this extension?')"),
+                          **{"data-confirm": "Delete this extension?"}),
                 class_="actions",
             )
             rows.append((item["username"], item["realm"] or "(any)", "yes" if item["enabled"] else "no",

@@ -86,6 +86,15 @@ DASHBOARD_CSS = (
 )
 
 
+def live_region(element_id: str, seconds: int) -> dict:
+    """
+    The attributes of an element that static/console.js fetches again
+    every C{seconds} (the page keeps working without JavaScript: it is
+    then as fresh as its last load).
+    """
+    return {"id": element_id, "data-refresh": str(seconds)}
+
+
 class DashboardPage(ConsolePage):
     """Registrations, active calls, transactions in flight, the last day's calls."""
 
@@ -142,6 +151,7 @@ class DashboardPage(ConsolePage):
             table(["Method", "Server", "Client"],
                   [(m, str(s), str(c)) for m, (s, c) in sorted(by_method.items())], empty="None."),
             *trunk_section,
+            **live_region("live-dashboard", 10),
         )
 
 
@@ -173,8 +183,11 @@ class RegistrationsPage(ConsolePage):
             ])
         return tags.div(
             *_notice(request),
-            table(["Extension", "Contact", "Source", "Transport", "User agent", "Registered (UTC)", "Expires", ""],
-                  rows, empty="No phone is registered."),
+            tags.div(
+                table(["Extension", "Contact", "Source", "Transport", "User agent", "Registered (UTC)", "Expires", ""],
+                      rows, empty="No phone is registered."),
+                **live_region("live-registrations", 5),
+            ),
             tags.p("Unregistering removes the binding now; the phone registers again at its next refresh.",
                    class_="help"),
         )
@@ -206,8 +219,9 @@ class CallsPage(ConsolePage):
         calls = status.active_calls(self.context)
         return tags.div(
             *_notice(request),
-            _calls_table(self.site, request, calls, actions=True),
-            tags.p(tags.a("Refresh", href=self.site.page_url("calls")), class_="help"),
+            tags.div(_calls_table(self.site, request, calls, actions=True), **live_region("live-calls", 3)),
+            tags.p("The table refreshes itself every few seconds. ",
+                   tags.a("Refresh now", href=self.site.page_url("calls")), class_="help"),
         )
 
     @defer.inlineCallbacks

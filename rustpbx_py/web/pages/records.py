@@ -21,12 +21,6 @@ from rustpbx_py.web.history import FilterError, RecordFilter
 
 #: Opens the message an arrow of the ladder links to (no "<" or "&": the
 #: template flattener escapes script text).
-OPEN_TARGET_JS = (
-    "function openTarget(){var e=document.getElementById(decodeURIComponent(location.hash.slice(1)));"
-    "if(e){if(e.tagName==='DETAILS'){e.open=true;}}}"
-    "window.addEventListener('hashchange',openTarget);openTarget();"
-)
-
 FLOW_CSS = (
     ".flow-wrap{overflow-x:auto;border:1px solid #ddd;background:#fff;margin:0.5rem 0}"
     ".flow-wrap svg a:hover text{text-decoration:underline}"
@@ -196,7 +190,6 @@ class RecordsPage(ConsolePage):
                    tags.a("Download the diagram (SVG)", href=f"{base}/{row['id']}/flow.svg"), class_="help"),
             tags.div(ladder.ladder_svg(row["sip_flow"], row["caller"] or "", row["callee"] or ""), class_="flow-wrap"),
             ladder.flow_details(row["sip_flow"]),
-            tags.script(OPEN_TARGET_JS),
         )
 
     def _media(self, media) -> Tag:
