@@ -1439,6 +1439,7 @@ class ConsoleConfig:
     base_path: str = _key(_url_path, "/console", doc="URL path of the console pages.")
     api_prefix: str = _key(_url_path, "/api", doc="URL path of the JSON API; version 1 is under API_PREFIX/v1.")
     secure_cookie: bool = _key(_bool, False, doc="Mark the session cookie Secure even over plain HTTP (behind a TLS-terminating proxy); over https_addr it always is.")
+    audit_retention_days: int = _key(_int(0, None, "a whole number of days, 0 or more"), 365, doc="Days the audit log keeps a change (pruned hourly); 0 keeps every row for ever.")
     jssip_js: Optional[str] = _key(_str, doc="URL of the JsSIP script the browser phone page loads (default: the copy the PBX serves).")
     api_tokens: list[ApiTokenConfig] = _key(_list(_table(ApiTokenConfig), "a list of {token, scopes} tables"), factory=list, doc="Bearer tokens of the JSON API, as [[console.api_tokens]] tables.")
 

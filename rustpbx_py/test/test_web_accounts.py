@@ -144,6 +144,30 @@ class AccountsTestsMixin:
         self.assertIsNone((yield other.session(token)))
         self.assertIsNone((yield self.accounts.session("x" * 500)))
 
+    @defer.inlineCallbacks
+    def test_prune(self):
+        """prune drops expired sessions and audit rows older than the
+        retention; 0 days keeps every audit row."""
+        yield self.accounts.set_admin("admin", "first password")
+        admin_id, _ = yield self.accounts.authenticate("admin", "first password")
+        old_token, _ = yield self.accounts.open_session(admin_id, "")
+        now = self.clock.seconds()
+        for age_days, detail in ((400, "old"), (10, "recent")):
+            yield self.store.run_operation(
+                "INSERT INTO console_audit (at, who, source, action, detail) VALUES (?, ?, ?, ?, ?)",
+                (now - age_days * 86400.0, "admin", "", "test", detail))
+        self.clock.advance(SESSION_IDLE + 1)
+        live_token, _ = yield self.accounts.open_session(admin_id, "")
+        yield self.accounts.prune(0)
+        rows = yield self.store.run_query("SELECT detail FROM console_audit ORDER BY id")
+        self.assertEqual([r[0] for r in rows], ["old", "recent"])
+        yield self.accounts.prune(365)
+        rows = yield self.store.run_query("SELECT detail FROM console_audit ORDER BY id")
+        self.assertEqual([r[0] for r in rows], ["recent"])
+        rows = yield self.store.run_query("SELECT COUNT(*) FROM console_sessions")
+        self.assertEqual(rows[0][0], 1, "the expired session went, the live one stayed")
+        self.assertIsNotNone((yield self.accounts.session(live_token)))
+
 
 class AccountsTests(AccountsTestsMixin, TestCase):
     pass

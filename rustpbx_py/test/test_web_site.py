@@ -328,6 +328,29 @@ class SecureCookieTests(WebTestMixin, TestCase):
         self.assertIn("; Secure", cookie)
 
     @defer.inlineCallbacks
+    def test_audit_retention(self):
+        """[console] audit_retention_days: the site prunes at start and
+        then hourly (on the reactor's clock), and stops when it closes."""
+        from rustpbx_py.web.site import PRUNE_INTERVAL
+
+        site = yield self.start_web(CONSOLE_TOML.replace("[console]\n", "[console]\naudit_retention_days = 30\n"))
+        self.assertEqual(site.console.audit_retention_days, 30)
+        self.assertTrue(site.pruning.running)
+        self.assertEqual(site.pruning.interval, PRUNE_INTERVAL)
+        site.close_connections()
+        self.assertFalse(site.pruning.running)
+
+    def test_audit_retention_refused(self):
+        """A negative or non-integer retention is refused at start, naming the key."""
+        from rustpbx_py.config import ConfigError, parse_config_text
+
+        for value in ("-1", '"30"', "1.5"):
+            with self.assertRaises(ConfigError) as caught:
+                parse_config_text(f"[console]\naudit_retention_days = {value}\n", "/etc/pbx.toml")
+            self.assertIn("console.audit_retention_days", str(caught.exception))
+            self.assertIn("a whole number of days", str(caught.exception))
+
+    @defer.inlineCallbacks
     def test_no_console(self):
         """Without [console] neither the console nor the API is served (as
         in RustPBX); public mounts still are."""

@@ -224,6 +224,15 @@ class Accounts:
             ("DELETE FROM console_admins WHERE id = ?", (rows[0][0],)),
         ])
 
+    def prune(self, audit_days: int) -> defer.Deferred:
+        """Delete expired sessions and, with C{audit_days} > 0, the audit
+        rows older than that many days, in one transaction."""
+        now = self.clock.seconds()
+        statements = [("DELETE FROM console_sessions WHERE expires_at < ?", (now,))]
+        if audit_days > 0:
+            statements.append(("DELETE FROM console_audit WHERE at < ?", (now - audit_days * 86400.0,)))
+        return self.store.run_many(statements)
+
     def admin_count(self) -> defer.Deferred:
         d = self.store.run_query("SELECT COUNT(*) FROM console_admins WHERE enabled = 1")
         return d.addCallback(lambda rows: int(rows[0][0]))

@@ -33,6 +33,9 @@ from twisted.web import http, resource, server
 
 from rustpbx_py.web.throttle import LoginThrottle
 
+#: Seconds between two prunings of expired sessions and old audit rows.
+PRUNE_INTERVAL = 3600.0
+
 
 def split_path(path: str) -> List[bytes]:
     """C{"a/b"} or C{"/a/b/"} as URL segments (bytes)."""
@@ -140,6 +143,7 @@ class WebSite(server.Site):
         self.console = getattr(config, "console", None)
         self.context = None
         self.accounts = None
+        self.pruning = None
         self.pages: Dict[str, object] = {}
         self.apis: Dict[str, object] = {}
         self.public: Dict[str, object] = {}
@@ -173,6 +177,8 @@ class WebSite(server.Site):
         from rustpbx_py.web.accounts import Accounts
 
         self.accounts = Accounts(context.store, self.session_secret, self.reactor)
+        if self.console is not None and context.store is not None:
+            self._start_pruning(self.console.audit_retention_days)
         if self.console is not None:
             from rustpbx_py.web.api import install_api
             from rustpbx_py.web.pages import install_pages
@@ -193,9 +199,25 @@ class WebSite(server.Site):
         self.context = context
         context.web = self
 
+    def _start_pruning(self, audit_days: int) -> None:
+        """Hourly (and now): expired sessions and audit rows older than
+        C{[console] audit_retention_days} leave the database."""
+        from twisted.internet.task import LoopingCall
+
+        def prune():
+            d = self.accounts.prune(audit_days)
+            d.addErrback(lambda f: self._log.failure("pruning the console's sessions and audit log failed", f))
+            return d
+
+        self.pruning = LoopingCall(prune)
+        self.pruning.clock = self.reactor
+        self.pruning.start(PRUNE_INTERVAL, now=True)
+
     def close_connections(self) -> None:
         """Drop the open HTTP connections (the PBX is stopping; WebSockets
         left the site when they upgraded and are the core's to close)."""
+        if self.pruning is not None and self.pruning.running:
+            self.pruning.stop()
         for channel in list(self.channels):
             if channel.transport is not None:
                 channel.transport.abortConnection()
