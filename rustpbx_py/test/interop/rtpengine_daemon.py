@@ -49,21 +49,33 @@ def start_rtpengine(testcase, ports: int = 200, timeout: float = 10.0,
     installs rtpengine-daemon).  The RTP ports are a random block of
     C{ports} in 30000-59999 (rtpengine skips ports in use).
     """
-    from rustpbx_py.media.rtpengine import NgClient
-
     binary = require_tool("rtpengine")
-    ng = free_udp_port(ng_host)
-    low = random.randrange(30000, 60000 - ports, 2)
-    proto = _Daemon()
     ng_text = f"[{ng_host}]" if ":" in ng_host else ng_host
-    args = [binary, "--foreground", "--config-file=none", "--table=-1",
-            *(f"--interface={i}" for i in interfaces),
-            f"--listen-ng={ng_text}:{ng}", f"--port-min={low}", f"--port-max={low + ports - 1}",
-            "--log-stderr", "--log-level=5", "--num-threads=2", "--delete-delay=0", "--timeout=60"]
-    process = reactor.spawnProcess(proto, binary, args, env={"PATH": "/usr/bin:/bin"})
-    testcase.daemon_output = proto.output
-    testcase.rtpengine_ports = (low, low + ports - 1)
+    # The ng port is found free and then bound by rtpengine, and something
+    # else may take it in between (a call's ephemeral socket): start again
+    # on another port when it exits saying so.
+    for _ in range(3):
+        ng = free_udp_port(ng_host)
+        low = random.randrange(30000, 60000 - ports, 2)
+        proto = _Daemon()
+        args = [binary, "--foreground", "--config-file=none", "--table=-1",
+                *(f"--interface={i}" for i in interfaces),
+                f"--listen-ng={ng_text}:{ng}", f"--port-min={low}", f"--port-max={low + ports - 1}",
+                "--log-stderr", "--log-level=5", "--num-threads=2", "--delete-delay=0", "--timeout=60"]
+        process = reactor.spawnProcess(proto, binary, args, env={"PATH": "/usr/bin:/bin"})
+        testcase.daemon_output = proto.output
+        testcase.rtpengine_ports = (low, low + ports - 1)
+        testcase.addCleanup(_stopper(process, proto))
+        server = f"udp:{ng_text}:{ng}"
+        answered = yield _pinged(server, proto, timeout)
+        if answered:
+            return server
+        if not (proto.ended.called and b"in use" in proto.output):
+            break
+    raise AssertionError("rtpengine did not start: " + proto.output.decode("utf-8", "replace")[-2000:])
 
+
+def _stopper(process, proto):
     def stop():
         try:
             process.signalProcess("TERM")
@@ -71,18 +83,25 @@ def start_rtpengine(testcase, ports: int = 200, timeout: float = 10.0,
             return None
         return proto.ended
 
-    testcase.addCleanup(stop)
-    server = f"udp:{ng_text}:{ng}"
+    return stop
+
+
+@defer.inlineCallbacks
+def _pinged(server: str, proto, timeout: float):
+    """Fire with True once the daemon at C{server} answers a ping, False
+    when it exits or C{timeout} passes first."""
+    from rustpbx_py.media.rtpengine import NgClient
+
     client = NgClient(reactor, [server], timeout=0.5)
     try:
         for _ in range(int(timeout / 0.5)):
             if proto.ended.called:
-                break
+                return False
             try:
                 yield client.ping(client.daemons[0])
-                return server
+                return True
             except Exception:
                 yield task.deferLater(reactor, 0.0, lambda: None)
     finally:
         yield client.stop()
-    raise AssertionError("rtpengine did not start: " + proto.output.decode("utf-8", "replace")[-2000:])
+    return False
