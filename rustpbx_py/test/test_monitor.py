@@ -280,7 +280,7 @@ class MetricsTests(PbxMixin, SynchronousTestCase):
         self.net.advance(3)
         self.assertEqual(self.alice.calls_ended, 1)
         families = scrape(self.addon)
-        self.assertEqual(sample(families, "rustpbx_calls_total", direction="internal", result="ok"), 1)
+        self.assertEqual(sample(families, "rustpbx_calls_total", direction="internal", result="ok", status="completed"), 1)
         self.assertEqual(sample(families, "rustpbx_call_duration_seconds_count", direction="internal"), 1)
         self.assertEqual(sample(families, "rustpbx_call_talk_time_seconds_count", direction="internal"), 1)
         self.assertEqual(sample(families, "rustpbx_call_talk_time_seconds_bucket", direction="internal", le="2.5"), 1)
@@ -304,7 +304,7 @@ class MetricsTests(PbxMixin, SynchronousTestCase):
         status = [s for m, s in self.alice.answers if m == "INVITE"][-1]
         self.assertGreaterEqual(status, 400)
         calls = scrape(self.addon)["rustpbx_calls"].samples
-        self.assertEqual([(s.labels["result"], s.value) for s in calls], [("rejected", 1)])
+        self.assertEqual([(s.labels["result"], s.labels["status"], s.value) for s in calls], [("rejected", "failed", 1)])
         self.assertEqual(self.events("call."), ["call.created", "call.ended"])
 
     def test_rtp_from_record(self):

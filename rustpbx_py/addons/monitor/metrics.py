@@ -27,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.utils import floatToGoString
 
 from rustpbx_py import __version__
+from rustpbx_py.web.history import record_status
 
 #: RustPBX's buckets, "tuned for telephony" (observability addon).
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -123,7 +124,7 @@ class PbxMetrics:
         self.registrations_succeeded: Counter = Counter()  # realm
         self.registrations_failed: Counter = Counter()  # (realm, reason)
         self.unregistrations: Counter = Counter()  # realm
-        self.calls: Counter = Counter()  # (direction, result)
+        self.calls: Counter = Counter()  # (direction, result, status)
         self.call_duration = LabelledHistograms()  # (direction,)
         self.call_talk_time = LabelledHistograms()  # (direction,)
         self.invite_latency = LabelledHistograms()  # (direction,)
@@ -174,7 +175,9 @@ class PbxMetrics:
         """A call ended: RustPBX's MetricsCallRecordHook, plus trunks and RTP."""
         direction = record.direction
         end = record.end_time if record.end_time is not None else self.clock.seconds()
-        self.calls[direction, call_result(record.status_code)] += 1
+        status = record_status({"end_time": end, "answer_time": record.answer_time,
+                                "hangup_reason": record.hangup_reason})
+        self.calls[direction, call_result(record.status_code), status] += 1
         self.call_duration[direction,].observe(max(end - record.start_time, 0.0))
         if record.answer_time is not None:
             self.call_talk_time[direction,].observe(max(end - record.answer_time, 0.0))
@@ -314,7 +317,7 @@ class PbxCollector:
         yield _counter("rustpbx_sip_dialogs_created_total", "Dialogs established (calls answered).", ["direction"], m.dialogs_created)
         yield _counter("rustpbx_sip_dialogs_terminated_total", "Dialogs ended.", ["direction", "reason"], m.dialogs_terminated)
 
-        yield _counter("rustpbx_calls_total", "Completed calls.", ["direction", "result"], m.calls)
+        yield _counter("rustpbx_calls_total", "Completed calls.", ["direction", "result", "status"], m.calls)
         yield _histograms("rustpbx_call_duration_seconds", "Wall-clock time from INVITE to the end.", ["direction"], m.call_duration)
         yield _histograms("rustpbx_call_talk_time_seconds", "Talk time of answered calls.", ["direction"], m.call_talk_time)
         yield _counter("rustpbx_trunk_calls_total", "Calls routed through a trunk.", ["trunk_id", "direction"], m.trunk_calls)

@@ -331,7 +331,8 @@ class PrometheusTests(MonitorPbxMixin, TestCase):
         result = yield self.wait_value(port, 'sum(rustpbx_calls_total{result="ok"})', 40)
         self.assertEqual(result[0]["value"][1], "40")
         by_labels = yield self.query(port, "rustpbx_calls_total")
-        self.assertEqual([r["metric"]["direction"] for r in by_labels], ["internal"])
+        self.assertEqual([(r["metric"]["direction"], r["metric"]["result"], r["metric"]["status"]) for r in by_labels],
+                         [("internal", "ok", "completed")])
         registrations = yield self.wait_value(port, "rustpbx_sip_registrations_active", 1)
         self.assertTrue(registrations)
         yield task.deferLater(reactor, 2, lambda: None)
