@@ -321,11 +321,14 @@ class TrunkSet:
         once.  A trunk kept under the same name keeps its calls in progress
         and CPS window, and, when its settings did not change, its health
         (OPTIONS probe state, registration); the addresses resolved for
-        host names so far are kept.
+        host names so far are kept.  A trunk that was down and whose
+        settings changed starts afresh (tried again until its probes say
+        otherwise): the L{status_observers} hear that it is up.
 
         @raise TrunkError: a C{dest} cannot be parsed; nothing changed.
         """
         fresh = {name: _Trunk(name, config) for name, config in trunks.items()}
+        revived = []
         for name, trunk in fresh.items():
             old = self._trunks.get(name)
             if old is not None:
@@ -333,12 +336,16 @@ class TrunkSet:
                 trunk.cps_times = old.cps_times
                 if old.config == trunk.config:
                     trunk.health = old.health
+                elif old.health.state == "down":
+                    revived.append(name)
         usage = self._did_usage
         self._trunks = fresh
         self._lower = {name.lower(): name for name in fresh}
         self._build_source_index()
         self._build_did_index()
         self._did_usage = {did: n for did, n in usage.items() if did in self._dids}
+        for name in revived:
+            self._tell(name, True)
 
     # -- lookups ---------------------------------------------------------------
 
@@ -402,12 +409,14 @@ class TrunkSet:
         if before == state:
             return
         if state == "down" or (state == "up" and before == "down"):
-            up = state == "up"
-            for observer in list(self.status_observers):
-                try:
-                    observer(name, up)
-                except Exception:
-                    _log.failure("trunk status observer failed")
+            self._tell(name, state == "up")
+
+    def _tell(self, name: str, up: bool) -> None:
+        for observer in list(self.status_observers):
+            try:
+                observer(name, up)
+            except Exception:
+                _log.failure("trunk status observer failed")
 
     def trunk_status(self, name: str) -> dict:
         """What the console and the monitor show of a trunk's health and

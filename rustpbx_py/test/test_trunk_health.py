@@ -186,6 +186,28 @@ class ProbeTests(SynchronousTestCase):
         self.assertEqual((status["state"], status["options"], status["failures"]), ("up", "ok", 0))
         self.assertEqual(self.events, [("t1", False), ("t1", True)])
 
+    def test_reload_revives_a_changed_down_trunk(self):
+        """A reload that changes a down trunk's settings starts it afresh:
+        it is tried again and the observers hear it is up; a reload that
+        leaves its settings alone keeps it down."""
+        self.build({"t1": trunk(T1, health_check_interval_secs=5)})
+        carrier = Carrier(self.net, T1, "t1")
+        self.start()
+        carrier.silent()
+        self.net.advance(50)
+        self.assertFalse(self.trunks.is_up("t1"))
+        self.assertEqual(self.events, [("t1", False)])
+        same = {"t1": self.trunks.get("t1")}
+        self.trunks.replace(same)
+        self.assertFalse(self.trunks.is_up("t1"))
+        self.assertEqual(self.events, [("t1", False)])
+        from dataclasses import replace
+
+        self.trunks.replace({"t1": replace(self.trunks.get("t1"), health_check_interval_secs=6)})
+        self.assertTrue(self.trunks.is_up("t1"))
+        self.assertEqual(self.trunks.trunk_status("t1")["state"], "unknown")
+        self.assertEqual(self.events, [("t1", False), ("t1", True)])
+
     def test_non_2xx_is_a_failure(self):
         """Only a 2xx counts, as in RustPBX: a 404 or 503 is a failure."""
         self.build({"t1": trunk(T1, health_check_interval_secs=5, health_check_probe_count=2)})
