@@ -1268,7 +1268,7 @@ class ProxyConfig:
     ws_port: Optional[int] = _key(_port, doc="SIP over WebSocket port (RFC 7118); unset = no WebSocket listener.")
     ws_handler: str = _key(_url_path, "/ws", doc="HTTP path of the SIP WebSocket endpoint.")
     tcp_max_connections: Optional[int] = _key(_int(1), default_doc="the open-files limit less a reserve (a tenth, at least 128)", doc="rustpbx_py extension: TCP, TLS and WebSocket connections the PBX accepts in all (Kamailio's tcp_max_connections); more are closed at once, one warning a minute.")
-    tcp_max_connections_per_ip: int = _key(_int(1), 200, doc="rustpbx_py extension: TCP, TLS and WebSocket connections one source address may hold; more are closed at once, one warning a minute.")
+    tcp_max_connections_per_ip: int = _key(_int(1), 200, doc="rustpbx_py extension: TCP, TLS and WebSocket connections one source address may hold (HTTP connections to the web ports included); more are closed at once, one warning a minute.")
     tcp_first_message_timeout: int = _key(_int(0), 30, doc="rustpbx_py extension: seconds a TCP, TLS or WebSocket connection may take to send its first valid SIP message (TLS handshake and WebSocket upgrade included), as Asterisk's tcpauthtimeout; 0 = no limit.")
     tls_handshake_timeout: int = _key(_int(0), 10, doc="rustpbx_py extension: seconds a TLS or WSS client may take to finish the TLS handshake; 0 = no limit.")
     tcp_idle_timeout: Optional[int] = _key(_int(0), default_doc="registrar_expires + 60, at least 300", doc="rustpbx_py extension: seconds a TCP, TLS or WebSocket connection may stay silent (keep-alives count) before it is closed; 0 = never.")

@@ -44,13 +44,23 @@ class SipWebSocketResource(WebSocketResource):
         factory = self.wss if request.isSecure() else self.ws
         limits = factory.limits
         host = getattr(request.getClientAddress(), "host", "") or "?"
-        if limits.counts.get(host, 0) >= limits.per_ip or limits.open >= limits.total:
-            limits.admit(host, factory.transport_name, factory.clock)  # counts and logs the refusal
+        channel = getattr(request, "channel", None)
+        # The HTTP connection is counted already; the WebSocket counts it
+        # anew (buildProtocol), so the check leaves this one out.
+        held = limits.counts.get(host, 0) - (1 if getattr(channel, "admitted", "") == host else 0)
+        if held >= limits.per_ip or limits.open - (1 if getattr(channel, "admitted", "") else 0) >= limits.total:
+            # Over the limits without this one, so over them with it too:
+            # admit refuses, counts and logs the refusal.
+            limits.admit(host, factory.transport_name, factory.clock)
             request.setResponseCode(503)
             request.setHeader(b"retry-after", b"10")
+            request.setHeader(b"connection", b"close")
             return b"Too many connections\n"
+        upgraded = getattr(channel, "upgraded", None)
         # render() is synchronous: the factory chosen is the one it uses.
         self._factory = factory
+        if upgraded is not None:
+            upgraded()  # before buildProtocol counts the WebSocket
         return WebSocketResource.render(self, request)
 
 
@@ -75,6 +85,7 @@ def listen_web(config, reactor, site, core, limits) -> List[Tuple[str, object]]:
 
     ws = SipWebSocketResource(ws_factory(core, config, "WS", limits, reactor), ws_factory(core, config, "WSS", limits, reactor))
     mount(site.root, config.proxy.ws_handler, ws)
+    site.limits = limits
     bound = []
     try:
         if config.http_addr is not None:

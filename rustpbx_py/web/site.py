@@ -103,15 +103,50 @@ class _Redirect(resource.Resource):
 
 
 class _Channel(http.HTTPChannel):
-    """HTTP/1.1 only (no HTTP/2 upgrade: see L{rustpbx_py.web.listen}),
-    tracked so that a stopping PBX closes its idle keep-alive connections."""
+    """
+    HTTP/1.1 only (no HTTP/2 upgrade: see L{rustpbx_py.web.listen}),
+    tracked so that a stopping PBX closes its idle keep-alive connections,
+    and counted against the stream listeners' limits (L{WebSite.limits}:
+    C{tcp_max_connections_per_ip} and C{tcp_max_connections}) so that one
+    address holding idle or trickling HTTP connections cannot use up the
+    process's file descriptors.  A connection over the limits is closed at
+    once (counted, and logged at most once a minute).
+    """
+
+    #: The source address counted against the limits ("" when not counted).
+    admitted = ""
 
     def connectionMade(self) -> None:
+        site = self.site
+        limits = site.limits
+        if limits is not None:
+            host = getattr(self.transport.getPeer(), "host", "") or "?"
+            if not limits.admit(host, "HTTP", site.reactor):
+                self.transport.abortConnection()
+                return
+            self.admitted = host
         http.HTTPChannel.connectionMade(self)
-        self.site.channels.add(self)
+        site.channels.add(self)
+
+    def upgraded(self) -> None:
+        """
+        A WebSocket took the connection over (Autobahn's resource moved the
+        transport to its protocol, which is counted and closed on its own):
+        this channel never hears of the connection again, so it lets go of
+        it now instead of staying in L{WebSite.channels} and the counts for
+        ever.
+        """
+        self.site.channels.discard(self)
+        self._release()
+
+    def _release(self) -> None:
+        if self.admitted:
+            self.site.limits.release(self.admitted)
+            self.admitted = ""
 
     def connectionLost(self, reason) -> None:
         self.site.channels.discard(self)
+        self._release()
         http.HTTPChannel.connectionLost(self, reason)
 
 
@@ -144,6 +179,9 @@ class WebSite(server.Site):
         self.context = None
         self.accounts = None
         self.pruning = None
+        #: The stream listeners' L{rustpbx_py.protocols.limits.StreamLimits}
+        #: (set when the site is bound by listen_web); None counts nothing.
+        self.limits = None
         self.pages: Dict[str, object] = {}
         self.apis: Dict[str, object] = {}
         self.public: Dict[str, object] = {}
