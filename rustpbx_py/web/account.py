@@ -11,7 +11,7 @@ from __future__ import annotations
 from twisted.internet import defer
 from twisted.web.template import tags
 
-from rustpbx_py.web.accounts import MIN_PASSWORD_LENGTH, AccountError, check_password
+from rustpbx_py.web.accounts import MIN_PASSWORD_LENGTH, new_password_errors
 from rustpbx_py.web.console import ConsolePage, FieldErrors, audit, csrf_input, field, form_error, form_value
 
 
@@ -43,12 +43,7 @@ class AccountPage(ConsolePage):
         accounts = self.site.accounts
         current, new, again = form_value(request, "current"), form_value(request, "new"), form_value(request, "again")
         errors = FieldErrors()
-        try:
-            check_password(new)
-        except AccountError as e:
-            errors["new"] = str(e)
-        if new != again:
-            errors["again"] = "the two new passwords differ"
+        new_password_errors(errors, new, again, field="new")
         found = yield accounts.authenticate(admin.username, current)
         if found is None:
             errors["current"] = "wrong password"

@@ -108,6 +108,20 @@ def check_password(password: str) -> str:
     return password
 
 
+def new_password_errors(errors: dict, password: str, again: str, field: str = "password") -> None:
+    """
+    Put into C{errors} (form field -> message) what is wrong with a new
+    password typed twice: too short under C{field}, the second copy
+    different under C{"again"}.
+    """
+    try:
+        check_password(password)
+    except AccountError as e:
+        errors[field] = str(e)
+    if password != again:
+        errors["again"] = "the two passwords differ"
+
+
 @dataclass
 class Principal:
     """

@@ -19,7 +19,13 @@ from urllib.parse import quote
 from twisted.internet import defer
 from twisted.web.template import tags
 
-from rustpbx_py.web.accounts import MIN_PASSWORD_LENGTH, AccountError, check_password, check_username
+from rustpbx_py.web.accounts import (
+    MIN_PASSWORD_LENGTH,
+    AccountError,
+    check_password,
+    check_username,
+    new_password_errors,
+)
 from rustpbx_py.web.audit import when
 from rustpbx_py.web.console import (
     ConsolePage,
@@ -112,12 +118,7 @@ class AdministratorsPage(ConsolePage):
             else:
                 if any(a["username"] == username for a in (yield accounts.list_admins())):
                     errors["username"] = f"{username} is already an administrator"
-            try:
-                check_password(password)
-            except AccountError as e:
-                errors["password"] = str(e)
-            if password != again:
-                errors["again"] = "the two passwords differ"
+            new_password_errors(errors, password, again)
             if errors:
                 form_error(request, errors)
                 content = yield self.page(request, admin, errors, {"username": username})
