@@ -153,6 +153,8 @@ def layout(site, request, principal, title: str, content) -> Tag:
             tags.meta(name="viewport", content="width=device-width, initial-scale=1"),
             tags.title(f"{title} - rustpbx_py" if title else "rustpbx_py"),
             tags.link(rel="stylesheet", href=site.page_url("static/console.css")),
+            # No icon: an empty one spares every page view a /favicon.ico 404.
+            tags.link(rel="icon", href="data:,"),
             tags.script(src=site.page_url("static/console.js"), defer="defer"),
         ),
         tags.body(*body),
