@@ -300,6 +300,11 @@ class LiveWebTests(WebTestMixin, TestCase):
                              ("calls", "live-calls")):
             page = yield self.get(f"/console/{path}")
             self.assertRegex(page.text, f'id="{region}"[^>]* data-refresh="[0-9]+"|data-refresh="[0-9]+"[^>]* id="{region}"')
+        calls = yield self.get("/console/calls")
+        (call,) = status.active_calls(self.context)
+        self.assertIn(f'<tr data-key="{call["id"]}">', calls.text)
+        registrations = yield self.get("/console/registrations")
+        self.assertRegex(registrations.text, r'<tr data-key="alice@example.com sip:[^"]+">')
         script = yield self.get("/console/static/console.js")
         self.assertEqual(script.code, 200)
         self.assertIn("javascript", script.header("content-type"))

@@ -102,9 +102,18 @@ def field(label: str, name: str, value: str = "", errors: Optional[Dict[str, str
     return tags.div(*parts, class_="field" + (" has-error" if error else ""))
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence], empty: str = "Nothing to show.") -> Tag:
-    """A plain data table (scrolls sideways on a phone)."""
-    body = [tags.tr(*[tags.td(cell) for cell in row]) for row in rows]
+def table(headers: Sequence[str], rows: Iterable[Sequence], empty: str = "Nothing to show.",
+          keys: Optional[Sequence[str]] = None) -> Tag:
+    """
+    A plain data table (scrolls sideways on a phone).  C{keys}, one per
+    row, name what each row shows (a call, a binding): static/console.js
+    refreshes a live table row by row by them, so a row that stays keeps
+    its elements (a button being clicked is not swapped under the mouse).
+    """
+    rows = list(rows)
+    key_list = list(keys) if keys is not None else [None] * len(rows)
+    body = [tags.tr(*[tags.td(cell) for cell in row], **({"data-key": key} if key is not None else {}))
+            for row, key in zip(rows, key_list)]
     if not body:
         body = [tags.tr(tags.td(empty, colspan=str(max(len(headers), 1)), class_="empty"))]
     return tags.div(tags.table(tags.thead(tags.tr(*[tags.th(h) for h in headers])), tags.tbody(*body)), class_="table-wrap")

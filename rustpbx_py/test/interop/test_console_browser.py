@@ -206,7 +206,14 @@ class ConsoleBrowserTests(SippMixin, TestCase):
         yield self.thread(browser.open, "/console/calls")
 
         def hang_up():
-            browser.find("button[name=hangup]").click()
+            # The button found before the table refreshes itself (its
+            # duration cell changes) is still the one in the page after it:
+            # rows are merged by key, not replaced.
+            button = browser.find("button[name=hangup]")
+            duration = browser.find("tbody tr[data-key] td:nth-child(4)")
+            before = duration.text
+            browser.wait(lambda: duration.text != before, timeout=15, message="the table refreshing itself")
+            button.click()
             browser.wait(lambda: "Hung up" in browser.text(), message="the hang-up notice")
 
         yield self.thread(hang_up)

@@ -65,7 +65,7 @@ def _calls_table(site, request, calls: List[dict], actions: bool) -> Tag:
     headers = ["Caller", "Callee", "State", "Duration", "Talk time", "Codec", "Call-ID"]
     if actions:
         headers.append("")
-    return table(headers, rows, empty="No calls right now.")
+    return table(headers, rows, empty="No calls right now.", keys=[str(call["id"]) for call in calls])
 
 
 def _registration_text(registration) -> str:
@@ -163,8 +163,9 @@ class RegistrationsPage(ConsolePage):
     title = "Registrations"
 
     def get(self, request, admin):
-        rows = []
+        rows, keys = [], []
         for r in status.registrations(self.context):
+            keys.append(r["aor"] + " " + r["contact"])
             rows.append([
                 r["aor"],
                 tags.code(r["contact"]),
@@ -185,7 +186,7 @@ class RegistrationsPage(ConsolePage):
             *_notice(request),
             tags.div(
                 table(["Extension", "Contact", "Source", "Transport", "User agent", "Registered (UTC)", "Expires", ""],
-                      rows, empty="No phone is registered."),
+                      rows, empty="No phone is registered.", keys=keys),
                 **live_region("live-registrations", 5),
             ),
             tags.p("Unregistering removes the binding now; the phone registers again at its next refresh.",
