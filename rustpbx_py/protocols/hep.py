@@ -15,8 +15,11 @@ node name, the Call-ID as correlation id, and the message itself.
 L{HepExporter} is the tap the SIP core calls
 (L{rustpbx_py.proxy.SipCore.set_capture}): it sends each packet over UDP
 (one datagram each, dropped when the socket cannot take it: capture must
-never slow or stop SIP) or over a TCP connection it keeps open (packets
-are dropped while it reconnects).
+never slow or stop SIP) or over a TCP or TLS connection it keeps open
+(packets are dropped while it reconnects, and while the server does not
+keep up, so a slow capture server cannot fill the PBX's memory).  Over
+TLS the server's certificate is verified against the host name of
+C{hep_target}, with the system's trust store or C{hep_tls_ca}.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ import struct
 from typing import Any, Optional, Tuple
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import DatagramProtocol, Protocol, ReconnectingClientFactory
 from twisted.logger import Logger
+from zope.interface import implementer
 
 __all__ = [
     "CHUNK",
@@ -208,12 +213,40 @@ class _Udp(DatagramProtocol):
     noisy = False
 
 
+@implementer(IPushProducer, IHandshakeListener)
 class _TcpSender(Protocol):
+    """
+    The stream to the capture server.  It registers itself as the
+    transport's producer so that it hears when the server does not keep
+    up (the transport's buffer is full): packets are then dropped and
+    counted instead of piling up in the PBX's memory.  Over TLS it is
+    ready once the handshake is done (what would be written before it is
+    buffered by the TLS layer, which then pauses its producer: older
+    Twisted releases did so, and the messages in between were lost).
+    """
+
+    paused = False
+
     def connectionMade(self) -> None:
+        self.transport.registerProducer(self, True)
+        if self.factory.exporter.transport != "tls":
+            self.factory.connected(self)
+
+    def handshakeCompleted(self) -> None:
+        """The TLS handshake is done (L{IHandshakeListener})."""
         self.factory.connected(self)
 
     def connectionLost(self, reason=None) -> None:
         self.factory.disconnected(self)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        self.paused = True
 
 
 class _TcpFactory(ReconnectingClientFactory):
@@ -264,14 +297,16 @@ class HepExporter:
         capture_id: int = 1,
         password: Optional[str] = None,
         node_name: Optional[str] = None,
+        tls_ca: Optional[str] = None,
     ) -> None:
         self.reactor = reactor
         self.core = core
         self.host = host
         self.port = port
         self.transport = transport.lower()
-        if self.transport not in ("udp", "tcp"):
-            raise ValueError(f"HEP transport must be udp or tcp, not {transport!r}")
+        if self.transport not in ("udp", "tcp", "tls"):
+            raise ValueError(f"HEP transport must be udp, tcp or tls, not {transport!r}")
+        self.tls_ca = tls_ca
         self.capture_id = capture_id
         self.password = password
         self.node_name = node_name
@@ -292,7 +327,7 @@ class HepExporter:
         TCP server that is down does not delay it (packets are dropped
         until it is up).
         """
-        host = self.host
+        host = name = self.host
         try:
             _packed(host)
         except ValueError:
@@ -304,7 +339,14 @@ class HepExporter:
         else:
             self._connected = defer.Deferred()
             self._tcp = _TcpFactory(self)
-            self._connector = self.reactor.connectTCP(host, self.port, self._tcp, timeout=10)
+            if self.transport == "tls":
+                from rustpbx_py.protocols.tls import client_options, load_trust_root
+
+                # The certificate is checked against the name hep_target gave.
+                trust = load_trust_root(self.tls_ca) if self.tls_ca else None
+                self._connector = self.reactor.connectSSL(host, self.port, self._tcp, client_options(name, trust), timeout=10)
+            else:
+                self._connector = self.reactor.connectTCP(host, self.port, self._tcp, timeout=10)
         self.core.set_capture(self.capture)
         self.log.info(
             "HEP: exporting SIP to {transport}:{host}:{port} (capture id {id})",
@@ -383,7 +425,10 @@ class HepExporter:
             return
         sender = self._tcp.sender if self._tcp is not None else None
         if sender is None or sender.transport is None:
-            self._drop("no TCP connection to the capture server")
+            self._drop(f"no {self.transport.upper()} connection to the capture server")
+            return
+        if sender.paused:
+            self._drop("the capture server is not keeping up")
             return
         sender.transport.write(packet)
         self.sent += 1
@@ -428,4 +473,5 @@ def exporter_from_settings(reactor: Any, core: Any, settings: Any) -> Optional[H
         capture_id=getattr(settings, "hep_capture_id", None) or 1,
         password=getattr(settings, "hep_password", None),
         node_name=getattr(settings, "hep_node_name", None),
+        tls_ca=getattr(settings, "hep_tls_ca", None),
     )

@@ -12,8 +12,9 @@ import struct
 from typing import Dict, List, Tuple
 
 from twisted.internet import defer, task
+from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from rustpbx_py.protocols.hep import HepExporter, call_id_of, encode, exporter_from_settings, parse_target
 from rustpbx_py.test.core_wire import MemoryUDPSocket
@@ -285,6 +286,110 @@ class TcpExportTests(SynchronousTestCase):
         exporter.stop()
         self.assertIsNone(net.core.capture)
 
+    def test_slow_server_drops(self):
+        """While the connection's buffer is full (the transport pauses its
+        producer) packets are dropped and counted, not queued in memory;
+        they flow again once it resumes."""
+        net = Network(task.Clock())
+        self.addCleanup(net.stop)
+        reactor = MemoryReactorClock()
+        exporter = HepExporter(reactor, net.core, "192.0.2.50", 9061, transport="tcp")
+        self.successResultOf(exporter.start())
+        protocol = reactor.tcpClients[0][2].buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertIs(transport.producer, protocol)
+        self.assertTrue(transport.streaming)
+        phone = Phone(net, "x", None, ("203.0.113.10", 40000))
+        transport.producer.pauseProducing()
+        phone.options()
+        self.assertEqual((exporter.sent, exporter.dropped, transport.value()), (0, 2, b""))
+        transport.producer.resumeProducing()
+        phone.options()
+        self.assertEqual((exporter.sent, exporter.dropped), (2, 2))
+        exporter.stop()
+
+
+class _HepCollector(Protocol):
+    """A capture server's side of a HEP stream: whole packets, decoded."""
+
+    def connectionMade(self) -> None:
+        self.buffer = b""
+        self.factory.connections.append(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while len(self.buffer) >= 6:
+            (length,) = struct.unpack("!H", self.buffer[4:6])
+            if len(self.buffer) < length:
+                break
+            self.factory.packets.append(decode_hep3(self.buffer[:length]))
+            self.buffer = self.buffer[length:]
+
+
+class TlsExportTests(TestCase):
+    """HEP over TLS to a capture server on 127.0.0.1 (a real TLS listener)."""
+
+    timeout = 30
+
+    def server(self, cert: str, key: str):
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory
+
+        from rustpbx_py.protocols.tls import server_context_factory
+
+        factory = Factory.forProtocol(_HepCollector)
+        factory.packets, factory.connections = [], []
+        port = reactor.listenSSL(0, factory, server_context_factory(cert, key), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return factory, port.getHost().port
+
+    @defer.inlineCallbacks
+    def wait(self, condition, what: str):
+        from twisted.internet import reactor
+
+        for _ in range(200):
+            if condition():
+                return
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        self.fail(f"timed out waiting for {what}")
+
+    @defer.inlineCallbacks
+    def test_tls(self):
+        """With the server's certificate as hep_tls_ca the exporter
+        connects over TLS and the server decodes the OPTIONS and its 200;
+        with another CA the handshake fails and nothing is exported."""
+        from twisted.internet import reactor
+
+        from rustpbx_py.test.tls import self_signed_for
+
+        cert, key = self_signed_for(self)
+        factory, port = self.server(cert, key)
+        net = Network(task.Clock())
+        self.addCleanup(net.stop)
+        exporter = HepExporter(reactor, net.core, "127.0.0.1", port, transport="tls", tls_ca=cert, capture_id=9)
+        yield exporter.start()
+        self.addCleanup(exporter.stop)
+        yield exporter._connected
+        phone = Phone(net, "x", None, ("203.0.113.10", 40000))
+        phone.options()
+        yield self.wait(lambda: len(factory.packets) == 2, "two HEP packets over TLS")
+        self.assertTrue(factory.packets[0]["payload"].startswith(b"OPTIONS "))
+        self.assertTrue(factory.packets[1]["payload"].startswith(b"SIP/2.0 200"))
+        self.assertEqual({p["capture_id"] for p in factory.packets}, {9})
+        exporter.stop()
+
+        other_cert, _ = self_signed_for(self)
+        untrusted = HepExporter(reactor, net.core, "127.0.0.1", port, transport="tls", tls_ca=other_cert)
+        yield untrusted.start()
+        self.addCleanup(untrusted.stop)
+        yield self.wait(lambda: len(factory.connections) >= 2, "the second TLS attempt")
+        yield task.deferLater(reactor, 0.3, lambda: None)
+        phone.options()
+        self.assertEqual(untrusted.sent, 0)
+        self.assertGreaterEqual(untrusted.dropped, 2)
+        self.assertEqual(len(factory.packets), 2)
+
 
 class OffTests(SynchronousTestCase):
     def test_off_by_default(self):
@@ -347,6 +452,25 @@ class MonitorAddonTests(SynchronousTestCase):
         addon.stop()
         self.assertIsNone(self.net.core.capture)
         self.assertTrue(self.reactor.closed)
+
+    def test_tls_settings(self):
+        """hep_transport = "tls" with hep_tls_ca reaches the exporter; a
+        CA bundle without tls, or one that is not PEM, is refused at start
+        naming the key."""
+        from rustpbx_py.config import ConfigError, parse_config_text
+        from rustpbx_py.test.tls import self_signed_for
+
+        cert, _ = self_signed_for(self)
+        config = parse_config_text(f'[proxy]\naddons = ["monitor"]\n[monitor]\nhep_target = "127.0.0.1:9061"\n'
+                                   f'hep_transport = "tls"\nhep_tls_ca = "{cert}"\n')
+        exporter = exporter_from_settings(None, None, config.addon_tables["monitor"])
+        self.assertEqual((exporter.transport, exporter.tls_ca), ("tls", cert))
+        for extra, expected in ((f'hep_tls_ca = "{cert}"\n', 'only with hep_transport = "tls"'),
+                                (f'hep_transport = "tls"\nhep_tls_ca = "{cert}.missing"\n', "a readable PEM bundle")):
+            with self.assertRaises(ConfigError) as caught:
+                parse_config_text('[proxy]\naddons = ["monitor"]\n[monitor]\nhep_target = "127.0.0.1:9061"\n' + extra)
+            self.assertIn("monitor.hep_tls_ca", str(caught.exception))
+            self.assertIn(expected, str(caught.exception))
 
     def test_off(self):
         addon = self.start("")

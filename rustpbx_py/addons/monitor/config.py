@@ -12,7 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from rustpbx_py.config import _any_str, _bool, _enum, _http_addr, _int, _key, _reader, _seconds, _str, _url_path
+from rustpbx_py.config import (
+    _any_str,
+    _bool,
+    _enum,
+    _http_addr,
+    _int,
+    _key,
+    _path,
+    _reader,
+    _seconds,
+    _show,
+    _str,
+    _url_path,
+)
 
 
 @_reader('a capture server "host:port"', '"host:port"')
@@ -70,7 +83,24 @@ class MonitorConfig:
         _hep_target,
         doc='HEP3 capture server (Homer heplify-server, sngrep -L ...) "host:port" every SIP message received and sent is copied to; unset: no HEP export.',
     )
-    hep_transport: str = _key(_enum("udp", "tcp", fold=str.lower), "udp", doc="Transport to the HEP capture server: udp (one datagram per message) or tcp (one connection, re-made when lost).")
+    hep_transport: str = _key(_enum("udp", "tcp", "tls", fold=str.lower), "udp", doc="Transport to the HEP capture server: udp (one datagram per message), tcp (one connection, re-made when lost) or tls (the same over TLS, the server's certificate verified against the host name of hep_target).")
+    hep_tls_ca: Optional[str] = _key(_path, doc="PEM bundle the capture server's certificate must chain to with hep_transport = \"tls\"; unset: the system's trust store.")
     hep_capture_id: int = _key(_int(0, 4294967295), 1, doc="HEP capture agent id that tells this PBX's packets apart at the capture server.")
     hep_password: Optional[str] = _key(_any_str, doc="HEP authentication key (the capture server's password), sent in every packet; unset: none.")
     hep_node_name: Optional[str] = _key(_str, doc="HEP node name sent in every packet; unset: none.")
+
+    def _check(self, ctx, prefix: str, given: set) -> bool:
+        if self.hep_tls_ca is not None:
+            key = (prefix + "." if prefix else "") + "hep_tls_ca"
+            if self.hep_transport != "tls":
+                ctx.problem(key, f'expected only with hep_transport = "tls", found it with {_show(self.hep_transport)}')
+            else:
+                from rustpbx_py.protocols.tls import load_trust_root
+
+                try:
+                    load_trust_root(self.hep_tls_ca)
+                except OSError as e:
+                    ctx.problem(key, f"expected a readable PEM bundle, found {_show(self.hep_tls_ca)} ({e.strerror or e})")
+                except Exception as e:
+                    ctx.problem(key, f"expected a PEM bundle of CA certificates, found {_show(self.hep_tls_ca)} ({e})")
+        return True
