@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from rustpbx_py.protocols.hep import HepExporter, call_id_of, encode, exporter_from_settings, parse_target
 from rustpbx_py.test.core_wire import MemoryUDPSocket
 from rustpbx_py.test.sip_phones import PBX_ADDRESS, Network, Phone
+from rustpbx_py.test.waiting import until
 
 USERS = [{"type": "memory", "users": [{"username": "alice", "password": "wonderland"}, {"username": "bob", "password": "builder"}]}]
 
@@ -345,16 +346,6 @@ class TlsExportTests(TestCase):
         return factory, port.getHost().port
 
     @defer.inlineCallbacks
-    def wait(self, condition, what: str):
-        from twisted.internet import reactor
-
-        for _ in range(200):
-            if condition():
-                return
-            yield task.deferLater(reactor, 0.05, lambda: None)
-        self.fail(f"timed out waiting for {what}")
-
-    @defer.inlineCallbacks
     def test_tls(self):
         """With the server's certificate as hep_tls_ca the exporter
         connects over TLS and the server decodes the OPTIONS and its 200;
@@ -373,7 +364,7 @@ class TlsExportTests(TestCase):
         yield exporter._connected
         phone = Phone(net, "x", None, ("203.0.113.10", 40000))
         phone.options()
-        yield self.wait(lambda: len(factory.packets) == 2, "two HEP packets over TLS")
+        yield until(self, lambda: len(factory.packets) == 2, "two HEP packets over TLS")
         self.assertTrue(factory.packets[0]["payload"].startswith(b"OPTIONS "))
         self.assertTrue(factory.packets[1]["payload"].startswith(b"SIP/2.0 200"))
         self.assertEqual({p["capture_id"] for p in factory.packets}, {9})
@@ -383,7 +374,7 @@ class TlsExportTests(TestCase):
         untrusted = HepExporter(reactor, net.core, "127.0.0.1", port, transport="tls", tls_ca=other_cert)
         yield untrusted.start()
         self.addCleanup(untrusted.stop)
-        yield self.wait(lambda: len(factory.connections) >= 2, "the second TLS attempt")
+        yield until(self, lambda: len(factory.connections) >= 2, "the second TLS attempt")
         yield task.deferLater(reactor, 0.3, lambda: None)
         phone.options()
         self.assertEqual(untrusted.sent, 0)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import socket
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from rustpbx_py.test.interop.support import start_pbx_toml
+from rustpbx_py.test.waiting import until
 
 PBX = """
 http_addr = "127.0.0.1:0"
@@ -68,21 +69,13 @@ class WebLimitsTests(TestCase):
         self.addCleanup(lambda: [s.close() for s in self.sockets])
 
     @defer.inlineCallbacks
-    def settle(self, condition, message: str):
-        for _ in range(100):
-            if condition():
-                return
-            yield task.deferLater(reactor, 0.05, lambda: None)
-        self.fail(message)
-
-    @defer.inlineCallbacks
     def test_per_source_cap(self):
         """Three idle connections from 127.0.0.1 are held; the fourth is
         closed at once and counted as refused; 127.0.0.2 still gets an
         answer; closing them gives the room back."""
         for _ in range(3):
             self.sockets.append((yield deferToThread(_connect, self.port)))
-        yield self.settle(lambda: self.limits.counts.get("127.0.0.1") == 3, "three HTTP connections counted")
+        yield until(self, lambda: self.limits.counts.get("127.0.0.1") == 3, "three HTTP connections counted")
         refused = self.limits.refused
         fourth = yield deferToThread(_connect, self.port)
         self.sockets.append(fourth)
@@ -92,7 +85,7 @@ class WebLimitsTests(TestCase):
         self.assertTrue(answer.startswith(b"HTTP/1.1 404"), answer[:100])
         for s in self.sockets:
             s.close()
-        yield self.settle(lambda: "127.0.0.1" not in self.limits.counts, "the connections uncounted")
+        yield until(self, lambda: "127.0.0.1" not in self.limits.counts, "the connections uncounted")
         answer = yield deferToThread(_get, self.port, "127.0.0.1")
         self.assertTrue(answer.startswith(b"HTTP/1.1 404"), answer[:100])
 
@@ -107,16 +100,16 @@ class WebLimitsTests(TestCase):
         yield deferToThread(ws.sendall, UPGRADE)
         answer = yield deferToThread(ws.recv, 65536)
         self.assertTrue(answer.startswith(b"HTTP/1.1 101"), answer[:200])
-        yield self.settle(lambda: self.limits.counts.get("127.0.0.1") == 1, "the WebSocket counted once")
+        yield until(self, lambda: self.limits.counts.get("127.0.0.1") == 1, "the WebSocket counted once")
         self.assertEqual(len(self.site.channels), 0)
         for _ in range(2):
             self.sockets.append((yield deferToThread(_connect, self.port)))
-        yield self.settle(lambda: self.limits.counts.get("127.0.0.1") == 3, "two HTTP connections more")
+        yield until(self, lambda: self.limits.counts.get("127.0.0.1") == 3, "two HTTP connections more")
         fourth = yield deferToThread(_connect, self.port)
         self.sockets.append(fourth)
         self.assertTrue((yield deferToThread(_closed_by_peer, fourth)))
         for s in self.sockets:
             s.close()
-        yield self.settle(lambda: "127.0.0.1" not in self.limits.counts, "everything uncounted")
+        yield until(self, lambda: "127.0.0.1" not in self.limits.counts, "everything uncounted")
         self.assertEqual(self.limits.open, 0)
         self.assertEqual(len(self.site.channels), 0)
