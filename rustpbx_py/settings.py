@@ -274,10 +274,17 @@ class ProxySettings:
         return self.context.config
 
     def _main_table(self) -> Dict[str, Any]:
+        """The admin's file's [proxy] table; empty when the file cannot be
+        read or parsed now (edited or removed while the PBX runs: the
+        pages show why, from L{GeneratedFiles.problems}, instead of
+        failing)."""
         import tomllib
 
-        with open(self.running.path, "rb") as f:
-            table = tomllib.load(f).get("proxy", {})
+        try:
+            with open(self.running.path, "rb") as f:
+                table = tomllib.load(f).get("proxy", {})
+        except (OSError, tomllib.TOMLDecodeError):
+            return {}
         return table if isinstance(table, dict) else {}
 
     def overlay(self) -> Dict[str, Any]:

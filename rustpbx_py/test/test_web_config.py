@@ -437,6 +437,29 @@ class BrokenFileTests(ConfigConsoleMixin, TestCase):
         self.assertEqual(load_config(self.path).proxy.max_contacts, 4)
 
     @defer.inlineCallbacks
+    def test_main_file_broken_or_gone(self):
+        """The admin's own file broken by hand, or removed, while the PBX
+        runs: the settings page says so above the form (200), not 500."""
+        yield self.start_console()
+        yield self.login()
+        with open(self.path) as f:
+            text = f.read()
+        with open(self.path, "w") as f:
+            f.write("[proxy\n")
+        page = yield self.get("/console/settings")
+        self.assertEqual(page.code, 200)
+        self.assertIn('id="load-problems"', page.text)
+        self.assertIn("TOML syntax error", page.text)
+        os.remove(self.path)
+        page = yield self.get("/console/settings")
+        self.assertEqual(page.code, 200)
+        self.assertIn('id="load-problems"', page.text)
+        with open(self.path, "w") as f:
+            f.write(text)
+        page = yield self.get("/console/settings")
+        self.assertNotIn('id="load-problems"', page.text)
+
+    @defer.inlineCallbacks
     def test_routes_file_broken(self):
         yield self.start_console()
         yield self.login()
